@@ -1,0 +1,55 @@
+"""Keep programs talking to RunPod when their API key is rejected."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from . import recovery
+from ._credentials import Credentials
+from ._errors import (
+    AuthenticationError,
+    BodyNotReplayableError,
+    ConfigError,
+    CooldownError,
+    HookTimeoutError,
+    InvalidKeyError,
+    NonInteractiveError,
+    PermissionDeniedError,
+    RecoveryError,
+    ResilientRunPodError,
+    SourceError,
+)
+from ._httpx import AsyncResilientTransport, ResilientTransport, RunPodAuth
+from ._keys import fingerprint
+from ._logging import scrub_secrets
+from ._validate import KeyStatus, Validation
+from .typing import RecoveredKey, RecoveryContext, RecoveryHook
+
+__all__ = [
+    "AsyncResilientTransport",
+    "AuthenticationError",
+    "BodyNotReplayableError",
+    "ConfigError",
+    "CooldownError",
+    "Credentials",
+    "HookTimeoutError",
+    "InvalidKeyError",
+    "KeyStatus",
+    "NonInteractiveError",
+    "PermissionDeniedError",
+    "RecoveredKey",
+    "RecoveryContext",
+    "RecoveryError",
+    "RecoveryHook",
+    "ResilientRunPodError",
+    "ResilientTransport",
+    "RunPodAuth",
+    "SourceError",
+    "Validation",
+    "__version__",
+    "fingerprint",
+    "recovery",
+    "scrub_secrets",
+]
+
+__version__ = version("resilient-runpod")

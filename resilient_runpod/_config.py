@@ -1,0 +1,95 @@
+"""RunPod's shared config file, ``~/.runpod/config.toml``, as the SDK and runpodctl use it.
+
+The SDK reads ``[default].api_key`` (a table per profile); runpodctl writes a
+top-level ``apiKey``. Neither reads the other's entry, so we read both.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+import tomlkit.exceptions
+
+from ._errors import ConfigError
+
+__all__ = ["ConfigKey", "config_path", "keys_in_config", "load_config"]
+
+
+def config_path() -> Path:
+    """Where RunPod's tools keep their config: ``~/.runpod/config.toml``."""
+    return Path(os.path.expanduser("~")) / ".runpod" / "config.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    """A key found in the config file, and which entry held it (``[default].api_key``)."""
+
+    key: str
+    entry: str
+
+    def __repr__(self) -> str:
+        from ._keys import fingerprint  # noqa: PLC0415 -- avoid an import cycle at load time
+
+        return f"ConfigKey({fingerprint(self.key)}, entry={self.entry!r})"
+
+
+def load_config(path: Path | None = None) -> dict[str, Any] | None:
+    """Parse the config file; ``None`` if it does not exist.
+
+    Raises:
+        ConfigError: The file exists but cannot be read or is not TOML. The message
+            names the file and the line, never the file's content.
+    """
+    path = path or config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read {path}: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}. "
+            "Fix its permissions or remove it.",
+            path=str(path),
+        ) from None
+    try:
+        return tomlkit.parse(text).unwrap()
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML (line {exc.line}, column {exc.col}). "
+            "Fix it, or move it away and run `resilient-runpod login` to write a new one.",
+            path=str(path),
+        ) from None
+
+
+def keys_in_config(
+    profile: str = "default", path: Path | None = None
+) -> tuple[ConfigKey | None, ConfigKey | None]:
+    """The SDK's ``[profile].api_key`` and runpodctl's top-level ``apiKey``, if present.
+
+    Raises:
+        ConfigError: The file is not TOML, or an entry is not a string.
+    """
+    path = path or config_path()
+    data = load_config(path)
+    if data is None:
+        return None, None
+    sdk_entry, ctl_entry = None, None
+    table = data.get(profile)
+    if isinstance(table, dict) and "api_key" in table:
+        sdk_entry = ConfigKey(_as_str(table["api_key"], f"[{profile}].api_key", path), f"[{profile}].api_key")
+    if "apiKey" in data:
+        ctl_entry = ConfigKey(_as_str(data["apiKey"], "apiKey", path), "apiKey")
+    return sdk_entry, ctl_entry
+
+
+def _as_str(value: Any, entry: str, path: Path) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{path}: {entry} must be a string, not {type(value).__name__}",
+            path=str(path),
+        )
+    return value

@@ -1,0 +1,517 @@
+"""`Credentials`: the current key, its generation, and single-flight recovery.
+
+Every adapter (httpx, requests, aiohttp, the SDK wrappers) holds one `Credentials`
+and asks it two things: "which key now?" (`_current`, lock-free) and "key generation
+*g* was rejected: get me a newer one" (`recover` / `arecover`).
+
+Recovery is single-flight. The first caller to report generation *g* starts a
+*flight* that runs the hook; everyone else who reports *g* while it runs waits for
+that same flight, threads on a `threading.Event`, asyncio tasks (on any loop, in any
+thread) on a future the flight resolves thread-safely. A caller reporting a
+generation that is already old returns at once: a newer key is there to retry with.
+The hook runs outside the lock, in its own thread (sync hooks) or task (async hooks),
+so neither waiting requests nor unrelated ones are blocked by it, and a waiter that
+is cancelled or interrupted does not abandon the flight for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import _keys
+from ._config import keys_in_config
+from ._errors import (
+    NEXT_STEPS,
+    AuthenticationError,
+    CooldownError,
+    HookTimeoutError,
+    RecoveryError,
+)
+from ._hosts import HostPolicy
+from ._logging import logger, remember_key
+from ._validate import Validation, validate, validate_async
+from .typing import RecoveredKey, RecoveryContext, RecoveryHook
+
+if TYPE_CHECKING:
+    import tenacity
+
+__all__ = ["Credentials", "hook_name"]
+
+
+def hook_name(hook: object) -> str:
+    """How a hook is named in events and errors: its ``name``, else its qualified name."""
+    name = getattr(hook, "name", None) or getattr(hook, "__qualname__", None)
+    return str(name) if name else type(hook).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    key: str | None
+    generation: int
+    source: str
+
+
+class _Flight:
+    """One run of the recovery hook for one rejected generation, shared by all waiters."""
+
+    __slots__ = ("_async_waiters", "deadline", "done", "error", "generation", "rejected_key")
+
+    def __init__(self, generation: int, rejected_key: str | None, deadline: float) -> None:
+        self.generation = generation
+        self.rejected_key = rejected_key
+        self.deadline = deadline
+        self.done = threading.Event()
+        self.error: AuthenticationError | None = None
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def async_waiter(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._async_waiters.append((loop, future))
+        # `resolve` may have run between the caller's check and our append.
+        if self.done.is_set():
+            _wake(future)
+        return future
+
+    def resolve(self) -> None:
+        self.done.set()
+        for loop, future in self._async_waiters:
+            try:
+                loop.call_soon_threadsafe(_wake, future)
+            except RuntimeError:  # that loop is closed; nobody is waiting there any more
+                pass
+        self._async_waiters.clear()
+
+    def raise_if_failed(self) -> None:
+        """Raise a fresh copy of the flight's error, so no two threads share a traceback."""
+        if self.error is not None:
+            error = self.error
+            copy = (
+                CooldownError(str(error), fingerprint=error.fingerprint, retry_after=error.retry_after)
+                if isinstance(error, CooldownError)
+                else AuthenticationError(
+                    str(error), fingerprint=error.fingerprint, hooks=error.hooks,
+                    attempts=error.attempts,
+                )
+            )
+            raise copy from error.__cause__
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_live: weakref.WeakSet[Credentials] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held, or a flight run, by a thread of the parent does not exist in the child.
+    for credentials in list(_live):
+        credentials._lock = threading.Lock()  # noqa: SLF001 -- our own class
+        credentials._flight = None  # noqa: SLF001
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Credentials:
+    """The RunPod API key a program uses, and how to get a new one when RunPod rejects it.
+
+    Args:
+        api_key: The key. ``None`` resolves it as RunPod's tools do: ``RUNPOD_API_KEY``,
+            then ``~/.runpod/config.toml`` (``[profile].api_key``, then runpodctl's
+            ``apiKey``). No key at all is allowed: the first 401 then runs recovery.
+        recovery: The hook run when RunPod rejects the key (see `RecoveryHook`).
+            ``None`` uses `resilient_runpod.recovery.default`.
+        hosts: Extra hosts that may receive the key, e.g. an emulator's ``"127.0.0.1:8000"``
+            (RunPod's own hosts and the SDK's ``RUNPOD_*_BASE_URL`` hosts always may).
+        profile: The config-file profile to read.
+        max_recoveries: Recovery rounds per request before it fails with `AuthenticationError`.
+        stop: An extra tenacity stop condition for those rounds (e.g. ``stop_after_delay(30)``);
+            it can end them sooner, never later than *max_recoveries*.
+        wait: A tenacity wait strategy between rounds after the first (which is immediate).
+        hook_timeout: Seconds a hook may run before it is abandoned; ``None`` waits forever.
+        failure_threshold: Failed recoveries in a row after which recovery rests.
+        cooldown: Seconds recovery rests; requests rejected meanwhile fail at once.
+
+    Raises:
+        InvalidKeyError: *api_key* (or the resolved key) cannot be sent.
+        ConfigError: the key had to come from a config file that is not TOML.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        recovery: RecoveryHook | None = None,
+        *,
+        hosts: Iterable[str] = (),
+        profile: str = "default",
+        max_recoveries: int = 2,
+        stop: tenacity.stop.stop_base | None = None,
+        wait: tenacity.wait.wait_base | None = None,
+        hook_timeout: float | None = 30.0,
+        failure_threshold: int = 3,
+        cooldown: float = 60.0,
+    ) -> None:
+        if max_recoveries < 1:
+            raise ValueError("max_recoveries must be at least 1")
+        if recovery is None:
+            from .recovery import default  # noqa: PLC0415 -- recovery imports this module
+
+            recovery = default(profile=profile)
+        if api_key is None:
+            key, source = _resolve_key(profile)
+        else:
+            key, source = _keys.check(api_key), "argument"
+        remember_key(key)
+        self._current = _Current(key, 0, source)
+        self._hook: RecoveryHook = recovery
+        self.hosts = HostPolicy(hosts)
+        self.max_recoveries = max_recoveries
+        self.stop = stop
+        self.wait = wait
+        self.hook_timeout = hook_timeout
+        self.failure_threshold = failure_threshold
+        self.cooldown = cooldown
+        self._lock = threading.Lock()
+        self._flight: _Flight | None = None
+        self._streak = 0  # recoveries in a row that produced no accepted key
+        self._cooldown_until = 0.0
+        self._recovered_gen: int | None = None  # produced by recovery, not yet accepted
+        self._watch: int | None = None  # a success with this generation resets the streak
+        _live.add(self)
+
+    # -- what callers read -------------------------------------------------------------
+
+    @property
+    def api_key(self) -> str | None:
+        """The current key itself. Handle with care: never log or print it."""
+        return self._current.key
+
+    @property
+    def fingerprint(self) -> str:
+        """The current key's fingerprint, e.g. ``rpa_…9XQ2``: safe to show anywhere."""
+        return _keys.fingerprint(self._current.key)
+
+    @property
+    def generation(self) -> int:
+        """How many times the key has changed since this object was made."""
+        return self._current.generation
+
+    @property
+    def source(self) -> str:
+        """Where the current key came from (``env:RUNPOD_API_KEY``, ``argument``, ...)."""
+        return self._current.source
+
+    @property
+    def recovery(self) -> RecoveryHook:
+        """The hook run when RunPod rejects the key."""
+        return self._hook
+
+    def __repr__(self) -> str:
+        return (
+            f"<Credentials {self.fingerprint} source={self.source!r} "
+            f"generation={self.generation} recovery={hook_name(self._hook)!r}>"
+        )
+
+    __str__ = __repr__
+
+    # -- checking the key --------------------------------------------------------------
+
+    def validate(self, api_url: str | None = None) -> Validation:
+        """Ask RunPod (GraphQL ``myself { id }``) whether the current key works.
+
+        Tells an accepted key from a rejected one (401), one without permission (403),
+        no key at all, and a failure to reach RunPod. Runs no recovery; never raises
+        for HTTP or network failures.
+
+        Args:
+            api_url: RunPod's API base (default: ``RUNPOD_API_BASE_URL`` or RunPod's own);
+                an emulator's ``api_url`` in tests.
+        """
+        return validate(self._current.key, api_url)
+
+    async def avalidate(self, api_url: str | None = None) -> Validation:
+        """`validate` for asyncio."""
+        return await validate_async(self._current.key, api_url)
+
+    # -- rotation pushed by the application --------------------------------------------
+
+    def set_key(self, api_key: str, *, source: str = "set_key") -> None:
+        """Use *api_key* from now on, e.g. when the application learns of a rotation.
+
+        Requests in flight with the old key that get 401 retry with this one without
+        running the hook. Ends a recovery cooldown. A recovery still running will not
+        overwrite this key when it finishes.
+
+        Raises:
+            InvalidKeyError: *api_key* cannot be sent.
+        """
+        key = _keys.check(api_key)
+        remember_key(key)
+        with self._lock:
+            self._install_locked(key, source)
+            self._streak, self._cooldown_until = 0, 0.0
+            self._recovered_gen = self._watch = None
+
+    def _install_locked(self, key: str, source: str) -> None:
+        self._current = _Current(key, self._current.generation + 1, source)
+
+    def _confirm(self, generation: int) -> None:
+        """A request sent with *generation* was not rejected: that key is accepted."""
+        if generation == self._watch:
+            with self._lock:
+                if generation == self._watch:
+                    self._streak = 0
+                    self._watch = self._recovered_gen = None
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def recover(self, generation: int, context: RecoveryContext) -> None:
+        """Block until a key newer than *generation* is current, running the hook if needed.
+
+        Raises:
+            AuthenticationError: the hook could not produce a usable key (its error is
+                the ``__cause__``), or recovery is cooling down (`CooldownError`).
+        """
+        while True:
+            flight = self._join(generation, context, asynchronous=False)
+            if flight is None:
+                return
+            while not flight.done.wait(_remaining(flight)):
+                self._expire(flight, context)
+            flight.raise_if_failed()
+            generation = flight.generation  # a newer key is in; the loop returns at once
+
+    async def arecover(self, generation: int, context: RecoveryContext) -> None:
+        """`recover` for asyncio: waits without blocking the event loop."""
+        while True:
+            flight = self._join(generation, context, asynchronous=True)
+            if flight is None:
+                return
+            waiter = flight.async_waiter()
+            while not flight.done.is_set():
+                try:
+                    # shield: a waiter that times out or is cancelled leaves the flight alone.
+                    await asyncio.wait_for(asyncio.shield(waiter), _remaining(flight))
+                except (asyncio.TimeoutError, TimeoutError):
+                    self._expire(flight, context)
+            flight.raise_if_failed()
+            generation = flight.generation
+
+    def _join(
+        self, generation: int, context: RecoveryContext, *, asynchronous: bool
+    ) -> _Flight | None:
+        """The flight to wait for, starting it if this caller is first; None if not needed."""
+        with self._lock:
+            current = self._current
+            if current.generation != generation:
+                return None
+            if self._flight is not None:
+                return self._flight
+            now = time.monotonic()
+            if self._recovered_gen == generation:
+                # The key the last recovery produced was rejected too.
+                self._recovered_gen = None
+                self._count_failure_locked(now)
+            if now < self._cooldown_until:
+                raise self._cooldown_error(now, context)
+            deadline = math.inf if self.hook_timeout is None else now + self.hook_timeout
+            flight = self._flight = _Flight(generation, current.key, deadline)
+        self._start(flight, context, asynchronous=asynchronous)
+        return flight
+
+    def _count_failure_locked(self, now: float) -> None:
+        self._streak += 1
+        if self._streak >= self.failure_threshold:
+            self._cooldown_until = now + self.cooldown
+
+    def _cooldown_error(self, now: float, context: RecoveryContext) -> CooldownError:
+        retry_after = max(0.0, self._cooldown_until - now)
+        return CooldownError(
+            f"RunPod rejected API key {context.fingerprint} ({context.status_code} on "
+            f"{context.method} {context.url}), and recovery failed {self._streak} times in a row, "
+            f"so it is resting for {retry_after:.0f} more seconds instead of calling "
+            f"{hook_name(self._hook)!r} again. Set a working key with Credentials.set_key() "
+            f"to resume at once. {NEXT_STEPS}",
+            fingerprint=context.fingerprint,
+            retry_after=retry_after,
+        )
+
+    def _start(self, flight: _Flight, context: RecoveryContext, *, asynchronous: bool) -> None:
+        hook = self._hook
+        started = time.monotonic()
+        if asynchronous and _is_async_callable(hook):
+            task = asyncio.get_running_loop().create_task(self._run_async_hook(flight, context, started))
+            _background_tasks.add(task)
+            task.add_done_callback(_background_tasks.discard)
+            return
+
+        def run() -> None:
+            try:
+                result = hook(context)
+                if inspect.isawaitable(result):
+                    result = asyncio.run(_await(result))
+            except BaseException as exc:  # noqa: BLE001 -- reported to every waiter
+                self._finish(flight, context, started, error=exc)
+            else:
+                self._finish(flight, context, started, result=result)
+
+        threading.Thread(target=run, name="resilient-runpod-recovery", daemon=True).start()
+
+    async def _run_async_hook(self, flight: _Flight, context: RecoveryContext, started: float) -> None:
+        try:
+            result = await self._hook(context)  # type: ignore[misc]
+        except BaseException as exc:  # noqa: BLE001 -- reported to every waiter
+            self._finish(flight, context, started, error=exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self._finish(flight, context, started, result=result)
+
+    def _expire(self, flight: _Flight, context: RecoveryContext) -> None:
+        error = HookTimeoutError(
+            f"recovery hook {hook_name(self._hook)!r} did not answer within "
+            f"{self.hook_timeout} seconds and was abandoned"
+        )
+        self._finish(flight, context, flight.deadline - (self.hook_timeout or 0.0), error=error)
+
+    def _finish(
+        self,
+        flight: _Flight,
+        context: RecoveryContext,
+        started: float,
+        *,
+        result: object = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Settle *flight* once: install the new key, or record why there is none."""
+        name = hook_name(self._hook)
+        key, source = None, name
+        if error is None:
+            try:
+                key, source = _accept(result, name, flight.rejected_key)
+            except RecoveryError as exc:
+                error = exc
+        duration = round(time.monotonic() - started, 4)
+        with self._lock:
+            if flight.done.is_set():
+                return  # expired already, or finished by another path; first answer wins
+            now = time.monotonic()
+            if key is not None:
+                if self._current.generation == flight.generation:
+                    remember_key(key)
+                    self._install_locked(key, source)
+                    self._recovered_gen = self._watch = self._current.generation
+                # else: a newer key was set meanwhile; a late finisher never overwrites it.
+            else:
+                self._count_failure_locked(now)
+                self._watch = flight.generation
+                flight.error = _give_up_error(context, name, error)
+            if self._flight is flight:
+                self._flight = None
+            new_fingerprint = self.fingerprint
+        flight.resolve()
+        if key is not None:
+            logger.info(
+                "runpod.auth.recovered",
+                hook=name, source=source, duration=duration,
+                rejected=context.fingerprint, fingerprint=new_fingerprint,
+                method=context.method, url=context.url,
+            )
+        else:
+            logger.error(
+                "runpod.auth.hook_failed", hook=name, error=_describe(error), duration=duration,
+                fingerprint=context.fingerprint, method=context.method, url=context.url,
+            )
+
+
+_background_tasks: set[asyncio.Task[None]] = set()
+
+
+def _remaining(flight: _Flight) -> float | None:
+    if flight.deadline == math.inf:
+        return None
+    return max(0.0, flight.deadline - time.monotonic())
+
+
+def _is_async_callable(obj: object) -> bool:
+    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
+        getattr(obj, "__call__", None)  # noqa: B004 -- we want the coroutine method itself
+    )
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _accept(result: object, name: str, rejected: str | None) -> tuple[str, str]:
+    """Check a hook's answer; return (key, source) or raise RecoveryError saying why not."""
+    if result is None:
+        raise RecoveryError(f"recovery hook {name!r} found no key")
+    if isinstance(result, RecoveredKey):
+        raw, source = result.key, result.source
+    elif isinstance(result, str):
+        raw, source = result, name
+    else:
+        raise RecoveryError(
+            f"recovery hook {name!r} returned a {type(result).__name__}, not a key (str)"
+        )
+    try:
+        key = _keys.clean(raw)
+    except ValueError as exc:
+        raise RecoveryError(f"recovery hook {name!r} returned an unusable key: {exc}") from exc
+    if key == rejected:
+        raise RecoveryError(
+            f"recovery hook {name!r} returned the key RunPod just rejected "
+            f"({_keys.fingerprint(key)}): the source has not been updated yet"
+        )
+    return key, source
+
+
+def _describe(error: BaseException | None) -> str:
+    return f"{type(error).__name__}: {error}" if error is not None else ""
+
+
+def _give_up_error(
+    context: RecoveryContext, name: str, error: BaseException | None
+) -> AuthenticationError:
+    if isinstance(error, KeyboardInterrupt):
+        why = "the person cancelled the prompt"
+    else:
+        why = str(error) if isinstance(error, RecoveryError) else _describe(error)
+    exc = AuthenticationError(
+        f"RunPod rejected API key {context.fingerprint} ({context.status_code} on "
+        f"{context.method} {context.url}) and recovery found no replacement: {why}. "
+        f"{NEXT_STEPS}",
+        fingerprint=context.fingerprint,
+        attempts=context.attempt,
+        hooks=(name,),
+    )
+    exc.__cause__ = error
+    return exc
+
+
+def _resolve_key(profile: str) -> tuple[str | None, str]:
+    """The key RunPod's tools would use: RUNPOD_API_KEY, then the config file."""
+    raw = os.environ.get("RUNPOD_API_KEY")
+    if raw is not None and raw.strip():
+        return _keys.clean(raw), "env:RUNPOD_API_KEY"
+    sdk_entry, ctl_entry = keys_in_config(profile)
+    for entry in (sdk_entry, ctl_entry):
+        if entry is not None and entry.key.strip():
+            return _keys.clean(entry.key), f"config:{entry.entry}"
+    return None, "none"
+

@@ -1,0 +1,165 @@
+"""Every error resilient-runpod raises.
+
+The hierarchy::
+
+    ResilientRunPodError
+    ├── AuthenticationError        RunPod rejected the key (401) and recovery found none it accepts
+    │   └── CooldownError          ... and recovery is resting after repeated failures
+    ├── PermissionDeniedError      the key is valid but may not do this (403): never recovered
+    ├── RecoveryError              a recovery hook could not produce a key (chained as __cause__)
+    │   ├── HookTimeoutError       ... because it ran past its timeout
+    │   ├── SourceError            ... because its source (file, variable, command, config) failed
+    │   └── NonInteractiveError    ... because it would have to ask a person and nobody can answer
+    ├── InvalidKeyError            a key that cannot be sent (empty, padded, quoted, an S3 key); ValueError
+    ├── ConfigError                ~/.runpod/config.toml (or another config file) is not usable TOML; ValueError
+    └── BodyNotReplayableError     recovered, but the request's streamed body cannot be sent again;
+                                   httpx.StreamError
+
+Messages say what happened and what to do next. They name keys by fingerprint
+(``rpa_…9XQ2``), never by value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import httpx
+
+__all__ = [
+    "AuthenticationError",
+    "BodyNotReplayableError",
+    "ConfigError",
+    "CooldownError",
+    "HookTimeoutError",
+    "InvalidKeyError",
+    "NonInteractiveError",
+    "PermissionDeniedError",
+    "RecoveryError",
+    "ResilientRunPodError",
+    "SourceError",
+]
+
+# The fixes RunPod's own troubleshooting page gives, in its order.
+NEXT_STEPS = (
+    "Check that RUNPOD_API_KEY is set and spelled right (`resilient-runpod doctor` finds near misses); "
+    "if the key was revoked or expired, create a new one at "
+    "https://www.runpod.io/console/user/settings; "
+    "if it was pasted, copy it again without quotes, spaces or a trailing newline."
+)
+
+
+class ResilientRunPodError(Exception):
+    """Base class of every error raised by resilient-runpod."""
+
+
+class AuthenticationError(ResilientRunPodError):
+    """RunPod rejected the API key (HTTP 401) and recovery could not produce one it accepts.
+
+    Attributes:
+        fingerprint: The fingerprint of the last key RunPod rejected.
+        attempts: How many times the request was sent.
+        hooks: Names of the recovery hooks that were tried, in order.
+        status_code: The HTTP status that ended the request (401).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fingerprint: str,
+        attempts: int = 1,
+        hooks: Sequence[str] = (),
+        status_code: int = 401,
+    ) -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint
+        self.attempts = attempts
+        self.hooks = tuple(hooks)
+        self.status_code = status_code
+
+
+class CooldownError(AuthenticationError):
+    """Recovery failed several times in a row, so it is not tried again until a cooldown ends.
+
+    This keeps a dead key from hammering a secret store or a person. Setting a key with
+    `Credentials.set_key` ends the cooldown at once.
+
+    Attributes:
+        retry_after: Seconds until recovery is tried again.
+    """
+
+    def __init__(self, message: str, *, fingerprint: str, retry_after: float) -> None:
+        super().__init__(message, fingerprint=fingerprint)
+        self.retry_after = retry_after
+
+
+class PermissionDeniedError(ResilientRunPodError):
+    """RunPod accepted the key but refused this operation (HTTP 403).
+
+    The key is valid, so no recovery is attempted: another key would be needed, with more
+    access, and choosing one is the key owner's decision.
+
+    Attributes:
+        fingerprint: The fingerprint of the key that was refused.
+        status_code: The HTTP status (403).
+        detail: What RunPod said, if it said anything short enough to quote.
+    """
+
+    def __init__(
+        self, message: str, *, fingerprint: str, status_code: int = 403, detail: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint
+        self.status_code = status_code
+        self.detail = detail
+
+
+class RecoveryError(ResilientRunPodError):
+    """A recovery hook could not produce a key. Chained as ``__cause__`` of `AuthenticationError`."""
+
+
+class HookTimeoutError(RecoveryError):
+    """A recovery hook ran past its timeout and was abandoned."""
+
+
+class SourceError(RecoveryError):
+    """A key source failed: a missing or unreadable file, an unset variable, a failing command."""
+
+
+class NonInteractiveError(RecoveryError):
+    """A prompt was needed but nobody can answer it (no terminal, CI, or prompting disabled).
+
+    The message names the variable or file to set instead.
+    """
+
+
+class InvalidKeyError(ResilientRunPodError, ValueError):
+    """A key that cannot be sent: empty, padded with whitespace, quoted, or an S3 key.
+
+    Attributes:
+        fingerprint: The fingerprint of the refused key, if it was a string.
+    """
+
+    def __init__(self, message: str, *, fingerprint: str | None) -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint
+
+
+class ConfigError(ResilientRunPodError, ValueError):
+    """A configuration file exists but cannot be used (not TOML, unreadable, wrong types).
+
+    Attributes:
+        path: The file in question.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class BodyNotReplayableError(ResilientRunPodError, httpx.StreamError):
+    """The key was recovered, but the rejected request's streamed body cannot be sent again.
+
+    The next request will use the new key; send this one again with a body that can be
+    re-read (``bytes``, ``content=``, ``json=``, ``data=`` or ``files=``).
+    """

@@ -1,0 +1,117 @@
+"""Where a key may be sent, and how to print a URL without the secrets in it."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+
+import httpx
+
+from ._keys import fingerprint
+
+__all__ = ["RUNPOD_HOSTS", "HostPolicy", "redact_text", "redact_url"]
+
+# RunPod's own API hosts. The key is sent to these over HTTPS only.
+RUNPOD_HOSTS = frozenset({"api.runpod.ai", "api.runpod.io", "rest.runpod.io"})
+# The runpod SDK reads these to point itself elsewhere (a proxy, an emulator): a host
+# named there is where the user already sends the key.
+_BASE_URL_VARIABLES = ("RUNPOD_ENDPOINT_BASE_URL", "RUNPOD_API_BASE_URL")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_Origin = tuple[str, str, int]
+
+
+def _origin(scheme: str, host: str, port: int | None) -> _Origin:
+    return (scheme, host.lower(), port if port is not None else _DEFAULT_PORTS.get(scheme, 0))
+
+
+def _parse_allowed(entry: str) -> set[_Origin]:
+    """Turn ``"host"``, ``"host:port"`` or ``"scheme://host[:port][/path]"`` into origins.
+
+    A bare host or host:port is allowed over both http and https: the user named it
+    explicitly (an emulator on loopback speaks plain http).
+    """
+    if "://" in entry:
+        url = httpx.URL(entry)
+        return {_origin(url.scheme, url.host, url.port)}
+    url = httpx.URL(f"http://{entry}")
+    if url.port is None:
+        return {_origin("http", url.host, None), _origin("https", url.host, None)}
+    return {_origin("http", url.host, url.port), _origin("https", url.host, url.port)}
+
+
+class HostPolicy:
+    """Decides whether a URL is RunPod's (gets the key, may trigger recovery) or not.
+
+    RunPod's hosts over HTTPS are always allowed; so are the hosts in the SDK's base-URL
+    variables and any the user lists. Everything else, loopback included, never sees
+    the key.
+    """
+
+    __slots__ = ("_allowed", "_cache")
+
+    def __init__(self, extra: Iterable[str] = (), *, environ: bool = True) -> None:
+        allowed = {_origin("https", host, None) for host in RUNPOD_HOSTS}
+        entries = list(extra)
+        if environ:
+            entries += [os.environ[v] for v in _BASE_URL_VARIABLES if os.environ.get(v)]
+        for entry in entries:
+            allowed |= _parse_allowed(entry)
+        self._allowed = frozenset(allowed)
+        self._cache: dict[tuple[bytes, str, int | None], bool] = {}
+
+    def allows(self, url: httpx.URL) -> bool:
+        """Whether a request to *url* may carry the key."""
+        raw = url.raw_scheme, url.raw_host.decode("ascii", "replace"), url.port
+        try:
+            return self._cache[raw]
+        except KeyError:
+            verdict = _origin(url.scheme, url.host, url.port) in self._allowed
+            if len(self._cache) < 1024:  # noqa: PLR2004 -- a bound, not a tuning knob
+                self._cache[raw] = verdict
+            return verdict
+
+    def allows_str(self, url: str) -> bool:
+        """`allows` for a URL given as text (the requests and aiohttp adapters)."""
+        return self.allows(httpx.URL(url))
+
+    def __repr__(self) -> str:
+        hosts = sorted(f"{s}://{h}:{p}" for s, h, p in self._allowed)
+        return f"HostPolicy({hosts})"
+
+
+# Query parameters that carry secrets in RunPod scripts (GraphQL's ?api_key=) and elsewhere.
+_SECRET_PARAMS = frozenset({"api_key", "apikey", "key", "token", "access_token"})
+
+
+def redact_url(url: httpx.URL | str) -> str:
+    """*url* as text, without user info and with secret query values replaced."""
+    url = httpx.URL(url)
+    if url.userinfo:
+        url = url.copy_with(username=None, password=None)
+    if url.query:
+        params = [
+            (k, "[REDACTED]" if k.lower() in _SECRET_PARAMS else v)
+            for k, v in url.params.multi_items()
+        ]
+        url = url.copy_with(params=params)
+    return str(url)
+
+
+_RPA_KEY = re.compile(r"\brp[as]_[A-Za-z0-9]{8,}")
+_AUTH_VALUE = re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+")
+_QUERY_SECRET = re.compile(r"(?i)\b(api_key|apikey|access_token|token)=([^&\s\"'#]+)")
+
+
+def redact_text(text: str, known: Iterable[str] = ()) -> str:
+    """Replace every key-looking thing in *text*: RunPod keys, auth values, secret params.
+
+    *known* lists exact secrets to remove as well (legacy keys have no prefix to match).
+    """
+    for secret in known:
+        if secret and secret in text:
+            text = text.replace(secret, fingerprint(secret))
+    text = _RPA_KEY.sub(lambda m: fingerprint(m.group(0)), text)
+    text = _AUTH_VALUE.sub(lambda m: f"{m.group(1)} [REDACTED]", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}=[REDACTED]", text)

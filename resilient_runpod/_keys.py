@@ -1,0 +1,102 @@
+"""What a RunPod API key looks like, and how to talk about one without showing it.
+
+Everything that puts a key into text (logs, errors, reprs, CLI output) goes through
+`fingerprint`. Everything that accepts a key from outside goes through `clean`
+(sources that read files, variables or a person's typing) or `check` (keys handed to us
+in code, which we refuse to alter silently).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._errors import InvalidKeyError
+
+__all__ = ["API_KEY_PREFIX", "S3_KEY_PREFIX", "check", "clean", "fingerprint", "shape_problems"]
+
+API_KEY_PREFIX = "rpa_"
+S3_KEY_PREFIX = "rps_"
+
+# A public secret-scanning rule for keys made since 2024-11: 50 characters in all.
+_RPA_SHAPE = re.compile(r"rpa_[A-Z0-9]{40}[A-Za-z0-9]{6}")
+# Characters a header value can carry and no RunPod key has ever contained.
+_FORBIDDEN = re.compile(r"[\s\"'`<>\\]|[^\x21-\x7e]")
+_QUOTES = "\"'`"
+# Below this length, even the last four characters say too much about the key.
+_MIN_FINGERPRINT_LEN = 12
+
+
+def fingerprint(key: str | None) -> str:
+    """Name *key* for humans without revealing it: its prefix and its last 4 characters.
+
+    >>> fingerprint("rpa_" + "A" * 42 + "9XQ2")
+    'rpa_…9XQ2'
+    """
+    if key is None:
+        return "<no key>"
+    if not key:
+        return "<empty key>"
+    if len(key) < _MIN_FINGERPRINT_LEN:
+        return f"<{len(key)}-character key>"
+    prefix = key[:4] if key[:4] in (API_KEY_PREFIX, S3_KEY_PREFIX) else ""
+    return f"{prefix}…{key[-4:]}"
+
+
+def shape_problems(key: str) -> list[str]:
+    """Everything about *key*'s text that would make RunPod reject it, in plain words.
+
+    An empty list means the key looks like a key; only the API can say whether it works.
+    """
+    problems: list[str] = []
+    if not key:
+        return ["the key is empty"]
+    if key != key.strip():
+        problems.append("the key has leading or trailing whitespace (a pasted newline?)")
+    stripped = key.strip()
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in _QUOTES:  # noqa: PLR2004
+        problems.append("the key is wrapped in quotes that were pasted along with it")
+    if stripped.startswith(S3_KEY_PREFIX):
+        problems.append(
+            "the key starts with 'rps_': that is a RunPod S3 credential, not an API key"
+        )
+    elif _FORBIDDEN.search(stripped.strip(_QUOTES)):
+        problems.append("the key contains characters that no RunPod key has (spaces, quotes, ...)")
+    elif stripped.startswith(API_KEY_PREFIX) and not _RPA_SHAPE.fullmatch(stripped):
+        problems.append(
+            f"the key starts with 'rpa_' but is {len(stripped)} characters long "
+            "or has unexpected characters; RunPod's rpa_ keys are 50 letters and digits"
+        )
+    return problems
+
+
+def check(key: str) -> str:
+    """Return *key* unchanged if it can be sent, else raise `InvalidKeyError` saying why.
+
+    Used for keys handed to us in code: we never alter them behind the caller's back.
+    A wrong length for an ``rpa_`` key is not fatal here (only `doctor` warns about it),
+    since legacy keys have no prefix and RunPod may change the format.
+    """
+    if not isinstance(key, str):
+        msg = f"an API key must be a str, not {type(key).__name__}"
+        raise InvalidKeyError(msg, fingerprint=None)
+    fatal = [p for p in shape_problems(key) if "50 letters" not in p]
+    if fatal:
+        raise InvalidKeyError(
+            f"API key {fingerprint(key.strip())} cannot be used: {'; '.join(fatal)}. "
+            "Copy the key again from https://www.runpod.io/console/user/settings.",
+            fingerprint=fingerprint(key.strip()),
+        )
+    return key
+
+
+def clean(raw: str) -> str:
+    """Normalize a key read from a file, a variable, a command or a person, then `check` it.
+
+    Surrounding whitespace (a trailing newline from ``echo`` or a mounted secret) and one
+    pair of matching surrounding quotes are removed: those are artefacts of how the key
+    travelled, not part of it.
+    """
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] and key[0] in _QUOTES:  # noqa: PLR2004
+        key = key[1:-1].strip()
+    return check(key)

@@ -1,0 +1,118 @@
+"""One cheap authenticated call that says whether a key works: RunPod's ``myself { id }``.
+
+Used by `Credentials.validate`, ``login`` and ``doctor`` ("validate keys on startup").
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+
+import httpx
+
+from ._hosts import redact_url
+from ._keys import fingerprint
+
+__all__ = ["KeyStatus", "Validation", "graphql_url", "validate", "validate_async"]
+
+_QUERY = {"query": "query { myself { id } }"}
+_TIMEOUT = httpx.Timeout(10.0)
+
+
+class KeyStatus(str, enum.Enum):
+    """What RunPod said about a key."""
+
+    ACCEPTED = "accepted"  # 200 with a user
+    REJECTED = "rejected"  # 401: invalid, expired or revoked
+    FORBIDDEN = "forbidden"  # 403 or a GraphQL "Unauthorized" error: valid, lacks permission
+    MISSING = "missing"  # no key was sent (GraphQL answers 200 with myself: null)
+    UNREACHABLE = "unreachable"  # network failure or an unexpected answer: nothing is known
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """The outcome of `Credentials.validate`.
+
+    Attributes:
+        status: What RunPod said.
+        fingerprint: The checked key's fingerprint.
+        url: The URL asked, without secrets.
+        detail: A short explanation (an HTTP status, a network error), never the key.
+    """
+
+    status: KeyStatus
+    fingerprint: str
+    url: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether RunPod accepted the key."""
+        return self.status is KeyStatus.ACCEPTED
+
+
+def graphql_url(api_url: str | None = None) -> str:
+    """RunPod's GraphQL URL: *api_url*, else ``RUNPOD_API_BASE_URL``, else RunPod's own."""
+    base = api_url or os.environ.get("RUNPOD_API_BASE_URL") or "https://api.runpod.io"
+    base = base.rstrip("/")
+    return base if base.endswith("/graphql") else f"{base}/graphql"
+
+
+def _request(key: str | None) -> dict[str, object]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return {"json": _QUERY, "headers": headers}
+
+
+def _interpret(key: str | None, url: str, response: httpx.Response) -> Validation:
+    print_, where = fingerprint(key), redact_url(url)
+    status = response.status_code
+    if status == 401:  # noqa: PLR2004
+        return Validation(KeyStatus.REJECTED, print_, where, "HTTP 401: RunPod rejected the key")
+    if status == 403:  # noqa: PLR2004
+        return Validation(KeyStatus.FORBIDDEN, print_, where, "HTTP 403: the key lacks permission")
+    if status != 200:  # noqa: PLR2004
+        return Validation(KeyStatus.UNREACHABLE, print_, where, f"unexpected HTTP {status}")
+    try:
+        body = response.json()
+    except ValueError:
+        return Validation(KeyStatus.UNREACHABLE, print_, where, "the answer was not JSON")
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if errors:
+        message = str(errors[0].get("message", "")) if isinstance(errors[0], dict) else ""
+        if "unauthorized" in message.lower():
+            return Validation(KeyStatus.FORBIDDEN, print_, where, "GraphQL answered Unauthorized")
+        return Validation(KeyStatus.UNREACHABLE, print_, where, "GraphQL answered an error")
+    data = body.get("data") if isinstance(body, dict) else None
+    myself = data.get("myself") if isinstance(data, dict) else None
+    if myself is None:
+        if key is None:
+            return Validation(KeyStatus.MISSING, print_, where, "no key was sent")
+        return Validation(
+            KeyStatus.REJECTED, print_, where, "RunPod did not recognise the key (myself: null)"
+        )
+    return Validation(KeyStatus.ACCEPTED, print_, where, "RunPod accepted the key")
+
+
+def validate(key: str | None, api_url: str | None = None, *, transport: httpx.BaseTransport | None = None) -> Validation:
+    """Ask RunPod whether *key* works. Never raises for HTTP or network failures."""
+    url = graphql_url(api_url)
+    try:
+        with httpx.Client(timeout=_TIMEOUT, transport=transport) as client:
+            response = client.post(url, **_request(key))  # type: ignore[arg-type]
+    except httpx.HTTPError as exc:
+        return Validation(KeyStatus.UNREACHABLE, fingerprint(key), redact_url(url), type(exc).__name__)
+    return _interpret(key, url, response)
+
+
+async def validate_async(
+    key: str | None, api_url: str | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+) -> Validation:
+    """`validate` for asyncio."""
+    url = graphql_url(api_url)
+    try:
+        async with httpx.AsyncClient(timeout=_TIMEOUT, transport=transport) as client:
+            response = await client.post(url, **_request(key))  # type: ignore[arg-type]
+    except httpx.HTTPError as exc:
+        return Validation(KeyStatus.UNREACHABLE, fingerprint(key), redact_url(url), type(exc).__name__)
+    return _interpret(key, url, response)

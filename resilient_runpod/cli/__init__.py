@@ -1,0 +1,40 @@
+"""The ``resilient-runpod`` command: one subcommand module each, registered here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import version
+
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Imported here so that `resilient-runpod --help` stays fast and each subcommand
+    # pays only for its own imports.
+    from . import _demo, _doctor, _emulator, _login
+
+    parser = argparse.ArgumentParser(
+        prog="resilient-runpod",
+        description="Keep programs talking to RunPod when their API key is rejected.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('resilient-runpod')}"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (_demo, _doctor, _emulator, _login):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the process exit code (0 ok, 1 a problem found, 2 usage error)."""
+    args = _parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

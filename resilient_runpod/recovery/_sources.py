@@ -1,0 +1,249 @@
+"""Key sources: where a recovery hook can look for a newer key.
+
+Each source is a small callable object with a ``name`` (reported in events, errors and
+``doctor``). It returns a `RecoveredKey`, ``None`` when it has nothing, or raises
+`SourceError` when its source is broken, with a message that names the variable,
+file or command and never the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._config import config_path, keys_in_config
+from .._errors import ConfigError, InvalidKeyError, RecoveryError, SourceError
+from .._keys import clean
+from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
+
+__all__ = ["Chain", "FromEnv", "FromFile", "FromRunPodConfig", "callback", "chain", "from_env", "from_file", "from_runpod_config"]
+
+DEFAULT_VARIABLES = ("RUNPOD_API_KEY", "RUNPOD_AI_API_KEY")
+
+
+def _clean_or_raise(raw: str, where: str) -> str:
+    try:
+        return clean(raw)
+    except InvalidKeyError as exc:
+        raise SourceError(f"{where} holds an unusable key: {exc}") from None
+
+
+class FromEnv:
+    """Re-read environment variables; the first one set wins. See `from_env`."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self.name = "env:" + ",".join(self.names)
+
+    def __call__(self, context: RecoveryContext | None = None) -> RecoveredKey | None:
+        """Return the first set variable's key, or ``None`` if none is set."""
+        for variable in self.names:
+            raw = os.environ.get(variable)
+            if raw is not None and raw.strip():
+                return RecoveredKey(_clean_or_raise(raw, f"${variable}"), f"env:{variable}")
+        return None
+
+    def __repr__(self) -> str:
+        return f"from_env({', '.join(map(repr, self.names))})"
+
+
+def from_env(*names: str) -> FromEnv:
+    """A hook that re-reads the environment: ``RUNPOD_API_KEY``, then ``RUNPOD_AI_API_KEY``.
+
+    Useful when something else (a sidecar, ``os.environ[...] = ...`` in a notebook)
+    updates the variable while the program runs.
+    """
+    return FromEnv(names or DEFAULT_VARIABLES)
+
+
+class FromFile:
+    """Re-read a mounted secret file on every call. See `from_file`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.name = f"file:{self.path}"
+
+    def __call__(self, context: RecoveryContext | None = None) -> RecoveredKey:
+        """Return the file's key, stripped of its trailing newline.
+
+        Raises:
+            SourceError: the file is missing, unreadable or empty.
+        """
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SourceError(f"secret file {self.path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SourceError(f"cannot read secret file {self.path}: {reason}") from None
+        if not raw.strip():
+            raise SourceError(f"secret file {self.path} is empty")
+        return RecoveredKey(_clean_or_raise(raw, f"secret file {self.path}"), self.name)
+
+    def __repr__(self) -> str:
+        return f"from_file({str(self.path)!r})"
+
+
+def from_file(path: str | os.PathLike[str]) -> FromFile:
+    """A hook that re-reads a secret file (Kubernetes or Docker secrets, a Vault agent's sink).
+
+    Mounted secrets are updated in place when the key rotates; the file is read afresh
+    each time, and its trailing newline removed.
+    """
+    return FromFile(path)
+
+
+class FromRunPodConfig:
+    """Re-read ``~/.runpod/config.toml``. See `from_runpod_config`."""
+
+    def __init__(self, profile: str = "default", path: str | os.PathLike[str] | None = None) -> None:
+        self.profile = profile
+        self._path = Path(path) if path is not None else None
+        self.name = f"config:{profile}"
+
+    @property
+    def path(self) -> Path:
+        """The config file (resolved at call time, so a changed ``HOME`` is honoured)."""
+        return self._path or config_path()
+
+    def __call__(self, context: RecoveryContext | None = None) -> RecoveredKey | None:
+        """Return the profile's ``api_key`` (else runpodctl's ``apiKey``), or ``None``.
+
+        Raises:
+            SourceError: the file is not TOML, or holds a key that cannot be sent.
+        """
+        try:
+            sdk_entry, ctl_entry = keys_in_config(self.profile, self.path)
+        except ConfigError as exc:
+            raise SourceError(str(exc)) from None
+        for entry in (sdk_entry, ctl_entry):
+            if entry is not None and entry.key.strip():
+                where = f"{self.path} {entry.entry}"
+                return RecoveredKey(_clean_or_raise(entry.key, where), f"config:{entry.entry}")
+        return None
+
+    def __repr__(self) -> str:
+        return f"from_runpod_config(profile={self.profile!r})"
+
+
+def from_runpod_config(
+    profile: str = "default", path: str | os.PathLike[str] | None = None
+) -> FromRunPodConfig:
+    """A hook that re-reads RunPod's config file, as ``runpod config`` or ``login`` wrote it.
+
+    Reads the SDK's ``[profile].api_key``, then runpodctl's top-level ``apiKey``.
+    """
+    return FromRunPodConfig(profile, path)
+
+
+def _resolve(hook: Callable[..., Any], *args: Any) -> Any:
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        # Hooks run in a worker thread with no event loop of its own.
+        result = asyncio.run(_awaited(result))
+    return result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _as_key(result: object, name: str) -> RecoveredKey | None:
+    if result is None or isinstance(result, RecoveredKey):
+        return result
+    if isinstance(result, str):
+        return RecoveredKey(result, name)
+    raise RecoveryError(f"recovery hook {name!r} returned a {type(result).__name__}, not a key")
+
+
+class Chain:
+    """Try hooks in order. See `chain`."""
+
+    def __init__(self, hooks: Sequence[RecoveryHook]) -> None:
+        if not hooks:
+            raise ValueError("chain() needs at least one hook")
+        self.hooks = tuple(hooks)
+        from .._credentials import hook_name  # noqa: PLC0415 -- _credentials imports us lazily
+
+        self._names = tuple(hook_name(h) for h in self.hooks)
+        self.name = "chain(" + ", ".join(self._names) + ")"
+
+    def __call__(self, context: RecoveryContext) -> RecoveredKey | None:
+        """Return the first key that differs from the rejected one.
+
+        Raises:
+            RecoveryError: no hook produced a new key and at least one failed; the
+                message lists what each hook did, the last failure is the cause.
+        """
+        from .._keys import fingerprint  # noqa: PLC0415
+
+        notes: list[str] = []
+        last_error: BaseException | None = None
+        for hook, name in zip(self.hooks, self._names):
+            try:
+                found = _as_key(_resolve(hook, context), name)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 -- one broken source must not hide the next
+                notes.append(f"{name}: {exc}")
+                last_error = exc
+                continue
+            if found is None:
+                notes.append(f"{name}: no key")
+            elif fingerprint(found.key.strip()) == context.fingerprint:
+                notes.append(f"{name}: only the rejected key ({context.fingerprint})")
+            else:
+                return found
+        if last_error is not None:
+            raise RecoveryError("no source had a new key (" + "; ".join(notes) + ")") from last_error
+        return None
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def chain(*hooks: RecoveryHook) -> Chain:
+    """A hook that tries *hooks* in order; the first key different from the rejected one wins.
+
+    A hook that fails or finds nothing is noted and the next one tried. "Different"
+    compares fingerprints, as hooks are never shown the rejected key itself.
+    """
+    return Chain(hooks)
+
+
+class _Callback:
+    def __init__(self, fn: Callable[..., Any], name: str | None) -> None:
+        self._fn = fn
+        self._takes_context = _accepts_argument(fn)
+        self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
+
+    def __call__(self, context: RecoveryContext) -> HookResult:
+        result = _resolve(self._fn, context) if self._takes_context else _resolve(self._fn)
+        return _as_key(result, self.name)
+
+    def __repr__(self) -> str:
+        return f"callback({self.name!r})"
+
+
+def _accepts_argument(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: assume the protocol
+        return True
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters
+    )
+
+
+def callback(fn: Callable[..., Any], *, name: str | None = None) -> RecoveryHook:
+    """Turn any function into a named hook: ``fn()`` or ``fn(context)``, sync or async.
+
+    Handy for a secret manager's client::
+
+        recovery.callback(lambda: vault.read("secret/runpod")["key"], name="vault")
+    """
+    return _Callback(fn, name)

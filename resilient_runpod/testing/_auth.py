@@ -1,0 +1,101 @@
+"""How each RunPod surface reads a key, and what it answers when it will not take it.
+
+======================  ===============================  =====================================
+surface                 key accepted from                rejected key / key without access
+======================  ===============================  =====================================
+serverless ``/v2/{id}``  ``Bearer KEY`` or bare ``KEY``   401 ``{"error"}`` / 403 ``{"error"}``
+REST v2 ``/v2/pods``    ``Bearer KEY`` only              401 / 403 ``application/problem+json``
+GraphQL ``/graphql``    header (either form) or          401 / 200 with ``errors[0].message
+                        ``?api_key=KEY``                 == "Unauthorized"``; no key at all:
+                                                         200 ``{"data":{"myself":null}}``
+======================  ===============================  =====================================
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Literal
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+__all__ = [
+    "GRAPHQL_PATH",
+    "REST_PODS_PATH",
+    "Surface",
+    "bearer_key",
+    "error_response",
+    "header_key",
+    "presented_key",
+    "problem",
+    "surface_of",
+]
+
+Surface = Literal["serverless", "rest", "graphql"]
+
+GRAPHQL_PATH = "/graphql"
+REST_PODS_PATH = "/v2/pods"
+
+# What RunPod's REST v2 says for every missing, malformed, expired or invalid key.
+_REST_401_DETAIL = "missing bearer token"
+_REST_403_DETAIL = "access denied"
+
+
+def surface_of(path: str) -> Surface:
+    """Name the RunPod surface that serves *path*."""
+    if path == GRAPHQL_PATH:
+        return "graphql"
+    if path == REST_PODS_PATH or path.startswith(REST_PODS_PATH + "/"):
+        return "rest"
+    return "serverless"
+
+
+def header_key(request: Request) -> str | None:
+    """Return the key in ``Authorization``, sent either as ``Bearer KEY`` or bare."""
+    value = request.headers.get("authorization", "").strip()
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip() or None
+    return value or None
+
+
+def bearer_key(request: Request) -> str | None:
+    """Return the key only if it came as ``Authorization: Bearer KEY`` (REST v2's rule)."""
+    value = request.headers.get("authorization", "").strip()
+    scheme, _, rest = value.partition(" ")
+    return (rest.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def presented_key(request: Request) -> str | None:
+    """Return whatever key the request carries, in any form a surface accepts."""
+    return header_key(request) or request.query_params.get("api_key") or None
+
+
+def problem(status: int, detail: str, **extra: object) -> JSONResponse:
+    """Return an RFC 9457 ``application/problem+json`` answer, as REST v2 sends."""
+    body = {"title": HTTPStatus(status).phrase, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status, media_type="application/problem+json")
+
+
+def error_response(status: int, surface: Surface) -> JSONResponse:
+    """Return the answer *surface* gives with *status*, whatever the reason.
+
+    Used for rejected keys and for injected faults alike, so that a fault looks exactly
+    like the real thing to the client.
+    """
+    phrase = HTTPStatus(status).phrase
+    # Every surface names a rate-limit wait; REST v2 documents Retry-After.
+    headers = {"Retry-After": "1"} if status == HTTPStatus.TOO_MANY_REQUESTS else None
+    if surface == "rest":
+        detail = {
+            HTTPStatus.UNAUTHORIZED: _REST_401_DETAIL,
+            HTTPStatus.FORBIDDEN: _REST_403_DETAIL,
+            HTTPStatus.TOO_MANY_REQUESTS: "rate limit exceeded for the minute window",
+        }.get(HTTPStatus(status), phrase.lower())
+        response = problem(status, detail)
+        if headers:
+            response.headers.update(headers)
+        return response
+    if surface == "graphql":
+        return JSONResponse({"errors": [{"message": phrase}], "data": None}, status, headers)
+    return JSONResponse({"error": phrase}, status, headers)

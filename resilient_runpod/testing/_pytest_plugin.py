@@ -1,0 +1,56 @@
+"""pytest fixtures for testing code that talks to RunPod, without RunPod.
+
+Installed with the package (entry point ``pytest11``), so with the ``emulator`` extra
+the fixtures are simply there::
+
+    def test_recovers_from_revoked_key(runpod_emulator):
+        key = runpod_emulator.api_key
+        runpod_emulator.revoke(key)
+        response = httpx.get(
+            f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert 401 == response.status_code
+
+``runpod_emulator``
+    A running `Emulator` in its initial state: one full-access key (`Emulator.api_key`),
+    no faults, no latency, zero counters, no jobs or pods. Changes a test makes are
+    undone before the next test.
+
+``runpod_emulator_server``
+    The session-wide server behind ``runpod_emulator``, started once because stopping a
+    server takes a noticeable fraction of a second. Use it directly only to share state
+    across tests; it is *not* reset for you.
+
+For the ``runpod`` SDK, set `Emulator.sdk_env` in the environment before ``runpod`` is
+imported (``RUNPOD_ENDPOINT_BASE_URL`` is read at import), e.g. in a subprocess.
+Without uvicorn and starlette the fixtures skip the test, saying what to install.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ._emulator import Emulator
+
+__all__ = ["runpod_emulator", "runpod_emulator_server"]
+
+_SKIP_REASON = "the RunPod emulator needs: pip install 'resilient-runpod[emulator]'"
+
+
+@pytest.fixture(scope="session")
+def runpod_emulator_server() -> Iterator[Emulator]:
+    """A RunPod emulator serving for the whole test session."""
+    pytest.importorskip("uvicorn", reason=_SKIP_REASON)
+    pytest.importorskip("starlette", reason=_SKIP_REASON)
+    with Emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def runpod_emulator(runpod_emulator_server: Emulator) -> Iterator[Emulator]:
+    """The RunPod emulator, in its initial state for this test."""
+    runpod_emulator_server.reset()
+    yield runpod_emulator_server

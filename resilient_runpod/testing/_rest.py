@@ -1,0 +1,106 @@
+"""A slice of RunPod's REST API v2: list, create, read and delete pods under ``/v2/pods``.
+
+Bearer keys only. Every answer that is not a success is ``application/problem+json``.
+These routes are registered before the serverless ones and claim everything under
+``/v2/pods``, so ``pods`` cannot be used as a serverless endpoint id.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ._auth import REST_PODS_PATH, bearer_key, error_response, problem
+from ._pods import GPU_TYPES
+from ._state import EmulatorState
+
+__all__ = ["routes"]
+
+_READ_METHODS = ("GET", "HEAD")
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _create_problems(body: Any) -> list[str]:
+    # The checks of CreatePodRequest that a client is likely to trip over.
+    if not isinstance(body, dict):
+        return ["$: expected an object"]
+    problems = []
+    if not isinstance(body.get("name"), str) or not body["name"]:
+        problems.append("$: missing property 'name'")
+    if not isinstance(body.get("image"), str) and "templateId" not in body:
+        problems.append("$: 'image' is required unless 'templateId' is set")
+    if ("gpu" in body) == ("cpu" in body):
+        problems.append("$: exactly one of 'gpu' or 'cpu' must be set")
+    gpu = body.get("gpu")
+    if gpu is not None and (not isinstance(gpu, dict) or not isinstance(gpu.get("id"), str)):
+        problems.append("$.gpu: missing property 'id'")
+    return problems
+
+
+def routes(state: EmulatorState) -> list[BaseRoute]:
+    """Return the REST v2 pod routes, answering from *state*."""
+    pods = state.pods
+
+    def rejection(request: Request) -> Response | None:
+        scope = state.scope_of(bearer_key(request))
+        if scope is None:
+            return error_response(401, "rest")
+        if request.method not in _READ_METHODS and scope != "all":
+            return error_response(403, "rest")
+        return None
+
+    async def collection(request: Request) -> Response:
+        if (rejected := rejection(request)) is not None:
+            return rejected
+        if request.method in _READ_METHODS:
+            return JSONResponse({"pods": [pod.rest() for pod in pods.all()]})
+        if request.method != "POST":
+            return problem(405, f"{request.method} is not allowed on {REST_PODS_PATH}")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return problem(400, "the request body is not valid JSON")
+        if errors := _create_problems(body):
+            return problem(422, "the request body does not match the contract", errors=errors)
+        gpu = body.get("gpu")
+        if gpu is not None and not any(g["id"] == gpu["id"] for g in GPU_TYPES):
+            return problem(400, f"no capacity for GPU type {gpu['id']!r}")
+        pod = pods.create(
+            body["name"],
+            body.get("image") or body["templateId"],
+            gpu_type_id=gpu["id"] if gpu else None,
+            gpu_count=int(gpu.get("count", 1)) if gpu else 0,
+            env={str(k): str(v) for k, v in (body.get("env") or {}).items()},
+            ports=tuple(body.get("ports") or ()),
+            disk_gb=int(body.get("disk", 10)),
+            docker_args=str(body.get("args", "")),
+        )
+        # Provisioning is asynchronous at RunPod: the create answer says so, later reads
+        # find the pod running.
+        return JSONResponse({**pod.rest(), "status": "PROVISIONING", "startedAt": None}, 201)
+
+    async def item(request: Request) -> Response:
+        if (rejected := rejection(request)) is not None:
+            return rejected
+        pod_id = request.path_params["pod_id"]
+        if request.method in _READ_METHODS:
+            pod = pods.get(pod_id)
+            return JSONResponse(pod.rest()) if pod else problem(404, "pod not found")
+        if request.method == "DELETE":
+            return Response(status_code=204) if pods.delete(pod_id) else problem(404, "pod not found")
+        return problem(405, f"{request.method} is not implemented by the emulator")
+
+    async def elsewhere(request: Request) -> Response:
+        if (rejected := rejection(request)) is not None:
+            return rejected
+        return problem(404, "the RunPod emulator does not implement this route")
+
+    return [
+        Route(REST_PODS_PATH, collection, methods=_ALL_METHODS),
+        Route(REST_PODS_PATH + "/{pod_id}", item, methods=_ALL_METHODS),
+        Route(REST_PODS_PATH + "/{rest:path}", elsewhere, methods=_ALL_METHODS),
+    ]

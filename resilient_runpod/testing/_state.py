@@ -1,0 +1,285 @@
+"""What the emulator remembers about keys, faults and traffic, shared between threads.
+
+Test code calls the controls from its own threads while the app reads and writes the
+same state from uvicorn's event-loop thread, so every access goes through one lock.
+Nothing holds the lock across an ``await`` or any I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .._keys import API_KEY_PREFIX, fingerprint
+from ._jobs import JobQueue
+from ._pods import PodStore
+
+__all__ = [
+    "SCOPES",
+    "Counters",
+    "EmulatorState",
+    "KeyInfo",
+    "Scope",
+    "UnknownKeyError",
+    "check_scope",
+    "new_key",
+]
+
+Scope = Literal["all", "read"]
+"""What a key may do: ``"all"`` reads and writes, ``"read"`` gets 403 on every write."""
+
+SCOPES: tuple[Scope, ...] = ("all", "read")
+
+_UPPER_DIGITS = string.ascii_uppercase + string.digits
+_ALNUM = string.ascii_letters + string.digits
+
+
+def new_key() -> str:
+    """Return a fresh random key shaped like RunPod's: ``rpa_`` and 46 letters and digits.
+
+    The shape matches the public secret-scanning rule, so code that checks a key's shape
+    accepts emulator keys exactly as it accepts real ones.
+    """
+    head = "".join(secrets.choice(_UPPER_DIGITS) for _ in range(40))
+    tail = "".join(secrets.choice(_ALNUM) for _ in range(6))
+    return f"{API_KEY_PREFIX}{head}{tail}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What the emulator may say about one registered key: never the key itself."""
+
+    fingerprint: str
+    """The key's prefix and last four characters, e.g. ``rpa_…9XQ2``."""
+    scope: Scope
+    """``"all"`` or ``"read"``."""
+    active: bool
+    """False once the key was revoked (or rotated away): it then gets 401."""
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """A snapshot of the requests the emulator answered (admin requests excluded).
+
+    Keys appear by fingerprint only; a request without a key counts as ``"<no key>"``.
+    """
+
+    total: int = 0
+    """All requests answered."""
+    by_status: Mapping[int, int] = field(default_factory=dict)
+    """Requests per HTTP status code."""
+    by_key: Mapping[str, int] = field(default_factory=dict)
+    """Requests per key fingerprint."""
+    by_key_status: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+    """Requests per key fingerprint, then per status code."""
+
+    def to_json(self) -> dict[str, object]:
+        """Return the snapshot as JSON-ready data (status codes become strings)."""
+        return {
+            "total": self.total,
+            "by_status": {str(code): n for code, n in self.by_status.items()},
+            "by_key": dict(self.by_key),
+            "by_key_status": {
+                fp: {str(code): n for code, n in codes.items()}
+                for fp, codes in self.by_key_status.items()
+            },
+        }
+
+
+@dataclass(slots=True)
+class _KeyRecord:
+    scope: Scope
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    status: int
+    path_prefix: str | None
+
+
+class UnknownKeyError(KeyError):
+    """The emulator was asked to change a key it never registered. Names it by fingerprint."""
+
+
+def _user_id(key: str) -> str:
+    # A stable identity per key, so tests can tell which key a GraphQL call used, made
+    # with a one-way hash so that nothing in a response reveals the key's characters.
+    digest = hashlib.sha256(b"resilient-runpod-emulator\0" + key.encode()).hexdigest()
+    return f"user-{digest[:12]}"
+
+
+def check_scope(scope: str) -> Scope:
+    """Return *scope* if it is one the emulator knows, else raise `ValueError`."""
+    for known in SCOPES:
+        if scope == known:
+            return known
+    raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
+
+
+class EmulatorState:
+    """Keys, faults, latency, counters, jobs and pods of one emulator."""
+
+    def __init__(self, keys: Iterable[str], *, job_seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, _KeyRecord] = {}
+        self._faults: list[_Fault] = []
+        self._latency = 0.0
+        self._by_key_status: Counter[tuple[str, int]] = Counter()
+        self._job_seconds = job_seconds
+        self.jobs = JobQueue(job_seconds)
+        self.pods = PodStore()
+        self._initial = list(dict.fromkeys(keys)) or [new_key()]
+        for key in self._initial:
+            self.add_key(key, scope="all")
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def add_key(self, key: str | None = None, *, scope: str = "all") -> str:
+        """Register *key* (or a new random one) with *scope*; re-activate it if known."""
+        checked = check_scope(scope)
+        if key is None:
+            key = new_key()
+        if not isinstance(key, str) or not key or key != key.strip():
+            raise ValueError("an emulator key must be a non-empty str without surrounding spaces")
+        with self._lock:
+            self._keys[key] = _KeyRecord(checked, active=True)
+        return key
+
+    def revoke(self, key: str) -> None:
+        """Make *key* answer 401 from now on."""
+        with self._lock:
+            record = self._record(key)
+            record.active = False
+
+    def rotate(self, old_key: str) -> str:
+        """Revoke *old_key* and return a new key with the same scope."""
+        new = new_key()
+        with self._lock:
+            record = self._record(old_key)
+            record.active = False
+            self._keys[new] = _KeyRecord(record.scope, active=True)
+        return new
+
+    def _record(self, key: str) -> _KeyRecord:
+        try:
+            return self._keys[key]
+        except KeyError:
+            raise UnknownKeyError(f"the emulator has no key {fingerprint(key)}") from None
+
+    def scope_of(self, key: str | None) -> Scope | None:
+        """Return the scope *key* grants, or None if it is missing, unknown or revoked."""
+        if key is None:
+            return None
+        with self._lock:
+            record = self._keys.get(key)
+        return record.scope if record is not None and record.active else None
+
+    def user_id(self, key: str) -> str:
+        """Return the stable account id the emulator shows for *key*."""
+        return _user_id(key)
+
+    def first_key(self) -> str | None:
+        """Return the first active full-access key, if any."""
+        with self._lock:
+            for key, record in self._keys.items():
+                if record.active and record.scope == "all":
+                    return key
+        return None
+
+    def key_infos(self) -> tuple[KeyInfo, ...]:
+        """Describe every registered key, in the order they were added."""
+        with self._lock:
+            return tuple(
+                KeyInfo(fingerprint(key), record.scope, record.active)
+                for key, record in self._keys.items()
+            )
+
+    # -- faults -------------------------------------------------------------------------
+
+    def inject(self, status: int, count: int, path_prefix: str | None) -> None:
+        """Queue *count* answers of *status* for requests whose path starts with the prefix."""
+        if not 400 <= status <= 599:  # noqa: PLR2004 (the range of HTTP error codes)
+            raise ValueError(f"an injected status must be an HTTP error (400-599), not {status}")
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        with self._lock:
+            self._faults.extend([_Fault(status, path_prefix)] * count)
+
+    def take_fault(self, path: str) -> int | None:
+        """Consume and return the first queued fault that applies to *path*, if any."""
+        with self._lock:
+            for index, fault in enumerate(self._faults):
+                if fault.path_prefix is None or path.startswith(fault.path_prefix):
+                    del self._faults[index]
+                    return fault.status
+        return None
+
+    @property
+    def latency(self) -> float:
+        """Seconds every counted request waits before it is answered."""
+        with self._lock:
+            return self._latency
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every counted request by *seconds* from now on."""
+        if seconds < 0:
+            raise ValueError(f"latency cannot be negative, not {seconds}")
+        with self._lock:
+            self._latency = float(seconds)
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault and the latency."""
+        with self._lock:
+            self._faults.clear()
+            self._latency = 0.0
+
+    # -- counters -----------------------------------------------------------------------
+
+    def count(self, key_fingerprint: str, status: int) -> None:
+        """Record one answered request."""
+        with self._lock:
+            self._by_key_status[key_fingerprint, status] += 1
+
+    def counters(self) -> Counters:
+        """Return a snapshot of the counters."""
+        with self._lock:
+            items = list(self._by_key_status.items())
+        by_status: Counter[int] = Counter()
+        by_key: Counter[str] = Counter()
+        by_key_status: dict[str, dict[int, int]] = {}
+        for (fp, status), n in items:
+            by_status[status] += n
+            by_key[fp] += n
+            by_key_status.setdefault(fp, {})[status] = n
+        return Counters(
+            total=sum(by_status.values()),
+            by_status=dict(by_status),
+            by_key=dict(by_key),
+            by_key_status=by_key_status,
+        )
+
+    def reset_counters(self) -> None:
+        """Forget every request counted so far."""
+        with self._lock:
+            self._by_key_status.clear()
+
+    # -- everything ---------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Return to the state right after construction, keeping the initial keys' values."""
+        with self._lock:
+            self._keys = {
+                key: _KeyRecord("all", active=True) for key in self._initial
+            }
+            self._faults.clear()
+            self._latency = 0.0
+            self._by_key_status.clear()
+        self.jobs.reset(self._job_seconds)
+        self.pods.reset()

@@ -1,0 +1,65 @@
+"""Public types: what a recovery hook is, what it is handed, and what it may return."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias, runtime_checkable
+
+from ._keys import fingerprint
+
+__all__ = ["HookResult", "RecoveredKey", "RecoveryContext", "RecoveryHook"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryContext:
+    """What a recovery hook is told about the rejection it is asked to repair.
+
+    Attributes:
+        fingerprint: The rejected key's fingerprint (``rpa_…9XQ2``), never the key.
+        attempt: Which recovery round this is for the request, starting at 1.
+        status_code: The HTTP status that triggered recovery (401).
+        method: The HTTP method of the rejected request.
+        url: The rejected request's URL, with secrets (``api_key=``, user info) removed.
+    """
+
+    fingerprint: str
+    attempt: int
+    status_code: int
+    method: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredKey:
+    """A key a hook found, with the name of where it came from.
+
+    Hooks may return a plain ``str``; returning this instead lets the ``source`` show in
+    the ``runpod.auth.recovered`` event and in ``doctor``. Its repr shows a fingerprint.
+    """
+
+    key: str = field(repr=False)
+    source: str
+
+    def __repr__(self) -> str:
+        return f"RecoveredKey({fingerprint(self.key)}, source={self.source!r})"
+
+
+HookResult: TypeAlias = "str | RecoveredKey | None"
+
+
+@runtime_checkable
+class RecoveryHook(Protocol):
+    """Anything that can be asked for a new key after RunPod rejected the current one.
+
+    A hook is a callable, sync or async, that takes a `RecoveryContext` and returns a new
+    key, a `RecoveredKey`, or ``None`` when it cannot help. It may raise; the error is
+    reported and chained to the `AuthenticationError` the caller sees. It runs at most
+    once per rejected key, however many requests were rejected with it, and never under
+    a lock that other requests' network I/O needs.
+
+    Hooks with a ``name`` attribute are reported under that name.
+    """
+
+    def __call__(self, context: RecoveryContext, /) -> HookResult | Awaitable[HookResult]:
+        """Return a new key, or ``None`` if this hook cannot produce one."""
