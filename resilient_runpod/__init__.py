@@ -20,9 +20,11 @@ from ._errors import (
     SourceError,
 )
 from ._httpx import AsyncResilientTransport, ResilientTransport, RunPodAuth
+from ._init import retry_init
 from ._keys import fingerprint
 from ._logging import scrub_secrets
 from ._validate import KeyStatus, Validation
+from .sdk import wrap  # imports runpod only when called
 from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 __all__ = [
@@ -49,7 +51,9 @@ __all__ = [
     "__version__",
     "fingerprint",
     "recovery",
+    "retry_init",
     "scrub_secrets",
+    "wrap",
 ]
 
 __version__ = version("resilient-runpod")

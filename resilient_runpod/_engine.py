@@ -99,6 +99,10 @@ class _StillRejected(Exception):  # noqa: N818 -- a signal between rounds, never
     """The key a recovery produced was rejected too: another round, if the bounds allow."""
 
 
+# Exponential backoff with jitter, so a fleet rejected at once does not retry in lockstep.
+_DEFAULT_WAIT = tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.1)
+
+
 def _retrying(credentials: Credentials, sleep: Callable[[float], None]) -> tenacity.Retrying:
     """The one place retry rounds are configured. Sleeping is the driver's job."""
     stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(credentials.max_recoveries)
@@ -107,7 +111,7 @@ def _retrying(credentials: Credentials, sleep: Callable[[float], None]) -> tenac
     return tenacity.Retrying(
         stop=stop,
         # The first round runs at once (the rounds count starts after it); later ones back off.
-        wait=credentials.wait or tenacity.wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.1),
+        wait=credentials.wait or _DEFAULT_WAIT,
         retry=tenacity.retry_if_exception_type(_StillRejected),
         sleep=sleep,
         reraise=True,

@@ -1,19 +1,144 @@
-"""`resilient-runpod emulator`: not written yet."""
+"""`resilient-runpod emulator`: serve the RunPod emulator in the foreground until stopped.
+
+The key is never printed, only its fingerprint: terminal scrollback and CI logs are
+where keys leak. It comes from ``RUNPOD_API_KEY`` if that is set; otherwise a new key
+is written to a file only the current user can read.
+"""
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from resilient_runpod._errors import InvalidKeyError
+from resilient_runpod._keys import clean, fingerprint
+
+if TYPE_CHECKING:
+    import argparse
+    from types import FrameType
+
+    from resilient_runpod.testing import Emulator
 
 __all__ = ["add_parser"]
+
+_DEFAULT_KEY_FILE = Path(".runpod-emulator-key")
+_LOOPBACK = ("127.0.0.1", "[::1]", "localhost")
 
 
 def add_parser(sub: Any) -> None:
     """Register the `emulator` subcommand on *sub* (an argparse subparsers object)."""
-    parser = sub.add_parser("emulator", help="(not available yet)")
+    parser = sub.add_parser(
+        "emulator",
+        help="serve a local RunPod look-alike (serverless, GraphQL, REST v2) for tests and demos",
+        description=(
+            "Serve RunPod's auth surface on this machine until Ctrl-C or SIGTERM. The key is "
+            "$RUNPOD_API_KEY if set, else a new one written to --key-file. Admin API (no auth): "
+            "/_emulator/keys, /_emulator/faults, /_emulator/latency, /_emulator/counters."
+        ),
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="port to listen on, 0 for any free one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        default=_DEFAULT_KEY_FILE,
+        help="where to write a generated key, mode 0600 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--read-only-key",
+        action="store_true",
+        help="register the key read-only: writes get 403, to try out permission errors",
+    )
     parser.set_defaults(run=_run)
 
 
+def _write_key_file(path: Path, key: str) -> None:
+    # Created with 0600 from the start (no window where another user could read it), and
+    # chmod-ed too in case the file already existed with wider permissions.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(key + "\n")
+
+
+def _say(text: str = "") -> None:
+    # Flushed line by line: whoever reads our stdout through a pipe needs the URL now.
+    print(text, flush=True)  # noqa: T201 (a CLI's output)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"resilient-runpod emulator: {message}", file=sys.stderr)  # noqa: T201 (a CLI's output)
+    return code
+
+
 def _run(args: argparse.Namespace) -> int:
-    print("resilient-runpod emulator: not available yet")  # noqa: T201
-    return 2
+    from resilient_runpod.testing import Emulator  # noqa: PLC0415 (keeps `resilient-runpod --help` fast)
+    from resilient_runpod.testing._state import new_key  # noqa: PLC0415
+
+    raw = os.environ.get("RUNPOD_API_KEY", "")
+    try:
+        key = clean(raw) if raw.strip() else new_key()
+    except InvalidKeyError as exc:
+        return _fail(f"RUNPOD_API_KEY: {exc}", 2)
+    keys, read_keys = ([], [key]) if args.read_only_key else ([key], [])
+    try:
+        emulator = Emulator(keys, read_keys=read_keys, host=args.host, port=args.port)
+        emulator.start()
+    except ImportError as exc:
+        return _fail(str(exc), 2)
+    except OSError as exc:
+        return _fail(str(exc), 1)
+
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if raw.strip():
+            origin = "from RUNPOD_API_KEY"
+        else:
+            _write_key_file(args.key_file, key)
+            origin = f"written to {args.key_file} (mode 0600)"
+        _announce(emulator, fingerprint(key), origin, read_only=args.read_only_key)
+        # A timeout, so that the signal handler gets to run promptly on every platform.
+        while not stop.wait(0.5):
+            pass
+    except OSError as exc:
+        return _fail(f"cannot write {args.key_file}: {exc}", 1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        emulator.stop()
+    _say("RunPod emulator stopped.")
+    return 0
+
+
+def _announce(emulator: Emulator, key_fingerprint: str, origin: str, *, read_only: bool) -> None:
+    scope = "read-only" if read_only else "full access"
+    _say(f"RunPod emulator listening on {emulator.url}")
+    _say(f"  serverless  {emulator.serverless_url}/{emulator.endpoint_id}/run (any endpoint id)")
+    _say(f"  GraphQL     {emulator.graphql_url}")
+    _say(f"  REST v2     {emulator.rest_url}/pods")
+    _say(f"  admin       {emulator.url}/_emulator/")
+    _say()
+    _say("Point the runpod SDK at it:")
+    for name, value in emulator.sdk_env.items():
+        _say(f"  export {name}={value}")
+    _say()
+    _say(f"API key {key_fingerprint} ({scope}), {origin}")
+    if emulator.host.rsplit(":", 1)[0] not in _LOOPBACK:
+        _say("Warning: the admin API has no authentication; anyone who can reach it can add keys.")
+    _say("Press Ctrl-C to stop.")

@@ -1,19 +1,124 @@
-"""`resilient-runpod login`: not written yet."""
+"""`resilient-runpod login`: ask for a key, check it with RunPod, save it for the next run."""
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .._errors import (
+    ConfigError,
+    HookTimeoutError,
+    InvalidKeyError,
+    NonInteractiveError,
+    RecoveryError,
+)
+from .._keys import clean, fingerprint
+from .._persist import save_to_config, save_to_file
+from .._validate import KeyStatus, Validation, validate
+from ..recovery._prompt import Prompt
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["add_parser"]
+
+# Exit codes: 0 saved; 1 the key was not saved (rejected, unreachable, cancelled, write
+# failed); 2 nobody can answer here, or the arguments were wrong.
+_SAVED, _NOT_SAVED, _USAGE = 0, 1, 2
 
 
 def add_parser(sub: Any) -> None:
     """Register the `login` subcommand on *sub* (an argparse subparsers object)."""
-    parser = sub.add_parser("login", help="(not available yet)")
+    parser = sub.add_parser(
+        "login",
+        help="ask for an API key, check it with RunPod, save it to ~/.runpod/config.toml",
+        description=(
+            "Ask for a RunPod API key (hidden input), check it with RunPod, and save it as "
+            "[PROFILE].api_key in ~/.runpod/config.toml, where the runpod SDK reads it. "
+            "The rest of the file is kept; the file is made private (0600). The key is "
+            "never printed."
+        ),
+    )
+    parser.add_argument("--profile", default="default", help="config profile (default: default)")
+    parser.add_argument(
+        "--api-url",
+        help="RunPod API base to check the key against (default: RUNPOD_API_BASE_URL or RunPod's)",
+    )
+    parser.add_argument(
+        "--to",
+        metavar="PATH",
+        help="save to this file alone (key and newline) instead of the config",
+    )
+    parser.add_argument(
+        "--stdin",
+        action="store_true",
+        help="read the key from stdin instead of asking (e.g. piped from a secret manager)",
+    )
+    parser.add_argument(
+        "--no-validate", action="store_true", help="save without asking RunPod first"
+    )
     parser.set_defaults(run=_run)
 
 
+class _LoginPrompt(Prompt):
+    """The recovery prompt, but strict: a key RunPod could not check is not taken."""
+
+    def __init__(self, *, api_url: str | None, check: bool) -> None:
+        super().__init__(validate=check, api_url=api_url, timeout=None)
+        self.unreachable: Validation | None = None
+
+    def _check_with_runpod(self, validation: Validation) -> str:
+        if validation.status is KeyStatus.UNREACHABLE:
+            self.unreachable = validation
+            raise RecoveryError(f"could not ask RunPod at {validation.url}: {validation.detail}")
+        return super()._check_with_runpod(validation)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)  # noqa: T201 -- the CLI talks on stderr, stdout stays clean
+
+
+def _key_from_stdin(args: argparse.Namespace) -> str | None:
+    try:
+        key = clean(sys.stdin.read() if sys.stdin is not None else "")
+    except InvalidKeyError as exc:
+        _say(f"login: {exc}")
+        return None
+    if not args.no_validate:
+        validation = validate(key, args.api_url)
+        if validation.status in (KeyStatus.REJECTED, KeyStatus.UNREACHABLE):
+            _say(f"login: not saved: {validation.detail} ({validation.url})")
+            return None
+    return key
+
+
 def _run(args: argparse.Namespace) -> int:
-    print("resilient-runpod login: not available yet")  # noqa: T201
-    return 2
+    if args.stdin:
+        key = _key_from_stdin(args)
+        if key is None:
+            return _NOT_SAVED
+    else:
+        asker = _LoginPrompt(api_url=args.api_url, check=not args.no_validate)
+        try:
+            key = asker(None).key
+        except NonInteractiveError as exc:
+            _say(f"login: cannot ask for a key: {exc} Or pipe one in with --stdin.")
+            return _USAGE
+        except (KeyboardInterrupt, EOFError):
+            _say("login: cancelled; nothing was saved")
+            return _NOT_SAVED
+        except (RecoveryError, HookTimeoutError) as exc:
+            hint = " Use --no-validate to save it unchecked." if asker.unreachable else ""
+            _say(f"login: not saved: {exc}.{hint}")
+            return _NOT_SAVED
+    try:
+        if args.to:
+            where = str(save_to_file(key, args.to))
+        else:
+            where = f"{save_to_config(key, profile=args.profile)} [{args.profile}].api_key"
+    except (ConfigError, OSError) as exc:
+        _say(f"login: not saved: {exc}")
+        return _NOT_SAVED
+    checked = "unchecked" if args.no_validate else "RunPod accepted it"
+    _say(f"Saved API key {fingerprint(key)} to {where} ({checked}).")
+    return _SAVED

@@ -1,13 +1,19 @@
 """Recovery hooks: where to find a new key when RunPod rejects the current one.
 
 A hook is any callable taking a `RecoveryContext` and returning a key (or ``None``).
-These cover the usual places; `chain` combines them; `default` is what `Credentials`
+These cover the usual places: the environment, a mounted secret file, RunPod's config
+file, a secret manager's command, and a person (`prompt`). `chain` combines them,
+`persist` saves what one found for the next run, and `default` is what `Credentials`
 uses when given no hook.
 """
 
 from __future__ import annotations
 
-from ..typing import RecoveryHook
+from typing import TYPE_CHECKING
+
+from .._persist import persist, save_key
+from ._command import from_command
+from ._prompt import NO_PROMPT_VARIABLE, prompt, where_to_ask
 from ._sources import (
     callback,
     chain,
@@ -16,13 +22,32 @@ from ._sources import (
     from_runpod_config,
 )
 
-__all__ = ["callback", "chain", "default", "from_env", "from_file", "from_runpod_config"]
+if TYPE_CHECKING:
+    from ..typing import RecoveryHook
+
+__all__ = [
+    "NO_PROMPT_VARIABLE",
+    "callback",
+    "chain",
+    "default",
+    "from_command",
+    "from_env",
+    "from_file",
+    "from_runpod_config",
+    "persist",
+    "prompt",
+    "save_key",
+    "where_to_ask",
+]
 
 
 def default(*, profile: str = "default") -> RecoveryHook:
-    """The hook used when none is given: the environment, then RunPod's config file.
+    """The hook used when none is given: the environment, RunPod's config file, then a person.
 
-    That is where RunPod's tools look for a key, re-read at the moment of the 401, so
-    a key fixed there while the program runs is picked up without a restart.
+    The environment and the config file are where RunPod's tools look for a key, re-read
+    at the moment of the 401, so a key fixed there while the program runs is picked up
+    without a restart. Last, a person at the terminal or in the notebook is asked; where
+    nobody can answer (a worker, CI, ``RESILIENT_RUNPOD_NO_PROMPT``), that step fails at
+    once with `NonInteractiveError`, named in the error, instead of waiting.
     """
-    return chain(from_env(), from_runpod_config(profile))
+    return chain(from_env(), from_runpod_config(profile), prompt())

@@ -11,16 +11,29 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._config import config_path, keys_in_config
 from .._errors import ConfigError, InvalidKeyError, RecoveryError, SourceError
 from .._keys import clean
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
 
-__all__ = ["Chain", "FromEnv", "FromFile", "FromRunPodConfig", "callback", "chain", "from_env", "from_file", "from_runpod_config"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = [
+    "DEFAULT_VARIABLES",
+    "Chain",
+    "FromEnv",
+    "FromFile",
+    "FromRunPodConfig",
+    "callback",
+    "chain",
+    "from_env",
+    "from_file",
+    "from_runpod_config",
+]
 
 DEFAULT_VARIABLES = ("RUNPOD_API_KEY", "RUNPOD_AI_API_KEY")
 
@@ -72,6 +85,7 @@ class FromFile:
 
         Raises:
             SourceError: the file is missing, unreadable or empty.
+
         """
         try:
             raw = self.path.read_text(encoding="utf-8")
@@ -100,7 +114,9 @@ def from_file(path: str | os.PathLike[str]) -> FromFile:
 class FromRunPodConfig:
     """Re-read ``~/.runpod/config.toml``. See `from_runpod_config`."""
 
-    def __init__(self, profile: str = "default", path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, profile: str = "default", path: str | os.PathLike[str] | None = None
+    ) -> None:
         self.profile = profile
         self._path = Path(path) if path is not None else None
         self.name = f"config:{profile}"
@@ -115,6 +131,7 @@ class FromRunPodConfig:
 
         Raises:
             SourceError: the file is not TOML, or holds a key that cannot be sent.
+
         """
         try:
             sdk_entry, ctl_entry = keys_in_config(self.profile, self.path)
@@ -171,6 +188,10 @@ class Chain:
 
         self._names = tuple(hook_name(h) for h in self.hooks)
         self.name = "chain(" + ", ".join(self._names) + ")"
+        # Hooks that declare how long they may take (a prompt, a command) add up.
+        declared = [getattr(h, "timeout", None) for h in self.hooks]
+        self.timeout: float | None = sum(t for t in declared if isinstance(t, (int, float)))
+        self.timeout = self.timeout or None
 
     def __call__(self, context: RecoveryContext) -> RecoveredKey | None:
         """Return the first key that differs from the rejected one.
@@ -178,17 +199,18 @@ class Chain:
         Raises:
             RecoveryError: no hook produced a new key and at least one failed; the
                 message lists what each hook did, the last failure is the cause.
+
         """
         from .._keys import fingerprint  # noqa: PLC0415
 
         notes: list[str] = []
         last_error: BaseException | None = None
-        for hook, name in zip(self.hooks, self._names):
+        for hook, name in zip(self.hooks, self._names, strict=False):
             try:
                 found = _as_key(_resolve(hook, context), name)
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except BaseException as exc:  # noqa: BLE001 -- one broken source must not hide the next
+            except BaseException as exc:  # one broken source must not hide the next
                 notes.append(f"{name}: {exc}")
                 last_error = exc
                 continue
@@ -199,7 +221,8 @@ class Chain:
             else:
                 return found
         if last_error is not None:
-            raise RecoveryError("no source had a new key (" + "; ".join(notes) + ")") from last_error
+            summary = "; ".join(notes)
+            raise RecoveryError(f"no source had a new key ({summary})") from last_error
         return None
 
     def __repr__(self) -> str:

@@ -10,32 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._keys import fingerprint
+from resilient_runpod._keys import fingerprint
+
 from . import _graphql, _rest, _serverless
 from ._auth import error_response, presented_key, surface_of
 from ._state import EmulatorState, UnknownKeyError
 
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    _Handler = Callable[[Request], Awaitable[Response]]
+
 __all__ = ["ADMIN_PREFIX", "build_app"]
 
 ADMIN_PREFIX = "/_emulator/"
-
-_Handler = Callable[[Request], Awaitable[Response]]
 
 
 def build_app(state: EmulatorState) -> ASGIApp:
     """Return the ASGI app that serves RunPod's auth surface from *state*."""
     app = Starlette(
         routes=[
-            *_admin_routes(state),
+            *_Admin(state).routes(),
             *_rest.routes(state),
             *_graphql.routes(state),
             *_serverless.routes(state),
@@ -73,72 +77,86 @@ class _Instrument:
         await self._app(scope, receive, counting_send)
 
 
-def _admin_routes(state: EmulatorState) -> list[BaseRoute]:
-    async def json_body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        body = json.loads(raw) if raw else {}
-        if not isinstance(body, dict):
-            raise TypeError("the request body must be a JSON object")
-        return body
+class _Admin:
+    """The admin API: the `Emulator` controls over HTTP, for other processes."""
 
-    async def add_key(request: Request) -> Response:
-        body = await json_body(request)
+    def __init__(self, state: EmulatorState) -> None:
+        self._state = state
+
+    def routes(self) -> list[BaseRoute]:
+        table: list[tuple[str, _Handler, str]] = [
+            ("keys", self.add_key, "POST"),
+            ("keys", self.list_keys, "GET"),
+            ("keys/revoke", self.revoke, "POST"),
+            ("keys/rotate", self.rotate, "POST"),
+            ("faults", self.inject, "POST"),
+            ("faults", self.clear_faults, "DELETE"),
+            ("latency", self.latency, "POST"),
+            ("counters", self.counters, "GET"),
+            ("counters", self.reset_counters, "DELETE"),
+            ("reset", self.reset, "POST"),
+        ]
+        return [
+            Route(ADMIN_PREFIX + path, _admin_errors(handler), methods=[method])
+            for path, handler, method in table
+        ]
+
+    async def add_key(self, request: Request) -> Response:
+        body = await _json_object(request)
         scope = body.get("scope", "all")
-        key = state.add_key(body.get("key"), scope=scope)
+        key = self._state.add_key(body.get("key"), scope=scope)
         return JSONResponse({"key": key, "fingerprint": fingerprint(key), "scope": scope})
 
-    async def list_keys(request: Request) -> Response:
-        infos = state.key_infos()
+    async def list_keys(self, _request: Request) -> Response:
+        infos = self._state.key_infos()
         return JSONResponse(
             [{"fingerprint": i.fingerprint, "scope": i.scope, "active": i.active} for i in infos]
         )
 
-    async def revoke(request: Request) -> Response:
-        key = (await json_body(request))["key"]
-        state.revoke(key)
+    async def revoke(self, request: Request) -> Response:
+        key = (await _json_object(request))["key"]
+        self._state.revoke(key)
         return JSONResponse({"fingerprint": fingerprint(key), "active": False})
 
-    async def rotate(request: Request) -> Response:
-        old = (await json_body(request))["key"]
-        new = state.rotate(old)
-        return JSONResponse({"key": new, "fingerprint": fingerprint(new), "revoked": fingerprint(old)})
+    async def rotate(self, request: Request) -> Response:
+        old = (await _json_object(request))["key"]
+        new = self._state.rotate(old)
+        revoked = fingerprint(old)
+        return JSONResponse({"key": new, "fingerprint": fingerprint(new), "revoked": revoked})
 
-    async def faults(request: Request) -> Response:
-        if request.method == "DELETE":
-            state.clear_faults()
-            return JSONResponse({"cleared": True})
-        body = await json_body(request)
+    async def inject(self, request: Request) -> Response:
+        body = await _json_object(request)
         status, count, prefix = body["status"], body.get("count", 1), body.get("path_prefix")
-        state.inject(status, count, prefix)
+        self._state.inject(status, count, prefix)
         return JSONResponse({"status": status, "count": count, "path_prefix": prefix})
 
-    async def latency(request: Request) -> Response:
-        seconds = float((await json_body(request))["seconds"])
-        state.set_latency(seconds)
+    async def clear_faults(self, _request: Request) -> Response:
+        self._state.clear_faults()
+        return JSONResponse({"cleared": True})
+
+    async def latency(self, request: Request) -> Response:
+        seconds = float((await _json_object(request))["seconds"])
+        self._state.set_latency(seconds)
         return JSONResponse({"seconds": seconds})
 
-    async def counters(request: Request) -> Response:
-        if request.method == "DELETE":
-            state.reset_counters()
-        return JSONResponse(state.counters().to_json())
+    async def counters(self, _request: Request) -> Response:
+        return JSONResponse(self._state.counters().to_json())
 
-    async def reset(request: Request) -> Response:
-        state.reset()
+    async def reset_counters(self, _request: Request) -> Response:
+        self._state.reset_counters()
+        return JSONResponse(self._state.counters().to_json())
+
+    async def reset(self, _request: Request) -> Response:
+        self._state.reset()
         return JSONResponse({"reset": True})
 
-    def admin(path: str, handler: _Handler, methods: list[str]) -> Route:
-        return Route(ADMIN_PREFIX + path, _admin_errors(handler), methods=methods)
 
-    return [
-        admin("keys", add_key, ["POST"]),
-        admin("keys", list_keys, ["GET"]),
-        admin("keys/revoke", revoke, ["POST"]),
-        admin("keys/rotate", rotate, ["POST"]),
-        admin("faults", faults, ["POST", "DELETE"]),
-        admin("latency", latency, ["POST"]),
-        admin("counters", counters, ["GET", "DELETE"]),
-        admin("reset", reset, ["POST"]),
-    ]
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    body = json.loads(raw) if raw else {}
+    if not isinstance(body, dict):
+        raise TypeError("the request body must be a JSON object")
+    return body
 
 
 def _admin_errors(handler: _Handler) -> _Handler:

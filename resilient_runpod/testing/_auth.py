@@ -1,23 +1,23 @@
 """How each RunPod surface reads a key, and what it answers when it will not take it.
 
-======================  ===============================  =====================================
-surface                 key accepted from                rejected key / key without access
-======================  ===============================  =====================================
-serverless ``/v2/{id}``  ``Bearer KEY`` or bare ``KEY``   401 ``{"error"}`` / 403 ``{"error"}``
-REST v2 ``/v2/pods``    ``Bearer KEY`` only              401 / 403 ``application/problem+json``
-GraphQL ``/graphql``    header (either form) or          401 / 200 with ``errors[0].message
-                        ``?api_key=KEY``                 == "Unauthorized"``; no key at all:
-                                                         200 ``{"data":{"myself":null}}``
-======================  ===============================  =====================================
+- Serverless, ``/v2/{endpoint_id}/...``: ``Authorization: Bearer KEY`` or a bare
+  ``Authorization: KEY``. Rejected key: 401 ``{"error": "Unauthorized"}``; key without
+  access: 403 ``{"error": "Forbidden"}``.
+- REST v2, ``/v2/pods...``: ``Bearer`` only. 401 and 403 are ``application/problem+json``.
+- GraphQL, ``/graphql``: the header in either form, or ``?api_key=KEY``. Rejected key:
+  401; key without access: 200 with ``errors[0].message == "Unauthorized"``; no key at
+  all: 200 ``{"data": {"myself": null}}``.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 __all__ = [
     "GRAPHQL_PATH",

@@ -7,13 +7,18 @@ calls without restarting anything.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Iterable
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._state import Counters, EmulatorState, KeyInfo, Scope
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import TracebackType
+
+    from typing_extensions import Self
 
 __all__ = ["Emulator"]
 
@@ -37,6 +42,32 @@ def _server_modules() -> tuple[Any, Any]:
     return uvicorn, _app
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not the default 0: asyncio turns Nagle's algorithm off (TCP_NODELAY)
+    # only for sockets that say they are TCP, and with it on every small answer on a
+    # kept-alive connection waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        # As uvicorn does: a restarted emulator can take its port back at once.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            exc.errno, f"the RunPod emulator could not listen on {host}:{port}: {exc.strerror}"
+        ) from exc
+    return sock
+
+
+def _serve(server: Any, sock: socket.socket) -> None:
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        # uvicorn's way of saying that startup failed; start() sees the thread end.
+        return
+
+
 class Emulator:
     """A RunPod look-alike on loopback: serverless, GraphQL and REST v2, with their 401s and 403s.
 
@@ -50,37 +81,47 @@ class Emulator:
     (read when ``runpod`` is imported) and ``RUNPOD_API_BASE_URL=emu.api_url`` (read on
     every GraphQL call); `sdk_env` holds both.
 
-    *keys* are registered with full access; with none, one random key is made. Every
-    ``/run`` job completes at the first status check, or after *job_seconds* if that is
-    more than zero. Any endpoint id works, except ``pods``, which REST v2 owns.
+    *keys* are registered with full access and *read_keys* read-only; with neither, one
+    random full-access key is made. Every ``/run`` job completes at the first status
+    check, or after *job_seconds* if that is more than zero. Any endpoint id works,
+    except ``pods``, which REST v2 owns.
+
+    Other processes (a CLI demo, a subprocess under test) reach the same controls over
+    HTTP, without auth, under ``/_emulator/``: ``POST keys`` (``{"key"?, "scope"?}``),
+    ``GET keys``, ``POST keys/revoke`` and ``keys/rotate`` (``{"key"}``), ``POST faults``
+    (``{"status", "count"?, "path_prefix"?}``), ``DELETE faults``, ``POST latency``
+    (``{"seconds"}``), ``GET``/``DELETE counters`` and ``POST reset``. Admin calls are
+    neither delayed, faulted nor counted.
     """
 
     def __init__(
         self,
         keys: Iterable[str] = (),
         *,
+        read_keys: Iterable[str] = (),
         host: str = "127.0.0.1",
         port: int = 0,
         job_seconds: float = 0.0,
         endpoint_id: str = "demo-endpoint",
     ) -> None:
-        if isinstance(keys, str):
+        if isinstance(keys, str) or isinstance(read_keys, str):
             raise TypeError("keys must be a collection of keys, e.g. Emulator(keys=[key])")
         if job_seconds < 0:
             raise ValueError(f"job_seconds cannot be negative, not {job_seconds}")
         self._uvicorn, app_module = _server_modules()
-        self._state = EmulatorState(keys, job_seconds=job_seconds)
+        self._state = EmulatorState(keys, read_keys=read_keys, job_seconds=job_seconds)
         self._app = app_module.build_app(self._state)
         self._bind_host = host
         self._bind_port = port
         self._endpoint_id = endpoint_id
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
         self._port: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> Emulator:
+    def start(self) -> Self:
         """Start serving; return when the port accepts connections."""
         if self._thread is not None:
             raise RuntimeError("this emulator is already running")
@@ -102,17 +143,23 @@ class Emulator:
             timeout_graceful_shutdown=1,
         )
         server = self._uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="runpod-emulator", daemon=True)
+        # Bound here rather than by uvicorn, so that a port in use raises OSError in the
+        # caller's thread (uvicorn would log and sys.exit() inside the server thread).
+        sock = _listening_socket(self._bind_host, self._bind_port)
+        thread = threading.Thread(
+            target=_serve, args=(server, sock), name="runpod-emulator", daemon=True
+        )
         thread.start()
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
                 server.should_exit = True
                 thread.join(_STOP_TIMEOUT_SECONDS)
-                raise OSError(f"the RunPod emulator could not listen on {self._bind_host}:{self._bind_port}")
+                sock.close()
+                raise OSError(f"the RunPod emulator did not start on {self._bind_host}")
             time.sleep(0.005)
-        self._server, self._thread = server, thread
-        self._port = server.servers[0].sockets[0].getsockname()[1]
+        self._server, self._thread, self._socket = server, thread, sock
+        self._port = sock.getsockname()[1]
         return self
 
     def stop(self) -> None:
@@ -122,9 +169,11 @@ class Emulator:
             return
         server.should_exit = True
         thread.join(_STOP_TIMEOUT_SECONDS)
-        self._server = self._thread = self._port = None
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._thread = self._socket = self._port = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -181,7 +230,10 @@ class Emulator:
     @property
     def sdk_env(self) -> dict[str, str]:
         """The environment variables that point the ``runpod`` SDK at this emulator."""
-        return {"RUNPOD_ENDPOINT_BASE_URL": self.serverless_url, "RUNPOD_API_BASE_URL": self.api_url}
+        return {
+            "RUNPOD_ENDPOINT_BASE_URL": self.serverless_url,
+            "RUNPOD_API_BASE_URL": self.api_url,
+        }
 
     @property
     def endpoint_id(self) -> str:
@@ -263,8 +315,8 @@ class Emulator:
     def reset(self) -> None:
         """Go back to the state just after construction, without restarting the server.
 
-        The keys given to the constructor (or the one it made) are active again with full
-        access and every other key is gone; faults, latency, counters, jobs and pods are
+        The keys given to the constructor (or the one it made) are active again with their
+        first scope and every other key is gone; faults, latency, counters, jobs and pods are
         cleared and *job_seconds* is restored.
         """
         self._state.reset()

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ._auth import GRAPHQL_PATH, error_response, presented_key
-from ._pods import GPU_TYPES, Pod, PodStore
-from ._state import EmulatorState
+from ._pods import GPU_TYPES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from starlette.requests import Request
+
+    from ._pods import Pod, PodStore
+    from ._state import EmulatorState
 
 __all__ = ["routes"]
 
@@ -74,7 +79,9 @@ def _mutate(field: str, query: str, pods: PodStore) -> JSONResponse:
     gpu_type_id = _string_arg(query, "gpuTypeId")
     if field == "podFindAndDeployOnDemand" and not any(g["id"] == gpu_type_id for g in GPU_TYPES):
         # RunPod's answer when no machine has the GPU asked for.
-        return _errors("There are no longer any instances available with the requested specifications.")
+        return _errors(
+            "There are no longer any instances available with the requested specifications."
+        )
     name = _string_arg(query, "name")
     image = _string_arg(query, "imageName") or _string_arg(query, "templateId")
     if not name or not image:
@@ -104,7 +111,9 @@ def _query(query: str, user_id: str, pods: PodStore) -> JSONResponse:
         "myself": lambda: _myself(user_id, pods.all()),
         "gpuTypes": lambda: _gpu_types(query),
     }
-    data = {name: resolve() for name, resolve in resolvers.items() if re.search(rf"\b{name}\b", query)}
+    data = {
+        name: resolve() for name, resolve in resolvers.items() if re.search(rf"\b{name}\b", query)
+    }
     if _POD_FIELD.search(query):
         pod = pods.get(_string_arg(query, "podId") or "")
         data["pod"] = pod.graphql() if pod else None
@@ -125,36 +134,43 @@ def _myself(user_id: str, pods: list[Pod]) -> dict[str, Any]:
     }
 
 
+async def _read_query(request: Request) -> str | None:
+    if request.method == "GET":
+        return request.query_params.get("query")
+    try:
+        query = json.loads(await request.body()).get("query")
+    except (ValueError, AttributeError):
+        return None
+    return query if isinstance(query, str) else None
+
+
+def _answer(state: EmulatorState, key: str | None, query: str) -> Response:
+    mutation = _MUTATION.match(query) is not None
+    if key is None:
+        # RunPod answers an anonymous caller as a nobody rather than with a 401.
+        anonymous = re.search(r"\bmyself\b", query) and not mutation
+        return JSONResponse({"data": {"myself": None}}) if anonymous else _errors("Unauthorized")
+    scope = state.scope_of(key)
+    if scope is None:
+        return error_response(401, "graphql")
+    if not mutation:
+        return _query(query, state.user_id(key), state.pods)
+    if scope != "all":
+        # Permission problems come back as a GraphQL error, not as an HTTP status.
+        return _errors("Unauthorized")
+    field = _MUTATION_FIELD.search(query)
+    if field is None:
+        return _errors("the RunPod emulator does not implement this mutation", 400)
+    return _mutate(field.group(1), query, state.pods)
+
+
 def routes(state: EmulatorState) -> list[BaseRoute]:
     """Return the ``/graphql`` route, answering from *state*."""
 
     async def graphql(request: Request) -> Response:
-        key = presented_key(request)
-        if request.method == "GET":
-            query: object = request.query_params.get("query")
-        else:
-            try:
-                query = json.loads(await request.body()).get("query")
-            except (ValueError, AttributeError):
-                return _errors("the request body must be JSON with a query", 400)
-        if not isinstance(query, str):
-            return _errors("the request needs a query", 400)
-        if key is None:
-            # RunPod answers an anonymous caller as a nobody rather than with a 401.
-            if re.search(r"\bmyself\b", query) and not _MUTATION.match(query):
-                return JSONResponse({"data": {"myself": None}})
-            return _errors("Unauthorized")
-        scope = state.scope_of(key)
-        if scope is None:
-            return error_response(401, "graphql")
-        if _MUTATION.match(query):
-            if scope != "all":
-                # Permission problems come back as a GraphQL error, not as an HTTP status.
-                return _errors("Unauthorized")
-            field = _MUTATION_FIELD.search(query)
-            if field is None:
-                return _errors("the RunPod emulator does not implement this mutation", 400)
-            return _mutate(field.group(1), query, state.pods)
-        return _query(query, state.user_id(key), state.pods)
+        query = await _read_query(request)
+        if query is None:
+            return _errors("the request needs a JSON body with a query string", 400)
+        return _answer(state, presented_key(request), query)
 
     return [Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"])]

@@ -29,11 +29,14 @@ Without uvicorn and starlette the fixtures skip the test, saying what to install
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ._emulator import Emulator
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["runpod_emulator", "runpod_emulator_server"]
 
@@ -42,7 +45,7 @@ _SKIP_REASON = "the RunPod emulator needs: pip install 'resilient-runpod[emulato
 
 @pytest.fixture(scope="session")
 def runpod_emulator_server() -> Iterator[Emulator]:
-    """A RunPod emulator serving for the whole test session."""
+    """Serve one RunPod emulator for the whole test session."""
     pytest.importorskip("uvicorn", reason=_SKIP_REASON)
     pytest.importorskip("starlette", reason=_SKIP_REASON)
     with Emulator() as emulator:
@@ -50,7 +53,7 @@ def runpod_emulator_server() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def runpod_emulator(runpod_emulator_server: Emulator) -> Iterator[Emulator]:
-    """The RunPod emulator, in its initial state for this test."""
+def runpod_emulator(runpod_emulator_server: Emulator) -> Emulator:
+    """Provide the RunPod emulator, back in its initial state for this test."""
     runpod_emulator_server.reset()
-    yield runpod_emulator_server
+    return runpod_emulator_server

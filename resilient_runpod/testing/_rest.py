@@ -8,15 +8,22 @@ These routes are registered before the serverless ones and claim everything unde
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ._auth import REST_PODS_PATH, bearer_key, error_response, problem
 from ._pods import GPU_TYPES
-from ._state import EmulatorState
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from starlette.requests import Request
+
+    from ._state import EmulatorState
+
+    _Handler = Callable[[Request], Awaitable[Response]]
 
 __all__ = ["routes"]
 
@@ -41,25 +48,30 @@ def _create_problems(body: Any) -> list[str]:
     return problems
 
 
-def routes(state: EmulatorState) -> list[BaseRoute]:
-    """Return the REST v2 pod routes, answering from *state*."""
-    pods = state.pods
+class _Pods:
+    def __init__(self, state: EmulatorState) -> None:
+        self._state = state
+        self._pods = state.pods
 
-    def rejection(request: Request) -> Response | None:
-        scope = state.scope_of(bearer_key(request))
-        if scope is None:
-            return error_response(401, "rest")
-        if request.method not in _READ_METHODS and scope != "all":
-            return error_response(403, "rest")
-        return None
+    def guarded(self, handler: _Handler) -> _Handler:
+        async def endpoint(request: Request) -> Response:
+            scope = self._state.scope_of(bearer_key(request))
+            if scope is None:
+                return error_response(401, "rest")
+            if request.method not in _READ_METHODS and scope != "all":
+                return error_response(403, "rest")
+            return await handler(request)
 
-    async def collection(request: Request) -> Response:
-        if (rejected := rejection(request)) is not None:
-            return rejected
+        return endpoint
+
+    async def collection(self, request: Request) -> Response:
         if request.method in _READ_METHODS:
-            return JSONResponse({"pods": [pod.rest() for pod in pods.all()]})
-        if request.method != "POST":
-            return problem(405, f"{request.method} is not allowed on {REST_PODS_PATH}")
+            return JSONResponse({"pods": [pod.rest() for pod in self._pods.all()]})
+        if request.method == "POST":
+            return await self._create(request)
+        return problem(405, f"{request.method} is not allowed on {REST_PODS_PATH}")
+
+    async def _create(self, request: Request) -> Response:
         try:
             body = json.loads(await request.body())
         except ValueError:
@@ -69,7 +81,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         gpu = body.get("gpu")
         if gpu is not None and not any(g["id"] == gpu["id"] for g in GPU_TYPES):
             return problem(400, f"no capacity for GPU type {gpu['id']!r}")
-        pod = pods.create(
+        pod = self._pods.create(
             body["name"],
             body.get("image") or body["templateId"],
             gpu_type_id=gpu["id"] if gpu else None,
@@ -83,24 +95,25 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         # find the pod running.
         return JSONResponse({**pod.rest(), "status": "PROVISIONING", "startedAt": None}, 201)
 
-    async def item(request: Request) -> Response:
-        if (rejected := rejection(request)) is not None:
-            return rejected
+    async def item(self, request: Request) -> Response:
         pod_id = request.path_params["pod_id"]
         if request.method in _READ_METHODS:
-            pod = pods.get(pod_id)
+            pod = self._pods.get(pod_id)
             return JSONResponse(pod.rest()) if pod else problem(404, "pod not found")
         if request.method == "DELETE":
-            return Response(status_code=204) if pods.delete(pod_id) else problem(404, "pod not found")
+            deleted = self._pods.delete(pod_id)
+            return Response(status_code=204) if deleted else problem(404, "pod not found")
         return problem(405, f"{request.method} is not implemented by the emulator")
 
-    async def elsewhere(request: Request) -> Response:
-        if (rejected := rejection(request)) is not None:
-            return rejected
-        return problem(404, "the RunPod emulator does not implement this route")
+    async def elsewhere(self, request: Request) -> Response:
+        return problem(404, f"the RunPod emulator does not implement {request.url.path}")
 
+
+def routes(state: EmulatorState) -> list[BaseRoute]:
+    """Return the REST v2 pod routes, answering from *state*."""
+    api = _Pods(state)
     return [
-        Route(REST_PODS_PATH, collection, methods=_ALL_METHODS),
-        Route(REST_PODS_PATH + "/{pod_id}", item, methods=_ALL_METHODS),
-        Route(REST_PODS_PATH + "/{rest:path}", elsewhere, methods=_ALL_METHODS),
+        Route(REST_PODS_PATH, api.guarded(api.collection), methods=_ALL_METHODS),
+        Route(REST_PODS_PATH + "/{pod_id}", api.guarded(api.item), methods=_ALL_METHODS),
+        Route(REST_PODS_PATH + "/{rest:path}", api.guarded(api.elsewhere), methods=_ALL_METHODS),
     ]

@@ -12,13 +12,16 @@ import secrets
 import string
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from .._keys import API_KEY_PREFIX, fingerprint
+from resilient_runpod._keys import API_KEY_PREFIX, fingerprint
+
 from ._jobs import JobQueue
 from ._pods import PodStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     "SCOPES",
@@ -126,7 +129,9 @@ def check_scope(scope: str) -> Scope:
 class EmulatorState:
     """Keys, faults, latency, counters, jobs and pods of one emulator."""
 
-    def __init__(self, keys: Iterable[str], *, job_seconds: float) -> None:
+    def __init__(
+        self, keys: Iterable[str], *, read_keys: Iterable[str] = (), job_seconds: float
+    ) -> None:
         self._lock = threading.Lock()
         self._keys: dict[str, _KeyRecord] = {}
         self._faults: list[_Fault] = []
@@ -135,9 +140,11 @@ class EmulatorState:
         self._job_seconds = job_seconds
         self.jobs = JobQueue(job_seconds)
         self.pods = PodStore()
-        self._initial = list(dict.fromkeys(keys)) or [new_key()]
-        for key in self._initial:
-            self.add_key(key, scope="all")
+        initial: dict[str, Scope] = dict.fromkeys(keys, "all")
+        initial.update(dict.fromkeys(read_keys, "read"))
+        self._initial = initial or {new_key(): "all"}
+        for key, scope in self._initial.items():
+            self.add_key(key, scope=scope)
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -276,7 +283,7 @@ class EmulatorState:
         """Return to the state right after construction, keeping the initial keys' values."""
         with self._lock:
             self._keys = {
-                key: _KeyRecord("all", active=True) for key in self._initial
+                key: _KeyRecord(scope, active=True) for key, scope in self._initial.items()
             }
             self._faults.clear()
             self._latency = 0.0

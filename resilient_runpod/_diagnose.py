@@ -1,0 +1,598 @@
+"""What ``resilient-runpod doctor`` knows: where keys come from, and what is wrong with them.
+
+RunPod's own troubleshooting page gives three causes for a rejected key: (1) the
+variable is not set or is misspelled, (2) the key expired or was revoked, (3) the key
+carries a typo. This module turns a snapshot of a machine's key setup into `Finding`
+objects, each saying what is wrong, why it matters and the exact fix.
+
+It is split so that the logic is testable without I/O:
+
+- `gather` reads the environment and ``~/.runpod/config.toml`` into a `Setup`;
+- `keys_to_check` lists the distinct keys a live check should ask RunPod about;
+- `diagnose` is pure: a `Setup` and the live answers in, findings out.
+
+Keys appear in findings by fingerprint only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ._config import config_path, keys_in_config, load_config
+from ._errors import ConfigError, InvalidKeyError
+from ._keys import API_KEY_PREFIX, clean, fingerprint, shape_problems
+from ._validate import KeyStatus, Validation, validate
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+__all__ = [
+    "CONSOLE_URL",
+    "Finding",
+    "KeySource",
+    "Setup",
+    "Severity",
+    "Winners",
+    "check_live",
+    "diagnose",
+    "exit_code",
+    "gather",
+    "keys_to_check",
+    "near_misses",
+    "winners",
+]
+
+CONSOLE_URL = "https://www.runpod.io/console/user/settings"
+
+Severity = Literal["error", "warning", "info", "ok"]
+
+# The variables RunPod's tools read: the first by runpodctl, this library and most scripts,
+# the second inside serverless workers.
+_EXPECTED = ("RUNPOD_API_KEY", "RUNPOD_AI_API_KEY")
+_EXPECTED_SQUASHED = {"RUNPODAPIKEY", "RUNPODAIAPIKEY"}
+# Words that make a RUNPOD-ish variable look like it was meant to hold the key.
+_KEYISH = ("KEY", "TOKEN", "APIKEY")
+# RUNPOD_* variables that never hold an API key: URLs, ids, S3 credentials, paths to files.
+_NOT_A_KEY = re.compile(
+    r"S3|ACCESS_?KEY_?ID|_URL$|_ID$|_PORT|_IP$|WEBHOOK|ENDPOINT|_FILE$|_PATH$|_DIR$",
+    re.IGNORECASE,
+)
+# A pod's secrets appear as RUNPOD_SECRET_<name>: only one named like the API key counts.
+_POD_SECRET = "RUNPODSECRET"  # noqa: S105 -- a variable-name prefix, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class KeySource:
+    """One place a key was found.
+
+    Attributes:
+        name: A stable identifier: ``env:RUNPOD_API_KEY``, ``config:[default].api_key``,
+            ``config:apiKey``.
+        where: The same place in words a person can act on.
+        raw: The text found there, exactly. Never shown; findings use `fingerprint`.
+
+    """
+
+    name: str
+    where: str
+    raw: str = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """The key's fingerprint, without the whitespace and quotes it may have been pasted with."""
+        text = self.raw.strip()
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":  # noqa: PLR2004
+            text = text[1:-1].strip()
+        return fingerprint(text)
+
+    @property
+    def sendable(self) -> str | None:
+        """The key as this library would send it (`clean`-ed), or ``None`` if it cannot be sent."""
+        try:
+            return clean(self.raw) if self.raw.strip() else None
+        except InvalidKeyError:
+            return None
+
+    def __repr__(self) -> str:
+        return f"KeySource({self.name!r}, {self.fingerprint})"
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """A snapshot of everything that decides which key a program on this machine uses.
+
+    Attributes:
+        profile: The config-file profile this library reads (``--profile``).
+        config_path: The config file's path.
+        config_exists: Whether the config file exists.
+        config_error: Why the config file cannot be used, if it cannot.
+        config_mode: The file's permission bits, if it exists.
+        profiles: The profile tables the config file has.
+        env: Every environment variable whose name looks RunPod-key-related, with its value.
+        sources: The keys found where RunPod's tools look, in the order they are listed.
+
+    """
+
+    profile: str = "default"
+    config_path: Path = field(default_factory=lambda: Path("~/.runpod/config.toml"))
+    config_exists: bool = False
+    config_error: str | None = None
+    config_mode: int | None = None
+    profiles: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    sources: tuple[KeySource, ...] = ()
+
+    def source(self, name: str) -> KeySource | None:
+        """Return the source named *name*, if a key (even a blank one) was found there."""
+        return next((s for s in self.sources if s.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Winners:
+    """Which source each tool uses, by `KeySource.name` (``None``: that tool has no key)."""
+
+    sdk: str | None
+    runpodctl: str | None
+    library: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing `doctor` found.
+
+    Attributes:
+        code: A stable identifier, e.g. ``misspelled-variable`` (for ``--json`` readers).
+        severity: ``error`` (this breaks something), ``warning`` (this will bite later),
+            ``info`` or ``ok``.
+        what: What is wrong (or right), naming keys by fingerprint only.
+        why: Why it matters.
+        fix: The exact thing to do; empty for ``ok`` findings.
+        source: The `KeySource.name` it is about, if any.
+
+    """
+
+    code: str
+    severity: Severity
+    what: str
+    why: str = ""
+    fix: str = ""
+    source: str | None = None
+
+
+# -- gathering (I/O) -----------------------------------------------------------------------
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", name.upper())
+
+
+def _distance(a: str, b: str) -> int:
+    """Levenshtein distance, for near-miss variable names like ``RUNPD_API_KEY``."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            substitution = previous[j - 1] + (char_a != char_b)
+            current.append(min(previous[j] + 1, current[j - 1] + 1, substitution))
+        previous = current
+    return previous[-1]
+
+
+def near_misses(names: Sequence[str]) -> list[str]:
+    """Return the names among *names* that look like a misspelled ``RUNPOD_API_KEY``, sorted.
+
+    Catches other spellings (``RUNPOD_APIKEY``, ``RUN_POD_API_KEY``, ``runpod_api_key``),
+    other words (``RUNPOD_KEY``, ``RUNPOD_API_TOKEN``) and typos (``RUNPD_API_KEY``),
+    and leaves alone the ``RUNPOD_*`` variables that hold URLs, ids or S3 credentials.
+    """
+    return sorted(name for name in names if name not in _EXPECTED and _meant_for_key(name))
+
+
+def _meant_for_key(name: str) -> bool:
+    squashed = _squash(name)
+    if squashed.startswith(_POD_SECRET):
+        rest = squashed[len(_POD_SECRET) :]
+        return "APIKEY" in rest or rest in ("KEY", "RUNPODKEY")
+    if squashed in _EXPECTED_SQUASHED or _distance(squashed, "RUNPODAPIKEY") <= 2:  # noqa: PLR2004
+        return True
+    return (
+        squashed.startswith("RUNPOD")
+        and any(word in squashed[6:] for word in _KEYISH)
+        and not _NOT_A_KEY.search(name.upper())
+    )
+
+
+def gather(
+    environ: Mapping[str, str] | None = None,
+    *,
+    profile: str = "default",
+    path: Path | None = None,
+) -> Setup:
+    """Read the environment and the config file into a `Setup`. Never raises for bad files."""
+    environ = os.environ if environ is None else environ
+    path = path or config_path()
+    relevant = set(_EXPECTED) | set(near_misses(list(environ)))
+    env = {name: environ[name] for name in sorted(relevant) if name in environ}
+    sources = [
+        KeySource(f"env:{name}", f"the environment variable {name}", env[name])
+        for name in _EXPECTED
+        if name in env
+    ]
+    exists = path.exists()
+    mode: int | None = None
+    error: str | None = None
+    profiles: tuple[str, ...] = ()
+    if exists:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            data = load_config(path) or {}
+            profiles = tuple(name for name, value in data.items() if isinstance(value, dict))
+            # The SDK reads [default] whatever --profile says; this library reads [profile].
+            wanted = dict.fromkeys(["default", profile])
+            seen: set[str] = set()
+            for table in wanted:
+                sdk_entry, ctl_entry = keys_in_config(table, path)
+                for entry in (sdk_entry, ctl_entry):
+                    if entry is not None and entry.entry not in seen:
+                        seen.add(entry.entry)
+                        where = f"{entry.entry} in {path}"
+                        sources.append(KeySource(f"config:{entry.entry}", where, entry.key))
+        except (ConfigError, OSError) as exc:
+            error = str(exc)
+    return Setup(
+        profile=profile,
+        config_path=path,
+        config_exists=exists,
+        config_error=error,
+        config_mode=mode,
+        profiles=profiles,
+        env=env,
+        sources=tuple(sources),
+    )
+
+
+# -- deciding (pure) -----------------------------------------------------------------------
+
+
+def _usable(setup: Setup, name: str) -> KeySource | None:
+    source = setup.source(name)
+    return source if source is not None and source.raw.strip() else None
+
+
+def winners(setup: Setup) -> Winners:
+    """Which source the runpod SDK, runpodctl and this library each take their key from.
+
+    - The SDK 1.12 reads ``[default].api_key`` once, at import; it never reads
+      ``RUNPOD_API_KEY``.
+    - runpodctl: ``RUNPOD_API_KEY``, then its top-level ``apiKey``.
+    - This library: ``RUNPOD_API_KEY``, then ``[profile].api_key``, then ``apiKey``.
+    """
+
+    def first(*names: str) -> str | None:
+        return next((n for n in names if _usable(setup, n) is not None), None)
+
+    env, ctl = "env:RUNPOD_API_KEY", "config:apiKey"
+    return Winners(
+        sdk=first("config:[default].api_key"),
+        runpodctl=first(env, ctl),
+        library=first(env, f"config:[{setup.profile}].api_key", ctl),
+    )
+
+
+def keys_to_check(setup: Setup) -> dict[str, str]:
+    """Return the distinct sendable keys worth a live check, by the first source holding each.
+
+    Returns a mapping from `KeySource.name` to the key, so that each key is sent once.
+    """
+    checks: dict[str, str] = {}
+    for source in setup.sources:
+        key = source.sendable
+        if key is not None and key not in checks.values():
+            checks[source.name] = key
+    return checks
+
+
+def check_live(
+    setup: Setup,
+    api_url: str | None = None,
+    *,
+    check: Callable[[str | None, str | None], Validation] = validate,
+) -> dict[str, Validation]:
+    """Ask RunPod about each distinct key in *setup* (the only part that uses the network).
+
+    With no key anywhere, sends one request without a key, so that the answer shows what
+    RunPod sees. Keys that cannot be sent at all are not sent.
+
+    Returns:
+        The answers by `KeySource.name`, or under ``"none"`` for the request without a key.
+
+    """
+    checks = keys_to_check(setup)
+    if not checks:
+        if any(s.raw.strip() for s in setup.sources):
+            return {}
+        return {"none": check(None, api_url)}
+    return {name: check(key, api_url) for name, key in checks.items()}
+
+
+def _same_key(setup: Setup, a: str | None, b: str | None) -> bool:
+    source_a = setup.source(a) if a else None
+    source_b = setup.source(b) if b else None
+    if source_a is None or source_b is None:
+        return source_a is source_b
+    key_a = source_a.sendable or source_a.raw.strip()
+    return key_a == (source_b.sendable or source_b.raw.strip())
+
+
+def _config_findings(setup: Setup) -> list[Finding]:
+    findings: list[Finding] = []
+    path = setup.config_path
+    if setup.config_error is not None:
+        findings.append(Finding(
+            "config-invalid", "error", setup.config_error,
+            "the runpod SDK fails at import, and runpodctl and this library cannot read a key "
+            "from it",
+            f"Fix the file, or move it away (mv {path} {path}.bak) and run "
+            "`runpod config` to write a new one.",
+        ))
+    elif setup.config_mode is not None and setup.config_mode & 0o077:
+        findings.append(Finding(
+            "config-permissions", "warning",
+            f"{path} can be read by other users (mode {setup.config_mode:o})",
+            "it holds your API key: anyone who can read it can use your RunPod account",
+            f"chmod 600 {path}",
+        ))
+    profile = setup.profile
+    if (
+        setup.config_exists and setup.config_error is None and profile != "default"
+        and profile not in setup.profiles
+    ):
+        known = ", ".join(f"[{p}]" for p in setup.profiles) or "none"
+        findings.append(Finding(
+            "profile-missing", "warning",
+            f"{path} has no [{profile}] table (profiles there: {known})",
+            f"--profile {profile} finds no key in the config file",
+            f'Check the profile name, or add [{profile}] with api_key = "..." to {path}.',
+        ))
+    return findings
+
+
+def _variable_findings(setup: Setup, *, have_key: bool) -> list[Finding]:
+    findings: list[Finding] = []
+    for name in _EXPECTED:
+        value = setup.env.get(name)
+        if value is not None and not value.strip():
+            findings.append(Finding(
+                "empty-variable", "warning", f"{name} is set but empty",
+                "RunPod's tools treat it as no key; an empty value usually means a failed "
+                "`export` or a secret that was not mounted",
+                f"Set it to your key (export {name}=rpa_...) or remove it (unset {name}).",
+                f"env:{name}",
+            ))
+    for name in near_misses(list(setup.env)):
+        value = setup.env[name]
+        if not value.strip():
+            continue
+        expected = "RUNPOD_AI_API_KEY" if "AI" in _squash(name)[6:8] else "RUNPOD_API_KEY"
+        findings.append(Finding(
+            "misspelled-variable", "warning" if have_key else "error",
+            f"{name} is set (a key, {fingerprint(value.strip())}), "
+            f"but RunPod's tools read {expected}",
+            "nothing reads that name, so the key in it is never sent",
+            f'Rename it: export {expected}="${name}"; unset {name} (and fix the name where '
+            "it is set: .env file, shell profile, CI secret, Kubernetes manifest).",
+            f"env:{name}",
+        ))
+    return findings
+
+
+_SHAPE_CODES = (
+    ("whitespace", "key-whitespace"),
+    ("quotes that were pasted", "key-quoted"),
+    ("S3 credential", "key-s3"),
+    ("characters that no RunPod key has", "key-bad-characters"),
+    ("50 letters", "key-bad-shape"),
+    ("empty", "key-empty"),
+)
+
+
+def _shape_fix(code: str, source: KeySource) -> str:
+    if code == "key-s3":
+        return (
+            f"Put an API key (it starts with {API_KEY_PREFIX}) in {source.where}: create one at "
+            f"{CONSOLE_URL} under API Keys. rps_ keys belong in S3 tools' "
+            "secret-access-key settings."
+        )
+    if code in ("key-whitespace", "key-quoted"):
+        if source.name.startswith("env:"):
+            variable = source.name.removeprefix("env:")
+            return (
+                f"Set it again without them: export {variable}=rpa_... (no quotes inside the "
+                "value; to read it from a file: \"$(tr -d '[:space:]' < file)\")."
+            )
+        return f'Edit {source.where} so that the value is exactly the key: api_key = "rpa_...".'
+    return f"Copy the key again from {CONSOLE_URL} and put it in {source.where}."
+
+
+def _shape_findings(setup: Setup) -> list[Finding]:
+    findings: list[Finding] = []
+    for source in setup.sources:
+        if not source.raw.strip():
+            continue
+        for problem in shape_problems(source.raw):
+            code = next((c for needle, c in _SHAPE_CODES if needle in problem), "key-shape")
+            # A wrong length may still work (RunPod may change its format); the rest cannot.
+            severity: Severity = "warning" if code == "key-bad-shape" else "error"
+            why = {
+                "key-whitespace": "the runpod SDK, curl and most scripts send the key as it is, "
+                "and RunPod rejects it with 401 (or the HTTP library refuses the header)",
+                "key-quoted": "the quotes are sent as part of the key, and RunPod rejects it "
+                "with 401",
+                "key-s3": "RunPod answers 401 to an S3 credential used as an API key",
+                "key-bad-characters": "RunPod keys are letters, digits and _; this one cannot work",
+                "key-bad-shape": "it was probably cut short or has extra characters from pasting",
+            }.get(code, "RunPod rejects keys like this with 401")
+            findings.append(Finding(
+                code, severity, f"the key in {source.where} ({source.fingerprint}): {problem}",
+                why, _shape_fix(code, source), source.name,
+            ))
+    return findings
+
+
+def _tool_findings(setup: Setup, chosen: Winners) -> list[Finding]:
+    findings: list[Finding] = []
+    env = setup.source("env:RUNPOD_API_KEY")
+    library = setup.source(chosen.library) if chosen.library else None
+    sdk = setup.source(chosen.sdk) if chosen.sdk else None
+    if library is not None and sdk is None:
+        findings.append(Finding(
+            "sdk-no-key", "warning",
+            f"the runpod SDK finds no key: it reads only [default].api_key in {setup.config_path}, "
+            f"and your key is in {library.where}",
+            "runpod.Endpoint(...) and runpod.get_pods() fail with 'API key invalid or missing' "
+            "unless your code sets runpod.api_key itself (the SDK never reads RUNPOD_API_KEY)",
+            'In code: runpod.api_key = os.environ["RUNPOD_API_KEY"] before creating endpoints '
+            "(or use resilient_runpod's SDK wrapper); or run `runpod config` to write "
+            "[default].api_key.",
+        ))
+    if sdk is not None and library is not None and not _same_key(setup, sdk.name, library.name):
+        lib = library
+        if env is not None and library.name == env.name:
+            what = (
+                f"RUNPOD_API_KEY ({lib.fingerprint}) overrides {sdk.where} ({sdk.fingerprint}) for "
+                "this library and runpodctl, while the runpod SDK uses the config file's key"
+            )
+            fix = (
+                "Keep one key: if the config file's key is the newer one, `unset RUNPOD_API_KEY` "
+                "(and remove it from your shell profile or .env); otherwise run `runpod config` "
+                "with the key in RUNPOD_API_KEY."
+            )
+        else:
+            what = (
+                f"this library uses {lib.where} ({lib.fingerprint}) and the runpod SDK uses "
+                f"{sdk.where} ({sdk.fingerprint})"
+            )
+            fix = "Put the same, current key in both, or run with --profile default."
+        findings.append(Finding(
+            "sources-disagree", "warning", what,
+            "a program that works with one tool gets 401 with the other; a stale variable "
+            "silently overriding a newer key is the classic 401 that 'cannot happen'",
+            fix,
+        ))
+    ctl = setup.source("config:apiKey")
+    if (
+        ctl is not None and chosen.runpodctl == ctl.name
+        and sdk is not None and not _same_key(setup, ctl.name, sdk.name)
+    ):
+        findings.append(Finding(
+            "config-entries-disagree", "warning",
+            f"runpodctl's apiKey ({ctl.fingerprint}) and the SDK's [default].api_key "
+            f"({sdk.fingerprint}) in {setup.config_path} are different keys",
+            "runpodctl and the runpod SDK each read only their own entry, so one of them uses "
+            "an old key",
+            "Run `runpodctl config --apiKey rpa_...` and `runpod config` with the same "
+            "current key.",
+        ))
+    return findings
+
+
+def _live_findings(
+    setup: Setup, checks: Mapping[str, str], live: Mapping[str, Validation]
+) -> list[Finding]:
+    findings: list[Finding] = []
+    for name, result in live.items():
+        source = setup.source(name)
+        holders = [
+            s.where for s in setup.sources if name in checks and s.sendable == checks[name]
+        ]
+        if holders:
+            where = " and ".join(holders)
+        else:
+            where = source.where if source else "a request without a key"
+        findings.append(_live_finding(name, where, result))
+    return findings
+
+
+def _live_finding(name: str, where: str, result: Validation) -> Finding:
+    print_ = result.fingerprint
+    if result.status is KeyStatus.ACCEPTED:
+        return Finding(
+            "key-accepted", "ok", f"RunPod accepted the key in {where} ({print_})",
+            f"asked {result.url}", "", name,
+        )
+    if result.status is KeyStatus.REJECTED:
+        return Finding(
+            "key-rejected", "error",
+            f"RunPod rejected the key in {where} ({print_}): {result.detail}",
+            "the key was revoked, has expired or was never valid (a typo): every request with it "
+            "gets 401",
+            f"Create a new key at {CONSOLE_URL} (API Keys), put it in {where}; then delete the old "
+            "key in the console.",
+            name,
+        )
+    if result.status is KeyStatus.FORBIDDEN:
+        return Finding(
+            "key-forbidden", "error",
+            f"RunPod knows the key in {where} ({print_}) but it lacks permission: {result.detail}",
+            "this is not a rejected key (401): a new copy of the same key will not help, and this "
+            "library never retries 403",
+            f"At {CONSOLE_URL}, give the key the permission it needs (Read/Write or All), or use "
+            "a key that has it.",
+            name,
+        )
+    if result.status is KeyStatus.MISSING:
+        return Finding(
+            "no-key-sent", "error", f"RunPod saw no key ({result.url}): {result.detail}",
+            "requests without a key get 401 from every RunPod API except GraphQL",
+            "Set RUNPOD_API_KEY (see the other findings).",
+            name if name != "none" else None,
+        )
+    return Finding(
+        "unreachable", "error",
+        f"could not ask RunPod about the key in {where} ({print_}): {result.detail} from "
+        f"{result.url}",
+        "nothing is known about whether RunPod accepts the key",
+        "Check the network, a proxy (HTTPS_PROXY) or --api-url; or run with --offline to "
+        "skip the live check.",
+        name,
+    )
+
+
+def diagnose(setup: Setup, live: Mapping[str, Validation] | None = None) -> list[Finding]:
+    """Every finding about *setup*, errors first.
+
+    Args:
+        setup: What `gather` found.
+        live: The live check's answers by `KeySource.name` (as `keys_to_check` names them),
+            plus ``"none"`` for a check sent with no key. ``None`` when it was skipped.
+
+    """
+    chosen = winners(setup)
+    have_key = any(s.raw.strip() for s in setup.sources)
+    findings = _config_findings(setup)
+    if not have_key:
+        where = ", ".join(_EXPECTED) + f", {setup.config_path}"
+        findings.append(Finding(
+            "no-key", "error", f"no RunPod API key is set anywhere RunPod's tools look ({where})",
+            "every request goes out without a key and RunPod answers 401",
+            f"Create a key at {CONSOLE_URL} (API Keys), then export RUNPOD_API_KEY=rpa_... "
+            "(add it to your shell profile), or run `runpod config` to store it in the "
+            "config file.",
+        ))
+    findings += _variable_findings(setup, have_key=have_key)
+    findings += _shape_findings(setup)
+    findings += _tool_findings(setup, chosen)
+    if live is not None:
+        findings += _live_findings(setup, keys_to_check(setup), live)
+    order = {"error": 0, "warning": 1, "info": 2, "ok": 3}
+    return sorted(findings, key=lambda f: order[f.severity])
+
+
+def exit_code(findings: Sequence[Finding]) -> int:
+    """``doctor``'s exit code: 1 if any finding is an error, else 0."""
+    return 1 if any(f.severity == "error" for f in findings) else 0

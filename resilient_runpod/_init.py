@@ -1,0 +1,142 @@
+"""`retry_init`: build a client with the current key; on rejection, recover and build again.
+
+RunPod's troubleshooting page suggests wrapping client initialization in ``try/except``,
+getting a new key and trying again. This is that, bounded and run by the engine:
+"send with key *k*" is "call the factory with *k*, then ask RunPod whether *k* works"
+(one GraphQL ``myself { id }``), and the status reported is RunPod's answer. A 401 (or
+no key at all) runs recovery once for everyone sharing the credentials and the factory
+is called again with the new key; a 403 means the key is valid and is not recovered.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from ._credentials import Credentials
+from ._engine import run_sync
+from ._errors import AuthenticationError, PermissionDeniedError
+from ._hosts import redact_url
+from ._validate import KeyStatus, graphql_url, validate
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["retry_init"]
+
+T = TypeVar("T")
+
+_UNAUTHORIZED, _FORBIDDEN, _OK = 401, 403, 200
+_STATUS = {
+    KeyStatus.REJECTED: _UNAUTHORIZED,
+    KeyStatus.MISSING: _UNAUTHORIZED,  # no key at all: recovery is how one is found
+    KeyStatus.FORBIDDEN: _FORBIDDEN,
+}
+
+
+@dataclass(slots=True)
+class _Attempt(Generic[T]):
+    status: int
+    value: T | None = None
+    error: BaseException | None = None
+
+
+def _status_of_error(error: BaseException) -> int | None:
+    """Return the status a factory error reports if it is a key rejection, else None."""
+    if isinstance(error, AuthenticationError):
+        return _UNAUTHORIZED
+    if isinstance(error, PermissionDeniedError):
+        return _FORBIDDEN
+    runpod_error = sys.modules.get("runpod.error")
+    if runpod_error is not None and isinstance(error, runpod_error.AuthenticationError):
+        return _UNAUTHORIZED  # what the SDK raises for a 401, and for no key at all
+    # requests' and httpx's HTTPStatusError carry the response; aiohttp's error its status.
+    response = getattr(error, "response", None)
+    for status in (getattr(response, "status_code", None), getattr(error, "status", None)):
+        if status in (_UNAUTHORIZED, _FORBIDDEN):
+            return int(status)
+    return None
+
+
+def retry_init(
+    factory: Callable[[str | None], T],
+    credentials: Credentials | None = None,
+    *,
+    validate_key: bool = True,
+    api_url: str | None = None,
+) -> T:
+    """Return ``factory(key)``, recovering the key and calling it again if RunPod rejects it.
+
+    The factory is called with the current key. If it raises a rejection (our
+    `AuthenticationError`, ``runpod.error.AuthenticationError``, or an HTTP error with
+    status 401) or, with *validate_key*, RunPod rejects the key it was given, recovery
+    runs and the factory is called again with the new key, as many times as the
+    credentials' bounds allow::
+
+        client = retry_init(lambda key: runpod.Endpoint("ENDPOINT_ID", api_key=key))
+
+    Args:
+        factory: Builds the client from a key.
+        credentials: The key and the recovery policy (default: ``Credentials()``).
+        validate_key: Also ask RunPod (GraphQL ``myself { id }``) whether the key works
+            once the factory has returned, so a client that checks nothing itself is
+            not handed out with a dead key. A network failure there is not a rejection.
+        api_url: RunPod's API base for that check (default: ``RUNPOD_API_BASE_URL`` or
+            RunPod's own); it must be a host the credentials may send the key to.
+
+    Raises:
+        AuthenticationError: every key recovery produced was rejected (also a
+            ``runpod.error.AuthenticationError`` when the SDK is in use).
+        PermissionDeniedError: RunPod said the key is valid but lacks permission.
+        ValueError: *api_url* is not a host the key may be sent to.
+        Exception: whatever else the factory raises, unchanged.
+
+    """
+    credentials = credentials if credentials is not None else Credentials()
+    url = graphql_url(api_url)
+    if validate_key and not credentials.hosts.allows_str(url):
+        raise ValueError(
+            f"retry_init would send the key to {redact_url(url)}, which is not a RunPod host; "
+            "add its host to Credentials(hosts=...) to allow it"
+        )
+    last: list[_Attempt[T]] = []
+
+    def send(key: str | None) -> _Attempt[T]:
+        try:
+            value = factory(key)
+        except Exception as exc:
+            status = _status_of_error(exc)
+            if status is None:
+                raise
+            attempt: _Attempt[T] = _Attempt(status, error=exc)
+        else:
+            attempt = _Attempt(_OK, value)
+            if validate_key:
+                answer = validate(key, url)
+                attempt.status = _STATUS.get(answer.status, _OK)
+        last.append(attempt)
+        return attempt
+
+    try:
+        result = run_sync(credentials, "INIT", redact_url(url), send, _status, _discard)
+    except AuthenticationError as exc:
+        raise _give_up(exc) from (exc.__cause__ or (last[-1].error if last else None))
+    return cast("T", result.value)
+
+
+def _give_up(error: AuthenticationError) -> BaseException:
+    """Return *error* as the SDK's callers catch it too, when the SDK is in use."""
+    if "runpod.error" not in sys.modules:
+        return error
+    from .sdk._errors import compatible  # noqa: PLC0415 -- imports runpod
+
+    return compatible(error)
+
+
+def _status(attempt: _Attempt[Any]) -> int:
+    return attempt.status
+
+
+def _discard(_attempt: _Attempt[Any]) -> None:
+    """Drop a client built with a rejected key: it has not been handed out."""

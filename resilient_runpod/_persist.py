@@ -1,0 +1,210 @@
+"""Saving a key so the next run starts with it: into RunPod's config file, or a plain file.
+
+``~/.runpod/config.toml`` is shared with the ``runpod`` SDK and runpodctl, so a save
+changes only ``[profile].api_key`` (the entry the SDK reads) and keeps everything else,
+comments included. Every save writes a temporary file beside the target and renames it
+over the target: a crash leaves the old file or the new one, never half of either. The
+file is made readable by its owner only (0600), a directory made for it 0700.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+import tomlkit.exceptions
+from tomlkit.items import InlineTable, Table
+
+from ._config import config_path
+from ._errors import ConfigError, InvalidKeyError
+from ._keys import check, clean, fingerprint
+from ._logging import logger
+from .typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
+
+__all__ = ["Persist", "persist", "save_key", "save_to_config", "save_to_file"]
+
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+
+def save_to_config(
+    key: str, *, profile: str = "default", path: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write *key* as ``[profile].api_key`` in RunPod's config file; return the file.
+
+    The rest of the file is kept as it was. A missing file (and ``~/.runpod``) is created.
+
+    Raises:
+        InvalidKeyError: *key* cannot be sent.
+        ConfigError: the existing file is not TOML, or *profile* in it is not a table;
+            the file is left untouched.
+        OSError: the file cannot be written.
+
+    """
+    check(key)
+    target = Path(path) if path is not None else config_path()
+    try:
+        text = target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read {target}: {getattr(exc, 'strerror', None) or type(exc).__name__}; "
+            "the key was not saved",
+            path=str(target),
+        ) from None
+    try:
+        document = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(
+            f"{target} is not valid TOML (line {exc.line}, column {exc.col}), so the key was "
+            "not saved into it. Fix the file, or move it away and save again.",
+            path=str(target),
+        ) from None
+    table: Any = document.get(profile)
+    if table is None:
+        table = tomlkit.table()
+        table.add("api_key", key)
+        document.add(profile, table)
+    elif isinstance(table, (Table, InlineTable)):
+        table["api_key"] = key
+    else:
+        raise ConfigError(
+            f"{target}: {profile!r} is a {type(table).__name__}, not a [{profile}] table; "
+            "the key was not saved",
+            path=str(target),
+        )
+    # The default file lives in ~/.runpod, a directory for secrets: keep it private.
+    _write_private(target, tomlkit.dumps(document), tighten_dir=path is None)
+    return target
+
+
+def save_to_file(key: str, path: str | os.PathLike[str]) -> Path:
+    """Write *key* and a newline to *path*, the way `recovery.from_file` reads it; return it.
+
+    Raises:
+        InvalidKeyError: *key* cannot be sent.
+        OSError: the file cannot be written.
+
+    """
+    check(key)
+    target = Path(path)
+    _write_private(target, key + "\n", tighten_dir=False)
+    return target
+
+
+def save_key(
+    key: str, to: str | os.PathLike[str] | None = None, *, profile: str = "default"
+) -> Path:
+    """Save *key* for the next run: RunPod's config file by default, else the file *to*."""
+    if to is None:
+        return save_to_config(key, profile=profile)
+    return save_to_file(key, to)
+
+
+def _write_private(target: Path, text: str, *, tighten_dir: bool) -> None:
+    # Follow a symlinked file (dotfile managers) so the link survives the rename.
+    real = Path(os.path.realpath(target))
+    directory = real.parent
+    if not directory.exists():
+        directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(directory, _DIR_MODE)  # mkdir's mode is filtered by the umask
+    elif tighten_dir and stat.S_IMODE(directory.stat().st_mode) & 0o077:
+        os.chmod(directory, _DIR_MODE)
+    # mkstemp creates the file 0600 from the start: the key is never readable by others.
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{real.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, _FILE_MODE)
+        os.replace(temporary, real)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where supported
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class Persist:
+    """A hook wrapper that saves the key its hook found. See `persist`."""
+
+    def __init__(
+        self,
+        hook: RecoveryHook,
+        to: str | os.PathLike[str] | None = None,
+        *,
+        profile: str = "default",
+    ) -> None:
+        from ._credentials import hook_name  # noqa: PLC0415 -- _credentials imports recovery lazily
+
+        self.hook = hook
+        self.to = Path(to) if to is not None else None
+        self.profile = profile
+        self.name = hook_name(hook)
+        # A prompt declares how long the person has; pass that on to whoever reads it.
+        self.timeout: float | None = getattr(hook, "timeout", None)
+
+    def __call__(self, context: RecoveryContext) -> HookResult:
+        """Run the hook; save a key it returns; return that key.
+
+        A save that fails is logged (``runpod.auth.persist_failed``) and the key still
+        returned: losing a working key because a disk is read-only would be worse.
+        """
+        from .recovery._sources import _as_key, _resolve  # noqa: PLC0415 -- import cycle
+
+        found = _as_key(_resolve(self.hook, context), self.name)
+        if found is None:
+            return None
+        try:
+            key = clean(found.key)
+        except InvalidKeyError:
+            return found  # Credentials refuses it with the reason; nothing worth saving
+        try:
+            where = save_key(key, self.to, profile=self.profile)
+        except (OSError, ConfigError) as exc:
+            logger.warning(
+                "runpod.auth.persist_failed", hook=self.name, fingerprint=fingerprint(key),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        else:
+            logger.info(
+                "runpod.auth.persisted", hook=self.name, fingerprint=fingerprint(key),
+                path=str(where),
+            )
+        return RecoveredKey(key, found.source)
+
+    def __repr__(self) -> str:
+        target = str(self.to) if self.to is not None else f"config:[{self.profile}]"
+        return f"persist({self.name}, to={target!r})"
+
+
+def persist(
+    hook: RecoveryHook, to: str | os.PathLike[str] | None = None, *, profile: str = "default"
+) -> Persist:
+    """Wrap *hook* so that the key it finds is saved for the next run.
+
+    By default the key goes into ``~/.runpod/config.toml`` as ``[profile].api_key``, the
+    entry the ``runpod`` SDK reads, keeping the rest of the file; with *to*, into that
+    file alone (what `from_file` reads). Saved atomically, mode 0600::
+
+        Credentials(recovery=recovery.chain(
+            recovery.from_env(),
+            recovery.persist(recovery.prompt(validate=True)),
+        ))
+
+    The key is saved when the hook returns it; with ``prompt(validate=True)`` RunPod has
+    accepted it by then.
+    """
+    return Persist(hook, to, profile=profile)

@@ -1,0 +1,91 @@
+"""An aiohttp client middleware (aiohttp >= 3.12) that recovers from RunPod 401s.
+
+It only translates between aiohttp and the engine (`resilient_runpod._engine`): it
+stamps the key on requests to RunPod's hosts, reports statuses and releases discarded
+responses. Requests to any other host pass through untouched and never see the key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp.payload import BytesPayload
+
+from .._engine import run_async
+from .._hosts import redact_url
+
+if TYPE_CHECKING:
+    from aiohttp import ClientRequest, ClientResponse
+    from aiohttp.client_middlewares import ClientHandlerType
+
+    from .._credentials import Credentials
+
+__all__ = ["ResilientMiddleware"]
+
+
+def _stamp(request: ClientRequest, key: str | None) -> None:
+    if key is None:
+        request.headers.popall("Authorization", None)
+    else:
+        request.headers["Authorization"] = f"Bearer {key}"
+
+
+def _replayable(request: ClientRequest) -> bool:
+    # aiohttp (>= 3.12) can write bytes, text and JSON bodies again; a stream only once.
+    body = request.body
+    return body == b"" or isinstance(body, BytesPayload)
+
+
+def _status(response: ClientResponse) -> int:
+    return response.status
+
+
+async def _release(response: ClientResponse) -> None:
+    # Reading the (small) 401 body first lets the connection go back to the pool.
+    try:
+        await response.read()
+    finally:
+        response.release()
+
+
+class ResilientMiddleware:
+    """An aiohttp client middleware: RunPod 401s recover the key, then the request is resent.
+
+    Pass it to the session::
+
+        async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as s:
+            async with s.get(f"https://api.runpod.ai/v2/{endpoint_id}/health") as response:
+                ...
+
+    Requests to RunPod's hosts (and those in ``Credentials(hosts=...)`` or the SDK's
+    ``RUNPOD_*_BASE_URL`` variables) carry ``Authorization: Bearer <current key>``;
+    every other request passes through without it. Recovery never blocks the event loop.
+
+    Raises (from requests to RunPod hosts):
+        AuthenticationError: the key was rejected and recovery found none accepted.
+        PermissionDeniedError: RunPod answered 403: the key is valid but may not do this.
+        BodyNotReplayableError: recovered, but a streamed body cannot be resent.
+
+    """
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+
+    async def __call__(
+        self, request: ClientRequest, handler: ClientHandlerType
+    ) -> ClientResponse:
+        """Send *request* through *handler*; to RunPod hosts with the current key."""
+        if not self.credentials.hosts.allows_str(str(request.url)):
+            return await handler(request)
+
+        async def send(key: str | None) -> ClientResponse:
+            _stamp(request, key)
+            return await handler(request)
+
+        return await run_async(
+            self.credentials, request.method, redact_url(str(request.url)),
+            send, _status, _release, replayable=_replayable(request),
+        )
+
+    def __repr__(self) -> str:
+        return f"<ResilientMiddleware {self.credentials!r}>"

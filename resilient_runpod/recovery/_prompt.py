@@ -1,0 +1,368 @@
+"""Ask a person for a new key: at a terminal, in a notebook, or fail fast when nobody is there.
+
+Where to ask is decided *before* asking, because neither prompt_toolkit nor ``getpass``
+notices a silent stdin: they wait on it forever.
+
+- **Nobody there**: ``RESILIENT_RUNPOD_NO_PROMPT`` or a CI variable is set, or stdin or
+  stderr is not a terminal (and this is not a notebook). `NonInteractiveError`, at once.
+- **Notebook** (a Jupyter-protocol kernel: Jupyter, JupyterLab, VS Code, Colab): the
+  kernel's ``getpass``, which shows a password box. The kernel provides it only while a
+  cell runs, so a background thread whose cell has ended cannot ask; nor can a front end
+  that allows no input (nbclient, papermill).
+- **Terminal**: prompt_toolkit with hidden input, drawn on stderr so that a redirected
+  stdout does not swallow it. Works from sync code, from a worker thread and from inside a
+  running event loop.
+
+One prompt at a time per process: prompts from different `Credentials` wait their turn
+(within their timeout); prompts for the same `Credentials` are already one per rejected key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import getpass
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from .._errors import HookTimeoutError, InvalidKeyError, NonInteractiveError, RecoveryError
+from .._keys import S3_KEY_PREFIX, clean, fingerprint, shape_problems
+from .._validate import KeyStatus, Validation, validate
+from ..typing import RecoveredKey, RecoveryContext
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from prompt_toolkit.input import Input
+    from prompt_toolkit.output import Output
+
+__all__ = ["CI_VARIABLES", "KEYS_PAGE", "NO_PROMPT_VARIABLE", "Prompt", "prompt", "where_to_ask"]
+
+NO_PROMPT_VARIABLE = "RESILIENT_RUNPOD_NO_PROMPT"
+"""Set this variable (to anything but ``0``/``false``/``no``) to never prompt."""
+
+CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD")
+"""Variables CI services set: where one is set, nobody is there to answer."""
+
+KEYS_PAGE = "https://www.runpod.io/console/user/settings"
+"""Where a person creates a RunPod API key."""
+
+_FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+_WHAT_TO_SET = (
+    "Set RUNPOD_API_KEY, save a key with `resilient-runpod login` (it writes "
+    "~/.runpod/config.toml), or recover from a secret with recovery.from_file(...) "
+    "or recovery.from_command([...])."
+)
+_CANCELLED = object()
+# Only one person-facing prompt at a time in this process, whoever asks.
+_one_at_a_time = threading.Lock()
+
+Where = Literal["terminal", "notebook"]
+_T = TypeVar("_T")
+
+
+def _is_set(name: str) -> bool:
+    value = os.environ.get(name)
+    return value is not None and value.strip().lower() not in _FALSE_WORDS
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return stream is not None and not stream.closed and bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # detached, closed or odd stream objects
+        return False
+
+
+def _kernel_shell() -> Any:
+    """The running Jupyter-protocol shell, or None. Never imports IPython itself."""
+    if "ipykernel" not in sys.modules:
+        return None
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    # Colab's shell subclasses ZMQInteractiveShell: match by name anywhere in the MRO.
+    if shell is None or not any(c.__name__ == "ZMQInteractiveShell" for c in type(shell).__mro__):
+        return None
+    return shell
+
+
+def where_to_ask() -> Where:
+    """Where a prompt would be shown now: ``"terminal"`` or ``"notebook"``.
+
+    Raises:
+        NonInteractiveError: nobody can answer here; the message says why and what to
+            set instead.
+
+    """
+    if _is_set(NO_PROMPT_VARIABLE):
+        raise NonInteractiveError(
+            f"prompting is turned off by ${NO_PROMPT_VARIABLE}. {_WHAT_TO_SET}"
+        )
+    ci = next((name for name in CI_VARIABLES if _is_set(name)), None)
+    if ci is not None:
+        raise NonInteractiveError(
+            f"nobody can answer a prompt in CI (${ci} is set). {_WHAT_TO_SET}"
+        )
+    shell = _kernel_shell()
+    if shell is not None:
+        # ipykernel installs its getpass only while a cell runs; afterwards the module's
+        # own getpass would read the kernel's closed stdin (or the launching terminal).
+        if getattr(getpass.getpass, "__self__", None) is not getattr(shell, "kernel", object()):
+            raise NonInteractiveError(
+                "the notebook cell that needed the key has finished, so nobody can be asked "
+                f"from this background thread. {_WHAT_TO_SET}"
+            )
+        return "notebook"
+    if sys.stdin is None:
+        raise NonInteractiveError(f"there is no stdin to read an answer from. {_WHAT_TO_SET}")
+    if not _is_tty(sys.stdin):
+        raise NonInteractiveError(f"stdin is not a terminal. {_WHAT_TO_SET}")
+    if not _is_tty(sys.stderr):
+        raise NonInteractiveError(f"stderr is not a terminal to show a prompt on. {_WHAT_TO_SET}")
+    return "terminal"
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    # A loop runs in this thread (a sync call from async code): give the prompt its own
+    # thread and loop, carrying our context (prompt_toolkit keeps its app session there).
+    outcome: list[Any] = []
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            outcome.append((True, context.run(asyncio.run, make())))
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, name="resilient-runpod-prompt", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+class Prompt:
+    """A recovery hook that asks a person for a new key. See `prompt`."""
+
+    name = "prompt"
+
+    def __init__(
+        self,
+        *,
+        timeout: float | None = 300.0,
+        validate: bool = False,
+        api_url: str | None = None,
+        attempts: int = 3,
+        input: Input | None = None,  # noqa: A002 -- prompt_toolkit's own parameter name
+        output: Output | None = None,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds, or None")
+        self.timeout = timeout
+        self.validate = validate
+        self.api_url = api_url
+        self.attempts = attempts
+        self._input = input
+        self._output = output
+
+    def __repr__(self) -> str:
+        return f"prompt(timeout={self.timeout!r}, validate={self.validate!r})"
+
+    def __call__(self, context: RecoveryContext | None = None) -> RecoveredKey:
+        """Ask for a key until one is usable, or *attempts* answers were not.
+
+        Raises:
+            NonInteractiveError: nobody can answer here (raised at once, without waiting).
+            HookTimeoutError: nobody answered within *timeout* seconds.
+            RecoveryError: *attempts* answers in a row were not usable keys.
+            KeyboardInterrupt: the person pressed Ctrl-C or Ctrl-D. Run as a recovery hook,
+                this stops a `chain` and the request fails with `AuthenticationError`
+                ("the person cancelled the prompt"); the program's main thread is not
+                interrupted.
+
+        """
+        where: Where = "terminal" if self._input is not None else where_to_ask()
+        if not _one_at_a_time.acquire(timeout=-1 if self.timeout is None else self.timeout):
+            raise HookTimeoutError(
+                f"another prompt for a RunPod API key was open for {self.timeout} seconds"
+            )
+        try:
+            return self._dialogue(where, context)
+        finally:
+            _one_at_a_time.release()
+
+    # -- the conversation --------------------------------------------------------------
+
+    def _dialogue(self, where: Where, context: RecoveryContext | None) -> RecoveredKey:
+        rejected = context.fingerprint if context is not None else None
+        note = _header(context)
+        last_refused: str | None = None
+        reason = ""
+        for _ in range(self.attempts):
+            answer = self._ask(where, f"{note}RunPod API key: ")
+            key, reason = self._judge(answer, rejected, last_refused)
+            if key is not None:
+                return RecoveredKey(key, f"prompt:{where}")
+            last_refused = answer.strip()
+            note = f"{reason}\n"
+        raise RecoveryError(
+            f"no usable key after {self.attempts} answers at the prompt (last: {reason})"
+        )
+
+    def _judge(
+        self, answer: str, rejected: str | None, last_refused: str | None
+    ) -> tuple[str | None, str]:
+        """Return (key, "") for a usable answer, else (None, why not)."""
+        try:
+            key = clean(answer)
+        except InvalidKeyError:
+            problems = shape_problems(_unwrapped(answer))
+            return None, _refusal(problems)
+        problems = shape_problems(key)
+        # A wrong length for an rpa_ key is most often a truncated paste, so ask once
+        # more; the same answer twice is taken, in case RunPod changed its key format.
+        if problems and key != last_refused:
+            return None, _refusal(problems) + " Paste it again to use it anyway."
+        if rejected is not None and fingerprint(key) == rejected:
+            return None, f"That is the key RunPod just rejected ({rejected}). Paste a new one."
+        if self.validate:
+            why_not = self._check_with_runpod(validate(key, self.api_url))
+            if why_not:
+                return None, why_not
+        return key, ""
+
+    def _check_with_runpod(self, validation: Validation) -> str:
+        """Why a validated key should not be taken ("" to take it)."""
+        if validation.status is KeyStatus.REJECTED:
+            return f"RunPod rejected that key too ({validation.fingerprint}). Paste a new one."
+        # Forbidden keys are valid (403 is not a recovery matter); an unreachable API
+        # cannot say, and the retried request will tell.
+        return ""
+
+    def _ask(self, where: Where, message: str) -> str:
+        answer = _ask_notebook(message) if where == "notebook" else self._ask_terminal(message)
+        if answer is _CANCELLED:
+            raise KeyboardInterrupt("the prompt for a RunPod API key was cancelled")
+        return str(answer)
+
+    def _ask_terminal(self, message: str) -> object:
+        # Imported here: prompt_toolkit is heavy and only a person at a terminal needs it.
+        from prompt_toolkit import PromptSession  # noqa: PLC0415
+        from prompt_toolkit.application.current import get_app_session  # noqa: PLC0415
+        from prompt_toolkit.output import create_output  # noqa: PLC0415
+
+        output = self._output
+        if output is None and self._input is None:
+            output = create_output(stdout=sys.stderr)
+        # The explanation is written once, as plain text the terminal wraps itself; only
+        # the last line is prompt_toolkit's, which redraws it as the person types.
+        *lines, message = message.split("\n")
+        if lines:
+            screen = output if output is not None else get_app_session().output
+            screen.write_raw("\n".join(lines) + "\n")
+            screen.flush()
+        session: PromptSession[str] = PromptSession(input=self._input, output=output)
+        timeout = self.timeout
+
+        async def answer() -> object:
+            # Caught inside the task that reads: a KeyboardInterrupt leaving a task is
+            # re-raised by the event loop itself, past any handler around the loop.
+            try:
+                return await session.prompt_async(message, is_password=True)
+            except (KeyboardInterrupt, EOFError):
+                return _CANCELLED
+
+        async def ask() -> object:
+            return await asyncio.wait_for(answer(), timeout)
+
+        try:
+            return _run(ask)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise HookTimeoutError(
+                f"nobody answered the prompt for a RunPod API key within {timeout} seconds"
+            ) from None
+
+
+def _ask_notebook(message: str) -> object:
+    try:
+        # Looked up now, not imported: the kernel swaps it in for the running cell only.
+        return getpass.getpass(message)
+    except NotImplementedError:  # IPython's StdinNotImplementedError
+        raise NonInteractiveError(
+            "this notebook front end does not accept input (nbclient and papermill run "
+            f"without it). {_WHAT_TO_SET}"
+        ) from None
+    except EOFError:
+        return _CANCELLED
+
+
+def _header(context: RecoveryContext | None) -> str:
+    if context is None:
+        return f"Paste a RunPod API key (create one at {KEYS_PAGE}); the input is hidden.\n"
+    return (
+        f"RunPod rejected API key {context.fingerprint} "
+        f"(HTTP {context.status_code} on {context.method} {context.url}).\n"
+        f"Create a new key at {KEYS_PAGE} and paste it below; the input is hidden.\n"
+    )
+
+
+def _unwrapped(answer: str) -> str:
+    text = answer.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":  # noqa: PLR2004
+        text = text[1:-1].strip()
+    return text
+
+
+def _refusal(problems: list[str]) -> str:
+    if problems and problems[0].startswith("the key starts with 'rps_'"):
+        return (
+            f"That is not an API key: keys starting with {S3_KEY_PREFIX!r} are RunPod S3 "
+            "credentials. Paste an API key."
+        )
+    text = "; ".join(problems) or "that answer is not a key"
+    return text[0].upper() + text[1:] + "."
+
+
+def prompt(
+    *,
+    timeout: float | None = 300.0,
+    validate: bool = False,
+    api_url: str | None = None,
+    attempts: int = 3,
+    input: Input | None = None,  # noqa: A002 -- prompt_toolkit's own parameter name
+    output: Output | None = None,
+) -> Prompt:
+    """A hook that asks the person at the terminal or in the notebook for a new key.
+
+    The prompt says which key was rejected (by fingerprint), by what request, and where to
+    create a new one; the input is hidden. The answer is stripped of whitespace and quotes;
+    an empty answer, an S3 key (``rps_``) or a key of the wrong shape is refused with the
+    reason and asked again. Where nobody can answer, it raises `NonInteractiveError` at
+    once, naming what to set instead. Ctrl-C or Ctrl-D cancels: the request fails with
+    `AuthenticationError` and the terminal is left as it was.
+
+    Args:
+        timeout: Seconds the person has to answer; ``None`` waits for ever. Give
+            `Credentials` a ``hook_timeout`` at least this long.
+        validate: Check each answer against RunPod (``myself { id }``) and ask again if
+            RunPod rejects it.
+        api_url: RunPod's API base for *validate* (an emulator's ``api_url`` in tests).
+        attempts: Answers accepted before giving up with `RecoveryError`.
+        input: A prompt_toolkit input to read from instead of the terminal (tests).
+        output: A prompt_toolkit output to draw on instead of stderr (tests).
+
+    """
+    return Prompt(
+        timeout=timeout, validate=validate, api_url=api_url, attempts=attempts,
+        input=input, output=output,
+    )

@@ -1,0 +1,100 @@
+"""`ResilientMiddleware` in a real ``aiohttp.ClientSession``, against the emulator."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+
+from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError
+from resilient_runpod.adapters import ResilientMiddleware
+
+if TYPE_CHECKING:
+    from resilient_runpod.testing import Emulator
+
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Vault:
+    """A recovery hook handing out the key the emulator holds now, counting its calls."""
+
+    name = "vault"
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.key: str | None = emulator.api_key
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def rotate(self) -> str:
+        assert self.key is not None
+        self.key = self.emulator.rotate(self.key)
+        return self.key
+
+    def __call__(self, _context: object) -> str | None:
+        with self._lock:
+            self.calls += 1
+        return self.key
+
+
+@pytest.fixture
+def vault(runpod_emulator: Emulator) -> Vault:
+    return Vault(runpod_emulator)
+
+
+async def test_a_rotated_key_is_recovered_and_the_request_sent_again(runpod_emulator, vault):
+    """A GET and a JSON POST both succeed after a rotation; the hook runs once each time."""
+    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
+    base = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}"
+    async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as session:
+        vault.rotate()
+        async with session.get(f"{base}/health") as response:
+            assert 200 == response.status
+        vault.rotate()
+        async with session.post(f"{base}/runsync", json={"input": {"n": 1}}) as response:
+            assert {"echo": {"n": 1}} == (await response.json())["output"]
+    assert 2 == vault.calls
+
+
+async def test_the_key_goes_only_to_allowed_hosts(runpod_emulator, vault):
+    """A host not in the policy gets the request as it was: no key, no recovery."""
+    credentials = Credentials(runpod_emulator.api_key, recovery=vault)
+    url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
+    middlewares = (ResilientMiddleware(credentials),)
+    async with (
+        aiohttp.ClientSession(middlewares=middlewares) as session,
+        session.get(url) as response,
+    ):
+        assert 401 == response.status
+    assert {"<no key>": 1} == dict(runpod_emulator.counters().by_key)
+    assert 0 == vault.calls
+
+
+async def test_a_403_raises_permission_denied_without_recovery(runpod_emulator, vault):
+    """403 means the key is valid: PermissionDeniedError, the hook never runs."""
+    read_key = runpod_emulator.add_key(scope="read")
+    credentials = Credentials(read_key, recovery=vault, hosts=[runpod_emulator.host])
+    async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as session:
+        with pytest.raises(PermissionDeniedError):
+            await session.post(f"{runpod_emulator.serverless_url}/e/run", json={"input": {}})
+    assert 0 == vault.calls
+
+
+async def test_recovery_that_finds_nothing_gives_up(runpod_emulator, vault):
+    """A dead key and an empty vault: AuthenticationError after one recovery, no loop."""
+    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
+    runpod_emulator.revoke(runpod_emulator.api_key)
+    vault.key = None
+    async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as session:
+        with pytest.raises(AuthenticationError):
+            await session.get(f"{runpod_emulator.serverless_url}/e/health")
+    assert 1 == vault.calls
+    assert 1 == runpod_emulator.counters().total

@@ -1,0 +1,490 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+from structlog.testing import capture_logs
+
+from resilient_runpod import (
+    AuthenticationError,
+    CooldownError,
+    Credentials,
+    HookTimeoutError,
+    InvalidKeyError,
+    RecoveredKey,
+    RecoveryContext,
+    RecoveryError,
+)
+
+from .conftest import make_key
+
+
+def context_for(credentials: Credentials, attempt: int = 1) -> RecoveryContext:
+    return RecoveryContext(credentials.fingerprint, attempt, 401, "GET", "https://api.runpod.ai/v2/e/health")
+
+
+class CountingHook:
+    """A hook that hands out prepared keys and counts its calls."""
+
+    def __init__(self, *keys: str | None, delay: float = 0.0) -> None:
+        self.keys = list(keys)
+        self.calls = 0
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def __call__(self, context: RecoveryContext) -> str | None:
+        with self.lock:
+            self.calls += 1
+            key = self.keys.pop(0) if self.keys else None
+        if self.delay:
+            time.sleep(self.delay)
+        return key
+
+
+class TestResolution:
+    def test_explicit_key_wins(self, monkeypatch):
+        """A key passed in is used as it is, whatever the environment says."""
+        key = make_key()
+        monkeypatch.setenv("RUNPOD_API_KEY", make_key())
+
+        credentials = Credentials(key)
+
+        assert (key, "argument") == (credentials.api_key, credentials.source)
+
+    def test_environment_then_config(self, monkeypatch, tmp_path):
+        """With no key given: RUNPOD_API_KEY first, then [default].api_key, then apiKey."""
+        env_key, sdk_key, ctl_key = make_key(), make_key(), make_key()
+        config = tmp_path / "home" / ".runpod" / "config.toml"
+        config.parent.mkdir()
+        config.write_text(f'apiKey = "{ctl_key}"\n[default]\napi_key = "{sdk_key}"\n')
+
+        monkeypatch.setenv("RUNPOD_API_KEY", env_key)
+        from_env = Credentials()
+        monkeypatch.delenv("RUNPOD_API_KEY")
+        from_sdk_entry = Credentials()
+        config.write_text(f'apiKey = "{ctl_key}"\n')
+        from_ctl_entry = Credentials()
+
+        assert [
+            (env_key, "env:RUNPOD_API_KEY"),
+            (sdk_key, "config:[default].api_key"),
+            (ctl_key, "config:apiKey"),
+        ] == [(c.api_key, c.source) for c in (from_env, from_sdk_entry, from_ctl_entry)]
+
+    def test_environment_key_with_trailing_newline_is_cleaned(self, monkeypatch):
+        """A variable set from a file keeps its newline; the key is used without it."""
+        key = make_key()
+        monkeypatch.setenv("RUNPOD_API_KEY", key + "\n")
+
+        assert key == Credentials().api_key
+
+    def test_no_key_anywhere_is_allowed(self):
+        """Without any key, requests go out without one and the first 401 runs recovery."""
+        credentials = Credentials()
+
+        assert (None, "<no key>") == (credentials.api_key, credentials.fingerprint)
+
+    def test_padded_explicit_key_is_refused(self):
+        """A key handed over in code is never altered: padding is an error that says so."""
+        with pytest.raises(InvalidKeyError, match="whitespace"):
+            Credentials(make_key() + "\n")
+
+    def test_config_that_is_not_toml_is_a_clear_error(self, tmp_path):
+        """A broken config file names the file, and nothing of its content."""
+        from resilient_runpod import ConfigError
+
+        config = tmp_path / "home" / ".runpod" / "config.toml"
+        config.parent.mkdir()
+        secret = make_key()
+        config.write_text(f"[default\napi_key = {secret}\n")
+
+        with pytest.raises(ConfigError) as info:
+            Credentials()
+
+        assert str(config) in str(info.value)
+        assert secret not in str(info.value)
+
+
+class TestRepr:
+    def test_repr_and_str_show_only_the_fingerprint(self):
+        """Neither repr() nor str() contains the key."""
+        key = make_key()
+        credentials = Credentials(key)
+
+        assert key not in repr(credentials)
+        assert key not in str(credentials)
+        assert credentials.fingerprint in repr(credentials)
+
+    def test_recovered_key_repr_hides_the_key(self):
+        """A RecoveredKey shows where it came from, not what it is."""
+        key = make_key()
+
+        assert key not in repr(RecoveredKey(key, "vault"))
+
+
+class TestSingleFlight:
+    def test_one_hook_call_for_many_threads(self):
+        """256 threads reporting the same rejected generation cause exactly one hook call."""
+        new = make_key()
+        hook = CountingHook(new, delay=0.05)
+        credentials = Credentials(make_key(), hook)
+        context = context_for(credentials)
+        barrier = threading.Barrier(256)
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            barrier.wait()
+            try:
+                credentials.recover(0, context)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(256)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        assert (1, [], new, 1) == (hook.calls, errors, credentials.api_key, credentials.generation)
+
+    @pytest.mark.anyio
+    async def test_one_hook_call_for_many_tasks(self):
+        """1,000 tasks reporting the same rejected generation cause exactly one hook call."""
+        new = make_key()
+        calls = 0
+
+        async def hook(context: RecoveryContext) -> str:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.05)
+            return new
+
+        credentials = Credentials(make_key(), hook)
+        context = context_for(credentials)
+
+        await asyncio.gather(*(credentials.arecover(0, context) for _ in range(1000)))
+
+        assert (1, new) == (calls, credentials.api_key)
+
+    def test_one_hook_call_across_event_loops_in_threads(self):
+        """Tasks on four loops in four threads, plus plain threads, share one flight."""
+        new = make_key()
+        hook = CountingHook(new, delay=0.1)
+        credentials = Credentials(make_key(), hook)
+        context = context_for(credentials)
+        barrier = threading.Barrier(8)
+
+        async def many() -> None:
+            barrier.wait()
+            await asyncio.gather(*(credentials.arecover(0, context) for _ in range(50)))
+
+        def blocking() -> None:
+            barrier.wait()
+            credentials.recover(0, context)
+
+        threads = [threading.Thread(target=asyncio.run, args=(many(),)) for _ in range(4)]
+        threads += [threading.Thread(target=blocking) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        assert (1, new) == (hook.calls, credentials.api_key)
+
+    def test_old_generation_returns_without_hook(self):
+        """A request rejected with a key that was already replaced just retries."""
+        hook = CountingHook(make_key())
+        credentials = Credentials(make_key(), hook)
+        credentials.set_key(make_key())
+
+        credentials.recover(0, context_for(credentials))
+
+        assert 0 == hook.calls
+
+    def test_late_finisher_does_not_overwrite_a_newer_key(self):
+        """A key set by the application while the hook ran is kept; the hook's is dropped."""
+        started = threading.Event()
+        release = threading.Event()
+        pushed = make_key()
+
+        def slow_hook(context: RecoveryContext) -> str:
+            started.set()
+            release.wait(5)
+            return make_key()
+
+        credentials = Credentials(make_key(), slow_hook)
+        waiter = threading.Thread(target=credentials.recover, args=(0, context_for(credentials)))
+        waiter.start()
+        started.wait(5)
+        credentials.set_key(pushed)
+        release.set()
+        waiter.join()
+
+        assert (pushed, 1) == (credentials.api_key, credentials.generation)
+
+    def test_hook_does_not_hold_the_lock(self):
+        """While the hook runs, reading and setting the key do not wait for it."""
+        started = threading.Event()
+        release = threading.Event()
+
+        def slow_hook(context: RecoveryContext) -> str:
+            started.set()
+            release.wait(5)
+            return make_key()
+
+        credentials = Credentials(make_key(), slow_hook)
+        waiter = threading.Thread(target=credentials.recover, args=(0, context_for(credentials)))
+        waiter.start()
+        started.wait(5)
+        # Both would deadlock if the hook ran under the credentials' lock.
+        fingerprint = credentials.fingerprint
+        credentials.set_key(make_key())
+        release.set()
+        waiter.join()
+
+        assert fingerprint.startswith("rpa_")
+
+
+class TestBadHooks:
+    @pytest.mark.parametrize(
+        ("answer", "fragment"),
+        [
+            (None, "found no key"),
+            ("", "empty"),
+            ("   \n", "empty"),
+            (42, "not a key"),
+            ("rps_" + "A" * 46, "S3"),
+        ],
+    )
+    def test_unusable_answers_fail_once_with_a_reason(self, answer, fragment):
+        """None, empty, whitespace, non-str and S3 answers end in AuthenticationError."""
+        credentials = Credentials(make_key(), lambda context: answer)
+
+        with pytest.raises(AuthenticationError, match=fragment) as info:
+            credentials.recover(0, context_for(credentials))
+
+        assert 0 == credentials.generation
+        assert info.value.hooks == ("TestBadHooks.test_unusable_answers_fail_once_with_a_reason.<locals>.<lambda>",)
+
+    def test_same_key_again_is_refused(self):
+        """A hook that returns the rejected key is reported, not looped on."""
+        key = make_key()
+        credentials = Credentials(key, lambda context: key)
+
+        with pytest.raises(AuthenticationError, match="just rejected"):
+            credentials.recover(0, context_for(credentials))
+
+    def test_hook_error_is_the_cause(self):
+        """The hook's own exception is chained as __cause__ and its message is quoted."""
+
+        def broken(context: RecoveryContext) -> str:
+            raise OSError("vault sealed")
+
+        credentials = Credentials(make_key(), broken)
+
+        with pytest.raises(AuthenticationError, match="vault sealed") as info:
+            credentials.recover(0, context_for(credentials))
+
+        assert isinstance(info.value.__cause__, OSError)
+
+    def test_hanging_hook_times_out(self):
+        """A hook that never answers is abandoned after hook_timeout, for every waiter."""
+        never = threading.Event()
+        credentials = Credentials(make_key(), lambda context: never.wait(), hook_timeout=0.2)
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                credentials.recover(0, context_for(credentials))
+            except AuthenticationError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        never.set()
+
+        assert 8 == len(errors)
+        assert all(isinstance(e.__cause__, HookTimeoutError) for e in errors)
+
+    @pytest.mark.anyio
+    async def test_hanging_async_hook_times_out(self):
+        """An async hook that never answers is abandoned too, without blocking the loop."""
+
+        async def hook(context: RecoveryContext) -> str:
+            await asyncio.sleep(3600)
+            return make_key()
+
+        credentials = Credentials(make_key(), hook, hook_timeout=0.2)
+
+        with pytest.raises(AuthenticationError) as info:
+            await credentials.arecover(0, context_for(credentials))
+
+        assert isinstance(info.value.__cause__, HookTimeoutError)
+
+    def test_followers_get_their_own_exception_objects(self):
+        """Each waiter raises a fresh error (shared exception objects corrupt tracebacks)."""
+        hook = CountingHook(None, delay=0.1)
+        credentials = Credentials(make_key(), hook)
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                credentials.recover(0, context_for(credentials))
+            except AuthenticationError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        assert (1, 4, 4) == (hook.calls, len(errors), len({id(e) for e in errors}))
+
+    def test_failure_is_logged_once_with_the_hook_name(self):
+        """One failed flight is one hook_failed event, naming the hook, not the key."""
+        key = make_key()
+        credentials = Credentials(key, CountingHook(None))
+
+        with capture_logs() as logs, pytest.raises(AuthenticationError):
+            credentials.recover(0, context_for(credentials))
+
+        failed = [e for e in logs if e["event"] == "runpod.auth.hook_failed"]
+        assert 1 == len(failed)
+        assert "CountingHook" == failed[0]["hook"]
+        assert key not in repr(logs)
+
+
+class TestCooldown:
+    def test_three_failures_rest_the_hook(self):
+        """After 3 failed recoveries in a row, rejections fail fast without the hook."""
+        hook = CountingHook()  # always None
+        credentials = Credentials(make_key(), hook, cooldown=60)
+        context = context_for(credentials)
+
+        for _ in range(3):
+            with pytest.raises(AuthenticationError):
+                credentials.recover(0, context)
+        with pytest.raises(CooldownError) as info:
+            credentials.recover(0, context)
+
+        assert 3 == hook.calls
+        assert 0 < info.value.retry_after <= 60
+
+    def test_recovered_keys_that_are_rejected_count_as_failures(self):
+        """A hook that keeps producing keys RunPod rejects is rested too."""
+        hook = CountingHook(*(make_key() for _ in range(10)))
+        credentials = Credentials(make_key(), hook)
+
+        for generation in range(3):
+            credentials.recover(generation, context_for(credentials))
+        with pytest.raises(CooldownError):
+            credentials.recover(3, context_for(credentials))
+
+        assert 3 == hook.calls
+
+    def test_an_accepted_key_resets_the_count(self):
+        """Once a request succeeds with the current key, earlier failures are forgotten."""
+        hook = CountingHook(None, None, make_key(), make_key(), make_key())
+        credentials = Credentials(make_key(), hook)
+        for _ in range(2):
+            with pytest.raises(AuthenticationError):
+                credentials.recover(0, context_for(credentials))
+        credentials._confirm(0)
+
+        credentials.recover(0, context_for(credentials))
+
+        assert 1 == credentials.generation
+
+    def test_set_key_ends_the_cooldown(self):
+        """Pushing a key from the application resumes recovery at once."""
+        hook = CountingHook(None, None, None, make_key())
+        credentials = Credentials(make_key(), hook)
+        for _ in range(3):
+            with pytest.raises(AuthenticationError):
+                credentials.recover(0, context_for(credentials))
+
+        credentials.set_key(make_key())
+        credentials.recover(1, context_for(credentials))
+
+        assert (4, 2) == (hook.calls, credentials.generation)
+
+
+class TestSetKey:
+    def test_rotation_pushed_from_outside(self):
+        """set_key installs a new generation and names its source."""
+        credentials = Credentials(make_key(), CountingHook())
+        new = make_key()
+
+        credentials.set_key(new, source="vault-agent")
+
+        assert (new, 1, "vault-agent") == (
+            credentials.api_key, credentials.generation, credentials.source
+        )
+
+    def test_bad_key_changes_nothing(self):
+        """A refused key leaves the current one in place."""
+        key = make_key()
+        credentials = Credentials(key, CountingHook())
+
+        with pytest.raises(InvalidKeyError):
+            credentials.set_key(" " + make_key())
+
+        assert (key, 0) == (credentials.api_key, credentials.generation)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_fork_child_starts_with_fresh_lock_and_no_flight():
+    """A child forked while a recovery is in flight can recover on its own."""
+    started = threading.Event()
+    release = threading.Event()
+    child_key = make_key()
+    answers = iter([make_key(), child_key])
+
+    def hook(context: RecoveryContext) -> str:
+        answer = next(answers)
+        if not started.is_set():
+            started.set()
+            release.wait(5)
+        return answer
+
+    credentials = Credentials(make_key(), hook)
+    waiter = threading.Thread(target=credentials.recover, args=(0, context_for(credentials)))
+    waiter.start()
+    started.wait(5)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's flight does not exist here
+        try:
+            credentials.recover(0, context_for(credentials))
+            ok = credentials.api_key == child_key and credentials._lock.acquire(timeout=1)
+            os.write(write_end, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    verdict = os.read(read_end, 1)
+    os.waitpid(pid, 0)
+    release.set()
+    waiter.join()
+
+    assert b"1" == verdict
+
+
+def test_recovery_error_is_not_swallowed_as_timeout():
+    """A RecoveryError raised by a hook reaches the caller as the cause."""
+
+    def hook(context: RecoveryContext) -> str:
+        raise RecoveryError("nobody home")
+
+    credentials = Credentials(make_key(), hook)
+
+    with pytest.raises(AuthenticationError, match="nobody home") as info:
+        credentials.recover(0, context_for(credentials))
+
+    assert isinstance(info.value.__cause__, RecoveryError)

@@ -1,0 +1,283 @@
+"""`resilient-runpod doctor` against the emulator: each cause of a rejected key, explained."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from resilient_runpod._keys import fingerprint
+from resilient_runpod.cli import main
+
+from .conftest import make_key
+
+JSON_KEYS = {
+    "ok", "exit_code", "profile", "config_path", "config_exists", "sources", "winners",
+    "live", "offline", "findings",
+}
+FINDING_KEYS = {"code", "severity", "what", "why", "fix", "source"}
+
+
+def doctor(capsys, *args):
+    """Run doctor in this process; return (exit code, parsed JSON, all output)."""
+    code = main(["doctor", "--json", *args])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), out + err
+
+
+def doctor_process(home, env, *args):
+    """Run doctor as a real subprocess with only *env* as RunPod-related environment."""
+    clean = {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
+    clean.update(env, HOME=str(home))
+    return subprocess.run(
+        [sys.executable, "-m", "resilient_runpod.cli", "doctor", *args],
+        env=clean, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def write_config(home, text):
+    path = home / ".runpod" / "config.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def codes(data):
+    return [f["code"] for f in data["findings"]]
+
+
+def the(data, code):
+    found = [f for f in data["findings"] if f["code"] == code]
+    assert 1 == len(found), f"expected one {code!r} in {codes(data)}"
+    return found[0]
+
+
+def leaked(output, *keys):
+    return [k for k in keys if k in output or k[4:] in output]
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+def test_working_key_exits_0_with_the_json_shape(runpod_emulator, capsys, monkeypatch):
+    """A key RunPod accepts: exit 0, ok, every documented field, the key never printed."""
+    key = runpod_emulator.api_key
+    monkeypatch.setenv("RUNPOD_API_KEY", key)
+
+    code, data, output = doctor(capsys, "--api-url", runpod_emulator.api_url)
+
+    assert 0 == code
+    assert JSON_KEYS == set(data)
+    assert all(FINDING_KEYS == set(f) for f in data["findings"])
+    assert (True, 0) == (data["ok"], data["exit_code"])
+    assert "accepted" == data["live"][0]["status"]
+    assert "env:RUNPOD_API_KEY" == data["winners"]["library"]
+    source = {
+        "name": "env:RUNPOD_API_KEY", "where": "the environment variable RUNPOD_API_KEY",
+        "fingerprint": fingerprint(key), "used_by": ["library", "runpodctl"],
+    }
+    assert [source] == data["sources"]
+    assert "ok" == the(data, "key-accepted")["severity"]
+    assert [] == leaked(output, key)
+
+
+def test_no_key_anywhere(runpod_emulator, capsys):
+    """Cause 1: no key at all: no-key, and the live check shows RunPod saw no key."""
+    code, data, _ = doctor(capsys, "--api-url", runpod_emulator.api_url)
+
+    assert 1 == code
+    assert ["no-key", "no-key-sent"] == sorted(codes(data))
+    assert [None] == [check["source"] for check in data["live"]]
+    assert "missing" == data["live"][0]["status"]
+
+
+def test_misspelled_variable_in_a_real_process(runpod_emulator, home):
+    """Cause 1: a key in RUNPOD_APIKEY: the found and expected names, exit 1, key not shown."""
+    key = runpod_emulator.api_key
+
+    result = doctor_process(home, {"RUNPOD_APIKEY": key}, "--api-url", runpod_emulator.api_url)
+
+    text = " ".join(result.stdout.split())  # the text is wrapped to the terminal's width
+
+    assert 1 == result.returncode
+    assert "RUNPOD_APIKEY is set" in text
+    assert "but RunPod's tools read RUNPOD_API_KEY" in text
+    assert 'export RUNPOD_API_KEY="$RUNPOD_APIKEY"' in text
+    assert "" == result.stderr
+    assert [] == leaked(result.stdout + result.stderr, key)
+
+
+def test_revoked_key_is_rejected(runpod_emulator, capsys, monkeypatch):
+    """Cause 2: a revoked key gets 401: key-rejected with where to make a new one."""
+    key = runpod_emulator.api_key
+    runpod_emulator.revoke(key)
+    monkeypatch.setenv("RUNPOD_API_KEY", key)
+
+    code, data, output = doctor(capsys, "--api-url", runpod_emulator.api_url)
+    finding = the(data, "key-rejected")
+
+    assert 1 == code
+    assert "rejected" == data["live"][0]["status"]
+    assert ("error", "env:RUNPOD_API_KEY") == (finding["severity"], finding["source"])
+    assert "https://www.runpod.io/console/user/settings" in finding["fix"]
+    assert [] == leaked(output, key)
+
+
+def test_forbidden_is_not_rejected(runpod_emulator, capsys, monkeypatch):
+    """A 403 is reported as a key lacking permission, not as a rejected key."""
+    monkeypatch.setenv("RUNPOD_API_KEY", runpod_emulator.api_key)
+    runpod_emulator.inject(403, path_prefix="/graphql")
+
+    code, data, _ = doctor(capsys, "--api-url", runpod_emulator.api_url)
+
+    assert 1 == code
+    assert "forbidden" == data["live"][0]["status"]
+    assert "key-rejected" not in codes(data)
+    assert "error" == the(data, "key-forbidden")["severity"]
+
+
+def test_network_failure_is_unreachable(capsys, monkeypatch):
+    """Nothing listening: unreachable, not rejected, and --offline is offered."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("RUNPOD_API_KEY", make_key())
+
+    code, data, _ = doctor(capsys, "--api-url", f"http://127.0.0.1:{port}")
+
+    assert 1 == code
+    assert "unreachable" == data["live"][0]["status"]
+    assert "--offline" in the(data, "unreachable")["fix"]
+
+
+@pytest.mark.parametrize(
+    ("make_raw", "code"),
+    [
+        (lambda k: f"{k}\n", "key-whitespace"),
+        (lambda k: f'"{k}"', "key-quoted"),
+    ],
+)
+def test_pasted_whitespace_and_quotes(runpod_emulator, capsys, monkeypatch, make_raw, code):
+    """Cause 3: a newline or quotes around a working key: the typo is an error, the key works."""
+    key = runpod_emulator.api_key
+    monkeypatch.setenv("RUNPOD_API_KEY", make_raw(key))
+
+    exit_code, data, output = doctor(capsys, "--api-url", runpod_emulator.api_url)
+
+    assert 1 == exit_code
+    assert "error" == the(data, code)["severity"]
+    assert "accepted" == data["live"][0]["status"]
+    assert [] == leaked(output, key)
+
+
+def test_s3_key_is_named_and_not_sent(runpod_emulator, capsys, monkeypatch):
+    """Cause 3: an rps_ S3 key in RUNPOD_API_KEY is named as such and never sent."""
+    s3 = "rps_" + make_key()[4:]
+    monkeypatch.setenv("RUNPOD_API_KEY", s3)
+
+    code, data, output = doctor(capsys, "--api-url", runpod_emulator.api_url)
+
+    assert 1 == code
+    assert "S3 credential" in the(data, "key-s3")["what"]
+    assert [] == data["live"]
+    assert 0 == runpod_emulator.counters().total
+    assert [] == leaked(output, s3)
+
+
+def test_wrong_length_key_is_warned_and_checked(runpod_emulator, capsys, monkeypatch):
+    """Cause 3: an rpa_ key cut short is a warning, and RunPod's 401 says the rest."""
+    short = runpod_emulator.api_key[:-3]
+    monkeypatch.setenv("RUNPOD_API_KEY", short)
+
+    code, data, _ = doctor(capsys, "--api-url", runpod_emulator.api_url)
+
+    assert 1 == code
+    assert "warning" == the(data, "key-bad-shape")["severity"]
+    assert "rejected" == data["live"][0]["status"]
+
+
+def test_variable_overriding_a_newer_config_key(runpod_emulator, capsys, monkeypatch, home):
+    """The 'impossible' 401: a stale RUNPOD_API_KEY overrides the config file's working key."""
+    old = runpod_emulator.api_key
+    new = runpod_emulator.rotate(old)
+    write_config(home, f'[default]\napi_key = "{new}"\n')
+    monkeypatch.setenv("RUNPOD_API_KEY", old)
+
+    code, data, output = doctor(capsys, "--api-url", runpod_emulator.api_url)
+
+    assert 1 == code
+    assert {"sdk": "config:[default].api_key", "runpodctl": "env:RUNPOD_API_KEY",
+            "library": "env:RUNPOD_API_KEY"} == data["winners"]
+    assert {"env:RUNPOD_API_KEY": "rejected", "config:[default].api_key": "accepted"} == {
+        check["source"]: check["status"] for check in data["live"]
+    }
+    assert "unset RUNPOD_API_KEY" in the(data, "sources-disagree")["fix"]
+    assert [] == leaked(output, old, new)
+
+
+def test_config_that_is_not_toml_in_a_real_process(home):
+    """A broken config file is an error finding with the line, not a traceback."""
+    path = write_config(home, '[default]\napi_key = "unterminated\n')
+
+    result = doctor_process(home, {}, "--offline", "--json")
+    data = json.loads(result.stdout)
+
+    assert 1 == result.returncode
+    assert "" == result.stderr
+    assert f"{path} is not valid TOML" in the(data, "config-invalid")["what"]
+
+
+def test_profile_flag_picks_the_profile(runpod_emulator, capsys, home):
+    """--profile work makes this library use [work].api_key; the SDK still reads [default]."""
+    key = runpod_emulator.api_key
+    write_config(home, f'[default]\napi_key = "{make_key()}"\n[work]\napi_key = "{key}"\n')
+
+    code, data, _ = doctor(capsys, "--profile", "work", "--offline")
+
+    assert "config:[work].api_key" == data["winners"]["library"]
+    assert "config:[default].api_key" == data["winners"]["sdk"]
+    assert "sources-disagree" in codes(data)
+    assert 0 == code
+
+
+def test_offline_sends_nothing(runpod_emulator, capsys, monkeypatch):
+    """--offline: no live check, live is null, and the emulator sees no request."""
+    monkeypatch.setenv("RUNPOD_API_KEY", runpod_emulator.api_key)
+
+    code, data, _ = doctor(capsys, "--offline", "--api-url", runpod_emulator.api_url)
+
+    assert (0, None, True) == (code, data["live"], data["offline"])
+    assert 0 == runpod_emulator.counters().total
+
+
+def test_text_output_in_a_real_process(runpod_emulator, home):
+    """The default output is readable text with what, why and fix, and no key."""
+    key = runpod_emulator.api_key
+    runpod_emulator.revoke(key)
+
+    result = doctor_process(home, {"RUNPOD_API_KEY": key}, "--api-url", runpod_emulator.api_url)
+
+    text = " ".join(result.stdout.split())
+
+    assert 1 == result.returncode
+    assert "Which key each tool uses" in text
+    assert "[error] RunPod rejected the key" in text
+    assert "why:" in result.stdout
+    assert "fix:" in result.stdout
+    assert [] == leaked(result.stdout + result.stderr, key)
+
+
+@pytest.mark.parametrize("args", [["--no-such-flag"], ["--profile", " "]])
+def test_usage_errors_exit_2(home, args):
+    """An unknown flag or an empty profile is a usage error: exit 2, a message on stderr."""
+    result = doctor_process(home, {}, "--offline", *args)
+
+    assert 2 == result.returncode
+    assert "usage:" in result.stderr

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from resilient_runpod._hosts import HostPolicy, redact_text, redact_url
+
+from .conftest import make_key
+
+
+class TestHostPolicy:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://api.runpod.ai/v2/abc/run",
+            "https://api.runpod.io/graphql",
+            "https://rest.runpod.io/v1/pods",
+            "https://API.RUNPOD.AI/v2/x/health",
+        ],
+    )
+    def test_runpod_hosts_over_https_get_the_key(self, url):
+        """RunPod's own API hosts are allowed over HTTPS."""
+        assert HostPolicy().allows(httpx.URL(url))
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://api.runpod.ai/v2/abc/run",  # plain http would expose the key
+            "https://api.runpod.ai.evil.example/v2",
+            "https://example.com/",
+            "http://127.0.0.1:8000/v2/x/run",  # loopback only when allowed
+            "https://api.runpod.ai:8443/v2",
+        ],
+    )
+    def test_other_origins_never_get_the_key(self, url):
+        """Look-alike hosts, other ports, plain http and loopback are not RunPod."""
+        assert not HostPolicy().allows(httpx.URL(url))
+
+    def test_allowed_host_and_port(self):
+        """A host:port the user lists is allowed over http and https, on that port only."""
+        policy = HostPolicy(["127.0.0.1:8123"])
+
+        assert [True, True, False] == [
+            policy.allows(httpx.URL("http://127.0.0.1:8123/v2")),
+            policy.allows(httpx.URL("https://127.0.0.1:8123/v2")),
+            policy.allows(httpx.URL("http://127.0.0.1:8124/v2")),
+        ]
+
+    def test_allowed_url_keeps_its_scheme(self):
+        """An allowed entry given as a URL allows that scheme only."""
+        policy = HostPolicy(["https://proxy.internal:9000/runpod"])
+
+        assert [True, False] == [
+            policy.allows(httpx.URL("https://proxy.internal:9000/x")),
+            policy.allows(httpx.URL("http://proxy.internal:9000/x")),
+        ]
+
+    def test_sdk_base_url_variables_are_runpod_hosts(self, monkeypatch):
+        """The hosts in RUNPOD_ENDPOINT_BASE_URL and RUNPOD_API_BASE_URL may get the key."""
+        monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", "http://127.0.0.1:7001/v2")
+        monkeypatch.setenv("RUNPOD_API_BASE_URL", "http://127.0.0.1:7002")
+
+        policy = HostPolicy()
+
+        assert [True, True] == [
+            policy.allows(httpx.URL("http://127.0.0.1:7001/v2/e/run")),
+            policy.allows(httpx.URL("http://127.0.0.1:7002/graphql")),
+        ]
+
+
+class TestRedaction:
+    def test_url_loses_secret_params_and_userinfo(self):
+        """api_key= values and user:password@ are removed; the rest of the URL stays."""
+        key = make_key()
+
+        text = redact_url(f"https://user:pw@api.runpod.io/graphql?api_key={key}&x=1")
+
+        assert key not in text
+        assert "pw" not in text
+        assert "x=1" in text
+
+    def test_text_loses_keys_and_auth_values(self):
+        """Keys, Bearer values and api_key= values are replaced wherever they appear."""
+        key = make_key()
+        legacy = "legacykey0123456789abcdef"
+
+        text = redact_text(
+            f"key {key} Authorization: Bearer {legacy} url?api_key={legacy}&a=b and {legacy}",
+            known=[legacy],
+        )
+
+        assert key not in text
+        assert legacy not in text
+        assert "a=b" in text

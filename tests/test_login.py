@@ -1,0 +1,144 @@
+"""`resilient-runpod login`: ask, check with RunPod (the emulator), save; never show the key."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from resilient_runpod.cli import main
+
+from .conftest import make_key
+
+
+@pytest.fixture
+def child_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "RESILIENT_"))}
+    for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD"):
+        env.pop(name, None)
+    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
+    env["HOME"] = str(tmp_path)
+    env["TERM"] = "xterm"
+    return env
+
+
+def login(args: list[str], env: dict[str, str]):
+    child = pexpect.spawn(
+        sys.executable, ["-m", "resilient_runpod.cli", "login", *args],
+        env=env, encoding="utf-8", timeout=60,
+    )
+    child.logfile_read = io.StringIO()
+    return child
+
+
+def saved(home: Path) -> str:
+    return (home / ".runpod" / "config.toml").read_text()
+
+
+def test_login_validates_and_saves_without_showing_the_key(tmp_path, child_env, runpod_emulator):
+    """The typed key is checked with RunPod, saved 0600 as [default].api_key, never shown."""
+    key = runpod_emulator.api_key
+    child = login(["--api-url", runpod_emulator.api_url], child_env)
+    child.expect("key:")
+    child.send(key + "\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = child.logfile_read.getvalue()
+    assert 0 == child.exitstatus
+    assert f'[default]\napi_key = "{key}"\n' == saved(tmp_path)
+    assert 0o600 == stat.S_IMODE((tmp_path / ".runpod" / "config.toml").stat().st_mode)
+    assert key not in screen
+    assert f"Saved API key rpa_…{key[-4:]}" in screen
+
+
+def test_login_asks_again_when_runpod_rejects_the_key(tmp_path, child_env, runpod_emulator):
+    """A rejected key is refused with the reason; the next one is saved under --profile."""
+    dead = runpod_emulator.add_key()
+    runpod_emulator.revoke(dead)
+    good = runpod_emulator.api_key
+    child = login(["--api-url", runpod_emulator.api_url, "--profile", "work"], child_env)
+    child.expect("key:")
+    child.send(dead + "\r")
+    child.expect("rejected that key too")
+    child.expect("key:")
+    child.send(good + "\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert 0 == child.exitstatus
+    assert f'[work]\napi_key = "{good}"\n' == saved(tmp_path)
+    assert dead not in child.logfile_read.getvalue()
+
+
+def test_login_ctrl_c_saves_nothing(tmp_path, child_env, runpod_emulator):
+    """Ctrl-C cancels: exit 1, nothing written."""
+    child = login(["--api-url", runpod_emulator.api_url], child_env)
+    child.expect("key:")
+    child.sendcontrol("c")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert 1 == child.exitstatus
+    assert "cancelled; nothing was saved" in child.logfile_read.getvalue()
+    assert not (tmp_path / ".runpod").exists()
+
+
+def test_login_without_a_terminal_says_what_to_do(tmp_path, child_env):
+    """With stdin /dev/null, login exits 2 at once, pointing at --stdin and RUNPOD_API_KEY."""
+    done = subprocess.run(
+        [sys.executable, "-m", "resilient_runpod.cli", "login"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=child_env, timeout=60,
+        check=False,
+    )
+    assert 2 == done.returncode
+    assert "stdin is not a terminal" in done.stderr
+    assert "--stdin" in done.stderr
+
+
+def test_login_from_stdin(monkeypatch, capsys, runpod_emulator):
+    """--stdin reads a piped key (padded by echo), validates and saves it; prints no key."""
+    key = runpod_emulator.api_key
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"  {key}\n"))
+    assert 0 == main(["login", "--stdin", "--api-url", runpod_emulator.api_url])
+    out = capsys.readouterr()
+    assert key not in out.out + out.err
+    assert f'[default]\napi_key = "{key}"\n' == saved(Path.home())
+
+
+def test_login_from_stdin_rejected_key_is_not_saved(monkeypatch, capsys, runpod_emulator):
+    """A key RunPod rejects is not saved; exit 1."""
+    dead = runpod_emulator.add_key()
+    runpod_emulator.revoke(dead)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(dead))
+    assert 1 == main(["login", "--stdin", "--api-url", runpod_emulator.api_url])
+    assert "not saved" in capsys.readouterr().err
+    assert not (Path.home() / ".runpod").exists()
+
+
+def test_login_unreachable_api_is_not_saved_unless_asked(monkeypatch, capsys, tmp_path):
+    """If RunPod cannot be asked, nothing is saved; --no-validate saves anyway."""
+    key = make_key()
+    nowhere = "http://127.0.0.1:9"  # the discard port: nothing listens
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key))
+    assert 1 == main(["login", "--stdin", "--api-url", nowhere])
+    assert not (Path.home() / ".runpod").exists()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key))
+    target = tmp_path / "key-file"
+    assert 0 == main(["login", "--stdin", "--no-validate", "--to", str(target)])
+    assert key + "\n" == target.read_text()
+    assert key not in capsys.readouterr().err
+
+
+def test_login_keeps_a_broken_config_untouched(monkeypatch, capsys, runpod_emulator):
+    """A config file that is not TOML is reported and left as it was; exit 1."""
+    path = Path.home() / ".runpod" / "config.toml"
+    path.parent.mkdir()
+    path.write_text("[default\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(runpod_emulator.api_key))
+    assert 1 == main(["login", "--stdin", "--api-url", runpod_emulator.api_url])
+    assert "not valid TOML" in capsys.readouterr().err
+    assert "[default\n" == path.read_text()

@@ -1,0 +1,336 @@
+"""The prompt hook through prompt_toolkit's pipe input: what a person types, and what is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import ssl
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from prompt_toolkit.input import PipeInput, create_pipe_input
+from prompt_toolkit.output.plain_text import PlainTextOutput
+
+from resilient_runpod import (
+    AsyncResilientTransport,
+    Credentials,
+    HookTimeoutError,
+    NonInteractiveError,
+    RecoveredKey,
+    RecoveryContext,
+    RecoveryError,
+    ResilientTransport,
+    recovery,
+)
+from resilient_runpod.recovery._prompt import Prompt, where_to_ask
+
+from .conftest import make_key
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from resilient_runpod.testing import Emulator
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+CONTEXT = RecoveryContext("rpa_…OLD1", 1, 401, "POST", "https://api.runpod.ai/v2/ep/run")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def pipe() -> Iterator[PipeInput]:
+    with create_pipe_input() as pipe_input:
+        yield pipe_input
+
+
+@pytest.fixture
+def screen() -> io.StringIO:
+    return io.StringIO()
+
+
+def shown(screen: io.StringIO) -> str:
+    """What was drawn, without the line breaks and padding the 80-column output adds."""
+    return "".join(screen.getvalue().split())
+
+
+def asking(pipe: PipeInput, screen: io.StringIO, **options: object) -> Prompt:
+    return recovery.prompt(input=pipe, output=PlainTextOutput(screen), **options)  # type: ignore[arg-type]
+
+
+def test_typed_key_is_returned_with_its_source(pipe, screen, key):
+    """A typed key comes back as a RecoveredKey whose source says a person typed it."""
+    pipe.send_text(key + "\r")
+    found = asking(pipe, screen)(CONTEXT)
+    assert RecoveredKey(key, "prompt:terminal") == found
+
+
+def test_prompt_says_which_key_by_what_and_where_to_create_one(pipe, screen, key):
+    """The person is told the rejected key's fingerprint, the request, and the keys page."""
+    pipe.send_text(key + "\r")
+    asking(pipe, screen)(CONTEXT)
+    shown = "".join(screen.getvalue().split())  # the output wraps long lines at 80 columns
+    assert "rpa_…OLD1" in shown
+    assert "POSThttps://api.runpod.ai/v2/ep/run" in shown
+    assert "https://www.runpod.io/console/user/settings" in shown
+
+
+def test_typed_key_is_not_echoed(pipe, screen, key):
+    """Input is hidden: the key never reaches the output."""
+    pipe.send_text(key + "\r")
+    asking(pipe, screen)(CONTEXT)
+    assert key not in shown(screen)
+    assert key[-4:] not in shown(screen).replace("OLD1", "")
+
+
+@pytest.mark.parametrize(("keys", "name"), [("\x03", "Ctrl-C"), ("\x04", "Ctrl-D")])
+def test_ctrl_c_and_ctrl_d_cancel(pipe, screen, keys, name):
+    """Ctrl-C and Ctrl-D end the prompt with KeyboardInterrupt, which stops a chain."""
+    pipe.send_text(keys)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        asking(pipe, screen)(CONTEXT)
+    assert "cancelled" == str(caught.value).split()[-1]
+
+
+def test_ctrl_c_stops_a_chain(pipe, screen):
+    """A cancelled prompt in a chain is not treated as 'no key, try the next hook'."""
+    pipe.send_text("\x03")
+    later: list[object] = []
+    hook = recovery.chain(asking(pipe, screen), lambda ctx: later.append(ctx) or "unused")
+    with pytest.raises(KeyboardInterrupt):
+        hook(CONTEXT)
+    assert [] == later
+
+
+def test_empty_answer_is_refused_and_asked_again(pipe, screen, key):
+    """An empty answer is refused with a reason; the next answer is taken."""
+    pipe.send_text("\r   \r" + key + "\r")
+    found = asking(pipe, screen)(CONTEXT)
+    assert key == found.key
+    assert 2 == shown(screen).count("Thekeyisempty")
+
+
+@pytest.mark.parametrize("wrap", ["  {}  ", '"{}"', "'{}'", ' "{}" ', "\t{}"])
+def test_padded_and_quoted_answers_are_cleaned(pipe, screen, key, wrap):
+    """Whitespace and one pair of quotes pasted around the key are removed."""
+    pipe.send_text(wrap.format(key) + "\r")
+    assert key == asking(pipe, screen)(CONTEXT).key
+
+
+def test_s3_key_is_refused_with_the_reason(pipe, screen, key):
+    """An rps_ key (an S3 credential) is refused, saying so, and the person asked again."""
+    pipe.send_text("rps_" + "A" * 40 + "\r" + key + "\r")
+    found = asking(pipe, screen)(CONTEXT)
+    assert key == found.key
+    assert "S3credentials" in shown(screen)
+
+
+def test_gives_up_after_three_unusable_answers(pipe, screen):
+    """Three unusable answers end in RecoveryError, not an endless loop."""
+    pipe.send_text("\r" + "rps_" + "B" * 40 + "\r" + "\r")
+    with pytest.raises(RecoveryError) as caught:
+        asking(pipe, screen)(CONTEXT)
+    assert "no usable key after 3 answers" in str(caught.value)
+
+
+def test_truncated_rpa_key_is_refused_once_then_taken_if_repeated(pipe, screen, key):
+    """A wrong-length rpa_ key is questioned; the same answer twice is taken."""
+    short = key[:-1]
+    pipe.send_text(short + "\r" + short + "\r")
+    found = asking(pipe, screen)(CONTEXT)
+    assert short == found.key
+    assert 1 == shown(screen).count("Pasteitagaintouseitanyway")
+
+
+def test_the_rejected_key_is_refused(pipe, screen, key):
+    """Typing the key RunPod just rejected is refused; a new one is asked for."""
+    rejected = make_key()
+    context = RecoveryContext(f"rpa_…{rejected[-4:]}", 1, 401, "GET", "https://x/")
+    pipe.send_text(rejected + "\r" + key + "\r")
+    assert key == asking(pipe, screen)(context).key
+    assert "ThatisthekeyRunPodjustrejected" in shown(screen)
+
+
+def test_validate_asks_again_when_runpod_rejects_the_answer(pipe, screen, runpod_emulator):
+    """With validate=True a key RunPod rejects is refused and a working one accepted."""
+    dead = runpod_emulator.add_key()
+    runpod_emulator.revoke(dead)
+    good = runpod_emulator.api_key
+    pipe.send_text(dead + "\r" + good + "\r")
+    found = asking(pipe, screen, validate=True, api_url=runpod_emulator.api_url)(CONTEXT)
+    assert good == found.key
+    assert "RunPodrejectedthatkeytoo" in shown(screen)
+
+
+def test_timeout_without_answer(pipe, screen):
+    """Nobody answering within timeout= ends in HookTimeoutError."""
+    with pytest.raises(HookTimeoutError) as caught:
+        asking(pipe, screen, timeout=0.2)(CONTEXT)
+    assert "within 0.2 seconds" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_works_when_called_inside_a_running_event_loop(pipe, screen, key):
+    """Called from sync code running on an event loop, the prompt still works."""
+    pipe.send_text(key + "\r")
+    assert key == asking(pipe, screen)(CONTEXT).key
+
+
+def test_works_from_a_worker_thread(pipe, screen, key):
+    """Called from a thread that is not the main thread, the prompt works."""
+    pipe.send_text(key + "\r")
+    results: list[str] = []
+    thread = threading.Thread(target=lambda: results.append(asking(pipe, screen)(CONTEXT).key))
+    thread.start()
+    thread.join(30)
+    assert [key] == results
+
+
+def test_bad_arguments_are_refused():
+    """attempts and timeout must be positive."""
+    with pytest.raises(ValueError, match="attempts"):
+        recovery.prompt(attempts=0)
+    with pytest.raises(ValueError, match="timeout"):
+        recovery.prompt(timeout=0)
+
+
+# -- where to ask ------------------------------------------------------------------------
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_opt_out_variable_names_itself(monkeypatch):
+    """RESILIENT_RUNPOD_NO_PROMPT turns prompting off, and the error names it."""
+    monkeypatch.setenv("RESILIENT_RUNPOD_NO_PROMPT", "1")
+    monkeypatch.setattr(sys, "stdin", FakeTTY())
+    monkeypatch.setattr(sys, "stderr", FakeTTY())
+    with pytest.raises(NonInteractiveError) as caught:
+        where_to_ask()
+    assert "$RESILIENT_RUNPOD_NO_PROMPT" in str(caught.value)
+    assert "RUNPOD_API_KEY" in str(caught.value)
+
+
+@pytest.mark.parametrize("variable", ["CI", "GITHUB_ACTIONS", "JENKINS_URL"])
+def test_ci_variables_mean_nobody_is_there(monkeypatch, variable):
+    """A CI variable means nobody can answer, even with terminals attached."""
+    monkeypatch.setenv(variable, "true")
+    monkeypatch.setattr(sys, "stdin", FakeTTY())
+    monkeypatch.setattr(sys, "stderr", FakeTTY())
+    with pytest.raises(NonInteractiveError) as caught:
+        where_to_ask()
+    assert f"${variable} is set" in str(caught.value)
+
+
+def test_ci_false_is_not_ci(monkeypatch):
+    """CI=false (as some tools set it) does not count as CI."""
+    monkeypatch.setenv("CI", "false")
+    monkeypatch.setattr(sys, "stdin", FakeTTY())
+    monkeypatch.setattr(sys, "stderr", FakeTTY())
+    assert "terminal" == where_to_ask()
+
+
+@pytest.mark.parametrize(
+    ("stdin", "stderr", "reason"),
+    [
+        (None, FakeTTY(), "no stdin"),
+        (io.StringIO(), FakeTTY(), "stdin is not a terminal"),
+        (FakeTTY(), io.StringIO(), "stderr is not a terminal"),
+    ],
+)
+def test_no_terminal_means_nobody_is_there(monkeypatch, stdin, stderr, reason):
+    """Without a terminal on stdin and stderr, the prompt refuses at once."""
+    monkeypatch.setattr(sys, "stdin", stdin)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    with pytest.raises(NonInteractiveError) as caught:
+        recovery.prompt()(CONTEXT)
+    assert reason in str(caught.value)
+
+
+def test_closed_stdin_means_nobody_is_there(monkeypatch):
+    """A closed stdin is not a terminal (no ValueError from isatty)."""
+    closed = FakeTTY()
+    closed.close()
+    monkeypatch.setattr(sys, "stdin", closed)
+    monkeypatch.setattr(sys, "stderr", FakeTTY())
+    with pytest.raises(NonInteractiveError):
+        where_to_ask()
+
+
+# -- with the engine ---------------------------------------------------------------------
+
+
+class Counting:
+    def __init__(self, hook: Prompt) -> None:
+        self.hook = hook
+        self.calls = 0
+        self.name = "prompt"
+        self._lock = threading.Lock()
+
+    def __call__(self, context: RecoveryContext) -> RecoveredKey:
+        with self._lock:
+            self.calls += 1
+        return self.hook(context)
+
+
+def test_one_prompt_for_256_threads_and_200_tasks(pipe, screen, runpod_emulator: Emulator):
+    """456 requests rejected at once share one prompt; all succeed with the typed key."""
+    old = runpod_emulator.api_key
+    new = runpod_emulator.rotate(old)
+    hook = Counting(asking(pipe, screen))
+    credentials = Credentials(old, recovery=hook, hosts=[runpod_emulator.host], hook_timeout=None)
+    url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    statuses: list[int | str] = []
+    lock = threading.Lock()
+
+    client = httpx.Client(transport=ResilientTransport(credentials), limits=limits, timeout=60)
+
+    def in_thread() -> None:
+        try:
+            status: int | str = client.get(url).status_code
+        except Exception as exc:  # recorded so the assertion shows it
+            status = repr(exc)
+        with lock:
+            statuses.append(status)
+
+    tls = ssl.create_default_context()  # made once: each client would otherwise build its own
+
+    async def in_task() -> int:
+        # A client per task: one pool queueing 200 requests spends its time in bookkeeping.
+        transport = AsyncResilientTransport(credentials, httpx.AsyncHTTPTransport(verify=tls))
+        async with httpx.AsyncClient(transport=transport, timeout=60) as aclient:
+            return (await aclient.get(url)).status_code
+
+    async def in_tasks() -> list[int]:
+        return list(await asyncio.gather(*(in_task() for _ in range(200))))
+
+    task_statuses: list[int] = []
+    threads = [threading.Thread(target=in_thread) for _ in range(256)]
+    threads.append(threading.Thread(target=lambda: task_statuses.extend(asyncio.run(in_tasks()))))
+    for thread in threads:
+        thread.start()
+    try:
+        # Answer only once every request has been rejected: all 456 are waiting on the prompt.
+        deadline_polls = 0
+        while runpod_emulator.counters().by_status.get(401, 0) < 456 and deadline_polls < 6000:
+            threading.Event().wait(0.01)
+            deadline_polls += 1
+        rejected_before_answer = runpod_emulator.counters().by_status.get(401, 0)
+        pipe.send_text(new + "\r")
+    finally:
+        for thread in threads:
+            thread.join(120)
+        client.close()
+    assert 456 == rejected_before_answer
+    assert 1 == hook.calls
+    assert [200] * 456 == statuses + task_statuses
+    assert "prompt:terminal" == credentials.source

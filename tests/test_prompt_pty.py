@@ -1,0 +1,173 @@
+"""The prompt in a real terminal (a pty driven by pexpect), and where nobody is there at all."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pexpect
+import pytest
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from resilient_runpod.testing import Emulator
+
+# A program a person runs: one request with a key RunPod has revoked; the prompt recovers.
+SCRIPT = """
+import asyncio, sys, termios
+import httpx
+from resilient_runpod import (
+    AsyncResilientTransport, AuthenticationError, Credentials, NonInteractiveError,
+    ResilientTransport, recovery,
+)
+
+mode, url, host, old = sys.argv[1:5]
+tty_before = termios.tcgetattr(0) if sys.stdin.isatty() else None
+credentials = Credentials(
+    old, recovery=recovery.prompt(timeout=60), hosts=[host], hook_timeout=None
+)
+
+async def in_loop():
+    async with httpx.AsyncClient(transport=AsyncResilientTransport(credentials)) as client:
+        return await client.get(url)
+
+try:
+    if mode == "async":
+        response = asyncio.run(in_loop())
+    else:
+        with httpx.Client(transport=ResilientTransport(credentials)) as client:
+            response = client.get(url)
+except AuthenticationError as exc:
+    print("FAILED", type(exc.__cause__).__name__, exc.__cause__, flush=True)
+else:
+    print("STATUS", response.status_code, "SOURCE", credentials.source, flush=True)
+if tty_before is not None:
+    print("TTY RESTORED", termios.tcgetattr(0) == tty_before, flush=True)
+"""
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "program.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+@pytest.fixture
+def child_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a person's shell: no CI flags, no keys, a private HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "RESILIENT_"))}
+    for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD"):
+        env.pop(name, None)
+    # Without this prompt_toolkit waits for a cursor-position reply pexpect never sends.
+    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
+    env["HOME"] = str(tmp_path)
+    env["TERM"] = "xterm"
+    return env
+
+
+def spawn(script: Path, mode: str, emulator: Emulator, old: str, env: dict[str, str]):
+    url = f"{emulator.serverless_url}/{emulator.endpoint_id}/health"
+    child = pexpect.spawn(
+        sys.executable, [str(script), mode, url, emulator.host, old],
+        env=env, encoding="utf-8", timeout=60,
+    )
+    child.logfile_read = io.StringIO()  # every byte the terminal showed
+    return child
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_terminal_prompt_recovers_a_revoked_key(script, child_env, runpod_emulator, mode):
+    """A 401 at a terminal prompts; the typed key is used; it never shows on the screen."""
+    old = runpod_emulator.api_key
+    new = runpod_emulator.rotate(old)
+    child = spawn(script, mode, runpod_emulator, old, child_env)
+    child.expect("key:")
+    child.send(new + "\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = child.logfile_read.getvalue()
+    assert "STATUS 200 SOURCE prompt:terminal" in screen
+    assert "TTY RESTORED True" in screen
+    assert new not in screen
+    assert f"rpa_…{old[-4:]}" in screen
+    assert 0 == child.exitstatus
+
+
+def test_ctrl_c_ends_recovery_cleanly(script, child_env, runpod_emulator):
+    """Ctrl-C at the prompt fails the request with AuthenticationError; the tty is restored."""
+    old = runpod_emulator.api_key
+    runpod_emulator.revoke(old)
+    child = spawn(script, "sync", runpod_emulator, old, child_env)
+    child.expect("key:")
+    child.sendcontrol("c")
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = child.logfile_read.getvalue()
+    assert "FAILED KeyboardInterrupt the prompt for a RunPod API key was cancelled" in screen
+    assert "TTY RESTORED True" in screen
+
+
+def test_ci_under_a_pty_fails_at_once(script, child_env, runpod_emulator):
+    """CI=true means nobody answers, even with a terminal: NonInteractiveError, no prompt."""
+    old = runpod_emulator.api_key
+    runpod_emulator.revoke(old)
+    child = spawn(script, "sync", runpod_emulator, old, {**child_env, "CI": "true"})
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = child.logfile_read.getvalue()
+    assert "FAILED NonInteractiveError nobody can answer a prompt in CI ($CI is set)" in screen
+    assert "key:" not in screen
+
+
+def test_opt_out_variable_under_a_pty_fails_at_once(script, child_env, runpod_emulator):
+    """RESILIENT_RUNPOD_NO_PROMPT=1 turns the prompt off and is named in the error."""
+    old = runpod_emulator.api_key
+    runpod_emulator.revoke(old)
+    env = {**child_env, "RESILIENT_RUNPOD_NO_PROMPT": "1"}
+    child = spawn(script, "sync", runpod_emulator, old, env)
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = child.logfile_read.getvalue()
+    expected = "FAILED NonInteractiveError prompting is turned off by $RESILIENT_RUNPOD_NO_PROMPT"
+    assert expected in screen
+
+
+def test_stdin_dev_null_fails_at_once(script, child_env, runpod_emulator):
+    """With stdin /dev/null the prompt raises NonInteractiveError instead of reading."""
+    old = runpod_emulator.api_key
+    runpod_emulator.revoke(old)
+    url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
+    done = subprocess.run(
+        [sys.executable, str(script), "sync", url, runpod_emulator.host, old],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=child_env, timeout=60,
+        check=False,
+    )
+    assert "FAILED NonInteractiveError stdin is not a terminal" in done.stdout
+
+
+def test_open_pipe_that_never_sends_fails_at_once(script, child_env, runpod_emulator, tmp_path):
+    """A stdin pipe held open and silent does not hang the program: NonInteractiveError."""
+    old = runpod_emulator.api_key
+    runpod_emulator.revoke(old)
+    url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, str(script), "sync", url, runpod_emulator.host, old],
+            stdin=subprocess.PIPE, stdout=sink, stderr=subprocess.STDOUT, env=child_env,
+        )
+        try:
+            # The pipe stays open (we never write or close it) while the program runs.
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            assert process.stdin is not None
+            process.stdin.close()
+    assert "FAILED NonInteractiveError stdin is not a terminal" in out.read_text()

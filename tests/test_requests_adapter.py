@@ -1,0 +1,122 @@
+"""`ResilientHTTPAdapter` on a plain ``requests.Session``, against the emulator."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+import requests
+
+from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError
+from resilient_runpod.adapters import ResilientHTTPAdapter
+
+if TYPE_CHECKING:
+    from resilient_runpod.testing import Emulator
+
+
+class Vault:
+    """A recovery hook handing out the key the emulator holds now, counting its calls."""
+
+    name = "vault"
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.key: str | None = emulator.api_key
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def rotate(self) -> str:
+        assert self.key is not None
+        self.key = self.emulator.rotate(self.key)
+        return self.key
+
+    def __call__(self, _context: object) -> str | None:
+        with self._lock:
+            self.calls += 1
+        return self.key
+
+
+@pytest.fixture
+def vault(runpod_emulator: Emulator) -> Vault:
+    return Vault(runpod_emulator)
+
+
+def session_for(credentials: Credentials) -> requests.Session:
+    session = requests.Session()
+    adapter = ResilientHTTPAdapter(credentials)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def test_a_rotated_key_is_recovered_and_the_request_sent_again(runpod_emulator, vault):
+    """GET and a JSON POST both succeed after a rotation; the hook runs once."""
+    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
+    base = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}"
+    with session_for(credentials) as session:
+        vault.rotate()
+        assert 200 == session.get(f"{base}/health").status_code
+        vault.rotate()
+        response = session.post(f"{base}/runsync", json={"input": {"n": 1}})
+        assert {"echo": {"n": 1}} == response.json()["output"]
+    assert 2 == vault.calls
+
+
+def test_the_key_goes_only_to_allowed_hosts(runpod_emulator, vault):
+    """A host not in the policy gets the request as it was: no key, no recovery."""
+    credentials = Credentials(runpod_emulator.api_key, recovery=vault)
+    url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
+    with session_for(credentials) as session:
+        assert 401 == session.get(url).status_code
+    assert {"<no key>": 1} == dict(runpod_emulator.counters().by_key)
+    assert 0 == vault.calls
+
+
+def test_a_graphql_api_key_query_parameter_carries_the_current_key(runpod_emulator, vault):
+    """Scripts that send ?api_key= get the recovered key in that parameter too."""
+    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
+    old = vault.key
+    vault.rotate()
+    with session_for(credentials) as session:
+        response = session.post(
+            runpod_emulator.graphql_url,
+            params={"api_key": old},
+            json={"query": "query { myself { id } }"},
+        )
+    assert 200 == response.status_code
+    assert 1 == vault.calls
+
+
+def test_a_403_raises_permission_denied_without_recovery(runpod_emulator, vault):
+    """403 means the key is valid: PermissionDeniedError, the hook never runs."""
+    read_key = runpod_emulator.add_key(scope="read")
+    credentials = Credentials(read_key, recovery=vault, hosts=[runpod_emulator.host])
+    with session_for(credentials) as session, pytest.raises(PermissionDeniedError):
+        session.post(f"{runpod_emulator.serverless_url}/e/run", json={"input": {}})
+    assert 0 == vault.calls
+
+
+def test_recovery_that_finds_nothing_gives_up_with_authentication_error(runpod_emulator, vault):
+    """A dead key and an empty vault: AuthenticationError, no loop."""
+    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
+    runpod_emulator.revoke(runpod_emulator.api_key)
+    vault.key = None
+    with session_for(credentials) as session, pytest.raises(AuthenticationError):
+        session.get(f"{runpod_emulator.serverless_url}/e/health")
+    assert 1 == vault.calls
+    assert 1 == runpod_emulator.counters().total
+
+
+def test_the_adapter_closes_the_adapter_it_wraps():
+    """Closing the session closes the inner adapter's pools."""
+    closed = []
+
+    class Inner(requests.adapters.HTTPAdapter):
+        def close(self) -> None:
+            closed.append(True)
+            super().close()
+
+    adapter = ResilientHTTPAdapter(Credentials("rpa_" + "A" * 46, recovery=lambda _: None), Inner())
+    adapter.close()
+    assert [True] == closed

@@ -1,0 +1,159 @@
+"""`retry_init` and `Credentials.validate`, against the emulator."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+import runpod
+import runpod.error
+
+from resilient_runpod import (
+    AuthenticationError,
+    Credentials,
+    KeyStatus,
+    PermissionDeniedError,
+    retry_init,
+)
+
+if TYPE_CHECKING:
+    from resilient_runpod.testing import Emulator
+
+
+class Vault:
+    """A recovery hook handing out the key the emulator holds now, counting its calls."""
+
+    name = "vault"
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.key: str | None = emulator.api_key
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def rotate(self) -> str:
+        assert self.key is not None
+        self.key = self.emulator.rotate(self.key)
+        return self.key
+
+    def __call__(self, _context: object) -> str | None:
+        with self._lock:
+            self.calls += 1
+        return self.key
+
+
+@pytest.fixture
+def vault(runpod_emulator: Emulator) -> Vault:
+    return Vault(runpod_emulator)
+
+
+@pytest.fixture
+def sdk(runpod_emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(runpod, "endpoint_url_base", runpod_emulator.serverless_url)
+    for name, value in runpod_emulator.sdk_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(runpod, "api_key", None)
+    return runpod
+
+
+def test_a_factory_given_a_revoked_key_is_called_again_with_a_recovered_one(
+    sdk, runpod_emulator, vault
+):
+    """The SDK builds an Endpoint without checking the key; validation finds the 401."""
+    revoked = vault.key
+    vault.rotate()
+    credentials = Credentials(revoked, recovery=vault, hosts=[runpod_emulator.host])
+    seen: list[str | None] = []
+
+    def factory(key: str | None) -> runpod.Endpoint:
+        seen.append(key)
+        return runpod.Endpoint(runpod_emulator.endpoint_id, api_key=key)
+
+    endpoint = retry_init(factory, credentials, api_url=runpod_emulator.api_url)
+    assert [revoked, vault.key] == seen
+    assert "jobs" in endpoint.health()
+    assert 1 == vault.calls
+
+
+def test_a_factory_that_raises_the_sdk_rejection_is_retried(sdk, runpod_emulator, vault):
+    """The seed's workaround: construction raising runpod.error.AuthenticationError is retried."""
+    revoked = vault.key
+    vault.rotate()
+    credentials = Credentials(revoked, recovery=vault, hosts=[runpod_emulator.host])
+    user = retry_init(lambda key: runpod.get_user(api_key=key), credentials, validate_key=False)
+    assert "id" in user
+    assert 1 == vault.calls
+
+
+def test_no_key_at_all_is_recovered_too(sdk, runpod_emulator, vault):
+    """A missing key (GraphQL answers 200 with myself: null) runs recovery like a 401."""
+    credentials = Credentials(None, recovery=vault, hosts=[runpod_emulator.host])
+    seen = retry_init(lambda key: key, credentials)
+    assert vault.key == seen
+    assert 1 == vault.calls
+
+
+@pytest.mark.parametrize("clause", [AuthenticationError, runpod.error.AuthenticationError])
+def test_giving_up_is_bounded_and_caught_by_existing_clauses(sdk, runpod_emulator, vault, clause):
+    """Every recovered key rejected: a typed error after max_recoveries rounds, no loop."""
+    revoked = vault.key
+    runpod_emulator.revoke(revoked)
+    also_revoked = runpod_emulator.add_key()
+    runpod_emulator.revoke(also_revoked)
+    vault.key = also_revoked
+    credentials = Credentials(revoked, recovery=vault, hosts=[runpod_emulator.host])
+    calls: list[str | None] = []
+    with pytest.raises(clause):
+        retry_init(calls.append, credentials)
+    assert [revoked, also_revoked] == calls
+    assert 2 == vault.calls  # max_recoveries rounds; the second finds nothing newer
+
+
+def test_other_factory_errors_pass_through_untouched(sdk, runpod_emulator, vault):
+    """A factory bug is not a rejected key: raised as is, no recovery."""
+    credentials = Credentials(vault.key, recovery=vault, hosts=[runpod_emulator.host])
+
+    def factory(key: str | None) -> None:
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        retry_init(factory, credentials)
+    assert 0 == vault.calls
+
+
+def test_a_permission_error_from_the_factory_is_not_recovered(sdk, runpod_emulator, vault):
+    """A 403 reported by the factory means the key is valid: PermissionDeniedError."""
+    credentials = Credentials(vault.key, recovery=vault, hosts=[runpod_emulator.host])
+
+    def factory(key: str | None) -> None:
+        raise PermissionDeniedError("no", fingerprint="x")
+
+    with pytest.raises(PermissionDeniedError):
+        retry_init(factory, credentials)
+    assert 0 == vault.calls
+
+
+def test_the_key_is_not_sent_to_a_host_outside_the_policy(runpod_emulator, vault):
+    """Validation against a host the credentials may not send the key to is refused upfront."""
+    credentials = Credentials(vault.key, recovery=vault)
+    with pytest.raises(ValueError, match="not a RunPod host"):
+        retry_init(lambda key: key, credentials, api_url=runpod_emulator.api_url)
+    assert 0 == runpod_emulator.counters().total
+
+
+def test_validate_tells_accepted_rejected_and_missing_keys_apart(runpod_emulator):
+    """Credentials.validate: one GraphQL call says what RunPod thinks of the key."""
+    key = runpod_emulator.api_key
+    assert KeyStatus.ACCEPTED == Credentials(key).validate(runpod_emulator.api_url).status
+    assert KeyStatus.MISSING == Credentials(None).validate(runpod_emulator.api_url).status
+    runpod_emulator.revoke(key)
+    assert KeyStatus.REJECTED == Credentials(key).validate(runpod_emulator.api_url).status
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_avalidate_says_the_same_asynchronously(runpod_emulator, anyio_backend):
+    """Credentials.avalidate answers as validate does."""
+    credentials = Credentials(runpod_emulator.api_key)
+    assert KeyStatus.ACCEPTED == (await credentials.avalidate(runpod_emulator.api_url)).status

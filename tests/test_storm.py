@@ -1,0 +1,105 @@
+"""One rotation, one recovery: many requests in flight when the key rotates."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from resilient_runpod import AsyncResilientTransport, Credentials, ResilientTransport, recovery
+
+from .test_transport import Counting
+
+THREADS = 256
+TASKS = 1000
+
+
+def rotate_while_in_flight(emulator, secret: Path, old: str, started: threading.Event) -> str:
+    """Rotate once every request has been sent and is parked in the emulator's latency."""
+    started.wait(10)
+    new = emulator.add_key()
+    secret.write_text(new)
+    emulator.revoke(old)
+    return new
+
+
+def test_threads_share_one_recovery(runpod_emulator, tmp_path):
+    """256 threads on one client, all in flight at a rotation: one hook call, 256 successes."""
+    secret = tmp_path / "key"
+    old = runpod_emulator.api_key
+    secret.write_text(old)
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(old, hook, hosts=[runpod_emulator.host])
+    runpod_emulator.set_latency(0.5)
+    barrier = threading.Barrier(THREADS + 1)
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    limits = httpx.Limits(max_connections=THREADS)
+    client = httpx.Client(
+        transport=ResilientTransport(credentials, httpx.HTTPTransport(limits=limits)),
+        base_url=f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}",
+        timeout=30,
+    )
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        try:
+            response = client.post("/runsync", json={"input": {"n": n}})
+            with lock:
+                statuses.append(response.status_code)
+        except BaseException as exc:  # noqa: BLE001 -- every failure is counted
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    in_flight = threading.Event()
+    threading.Timer(0.2, in_flight.set).start()
+    rotate_while_in_flight(runpod_emulator, secret, old, in_flight)
+    for t in threads:
+        t.join()
+    client.close()
+    counters = runpod_emulator.counters()
+
+    assert ([], [200] * THREADS, 1) == (errors, statuses, hook.calls)
+    # At most one rejected attempt per request in flight, however the race went.
+    assert counters.by_status.get(401, 0) <= THREADS
+    assert counters.by_status[200] == THREADS
+
+
+@pytest.mark.anyio
+async def test_tasks_share_one_recovery(runpod_emulator, tmp_path):
+    """1,000 tasks on one async client, in flight at a rotation: one hook call, no loss."""
+    secret = tmp_path / "key"
+    old = runpod_emulator.api_key
+    secret.write_text(old)
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(old, hook, hosts=[runpod_emulator.host])
+    runpod_emulator.set_latency(0.5)
+    limits = httpx.Limits(max_connections=250)
+
+    async with httpx.AsyncClient(
+        transport=AsyncResilientTransport(credentials, httpx.AsyncHTTPTransport(limits=limits)),
+        base_url=f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}",
+        timeout=60,
+    ) as client:
+        requests = [
+            asyncio.ensure_future(client.post("/runsync", json={"input": {"n": n}}))
+            for n in range(TASKS)
+        ]
+        await asyncio.sleep(0.2)  # the first wave is parked in the emulator's latency
+        new = runpod_emulator.add_key()
+        secret.write_text(new)
+        runpod_emulator.revoke(old)
+        results = await asyncio.gather(*requests, return_exceptions=True)
+
+    errors = [r for r in results if isinstance(r, BaseException)]
+    outputs = sorted(r.json()["output"]["echo"]["n"] for r in results if not isinstance(r, BaseException))
+    assert ([], list(range(TASKS)), 1) == (errors, outputs, hook.calls)
+    assert runpod_emulator.counters().by_status.get(401, 0) <= TASKS

@@ -1,0 +1,405 @@
+"""The httpx middleware end to end: real clients, real sockets, the RunPod emulator."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import tenacity
+
+from resilient_runpod import (
+    AsyncResilientTransport,
+    AuthenticationError,
+    BodyNotReplayableError,
+    CooldownError,
+    Credentials,
+    HookTimeoutError,
+    PermissionDeniedError,
+    RecoveryContext,
+    ResilientTransport,
+    RunPodAuth,
+    recovery,
+)
+from resilient_runpod.testing import Emulator
+
+from .conftest import make_key
+
+
+class Counting:
+    """Wraps a hook and counts its calls (thread-safe)."""
+
+    def __init__(self, hook: Callable[[RecoveryContext], object]) -> None:
+        self.hook = hook
+        self.calls = 0
+        self.name = f"counting({getattr(hook, 'name', 'hook')})"
+        self._lock = threading.Lock()
+
+    def __call__(self, context: RecoveryContext) -> object:
+        with self._lock:
+            self.calls += 1
+        return self.hook(context)
+
+
+def rotate_via_file(emulator: Emulator, secret: Path, old: str) -> str:
+    """What an operator's rotation looks like: the new key lands in the file, then the old dies."""
+    new = emulator.add_key()
+    secret.write_text(new + "\n")
+    emulator.revoke(old)
+    return new
+
+
+@pytest.fixture
+def secret(tmp_path: Path, runpod_emulator: Emulator) -> Path:
+    path = tmp_path / "runpod-key"
+    path.write_text(runpod_emulator.api_key + "\n")
+    return path
+
+
+def client_for(emulator: Emulator, credentials: Credentials, **kwargs: object) -> httpx.Client:
+    return httpx.Client(
+        transport=ResilientTransport(credentials),
+        base_url=f"{emulator.serverless_url}/{emulator.endpoint_id}",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def async_client_for(emulator: Emulator, credentials: Credentials, **kwargs: object) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=AsyncResilientTransport(credentials),
+        base_url=f"{emulator.serverless_url}/{emulator.endpoint_id}",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_rotation_mid_run(runpod_emulator, secret):
+    """Jobs keep completing across a rotation; the hook runs once; no job is lost."""
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    outputs = []
+    with client_for(runpod_emulator, credentials) as client:
+        for n in range(10):
+            if n == 5:
+                new = rotate_via_file(runpod_emulator, secret, runpod_emulator.api_key)
+            job = client.post("/run", json={"input": {"n": n}}).json()
+            outputs.append(client.get(f"/status/{job['id']}").json()["output"]["echo"]["n"])
+
+    assert (list(range(10)), 1, new) == (outputs, hook.calls, credentials.api_key)
+    assert 1 == runpod_emulator.counters().by_status[401]
+
+
+@pytest.mark.anyio
+async def test_rotation_mid_run_async(runpod_emulator, secret):
+    """The async client recovers the same way, without blocking its event loop."""
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    statuses = []
+    async with async_client_for(runpod_emulator, credentials) as client:
+        for n in range(6):
+            if n == 3:
+                rotate_via_file(runpod_emulator, secret, runpod_emulator.api_key)
+            statuses.append((await client.post("/runsync", json={"input": {"n": n}})).json()["status"])
+
+    assert (["COMPLETED"] * 6, 1) == (statuses, hook.calls)
+
+
+def test_revoked_key_recovers_from_the_environment(runpod_emulator, monkeypatch):
+    """A revoked key is replaced by the good one now in RUNPOD_API_KEY (the default hook)."""
+    old = runpod_emulator.api_key
+    credentials = Credentials(old, hosts=[runpod_emulator.host])
+    new = runpod_emulator.add_key()
+    runpod_emulator.revoke(old)
+    monkeypatch.setenv("RUNPOD_API_KEY", new)
+
+    with client_for(runpod_emulator, credentials) as client:
+        response = client.get("/health")
+
+    assert (200, new, "env:RUNPOD_API_KEY") == (
+        response.status_code, credentials.api_key, credentials.source
+    )
+
+
+@pytest.mark.parametrize("max_recoveries", [1, 2, 3])
+def test_permanently_bad_key_gives_up_within_max_recoveries(runpod_emulator, max_recoveries):
+    """Keys that RunPod keeps rejecting end in AuthenticationError after max_recoveries rounds."""
+    hook = Counting(lambda context: make_key())  # keys the emulator has never heard of
+    credentials = Credentials(
+        make_key(), hook, hosts=[runpod_emulator.host],
+        max_recoveries=max_recoveries, wait=tenacity.wait_none(),
+    )
+
+    with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError) as info:
+        client.get("/health")
+
+    assert (max_recoveries, max_recoveries + 1) == (hook.calls, runpod_emulator.counters().total)
+    assert max_recoveries + 1 == info.value.attempts
+    assert "doctor" in str(info.value)
+
+
+def test_user_stop_can_only_shorten_the_rounds(runpod_emulator):
+    """A tenacity stop of the user's ends recovery sooner; max_recoveries still bounds it."""
+    hook = Counting(lambda context: make_key())
+    credentials = Credentials(
+        make_key(), hook, hosts=[runpod_emulator.host],
+        max_recoveries=3, stop=tenacity.stop_after_attempt(1), wait=tenacity.wait_none(),
+    )
+
+    with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError):
+        client.get("/health")
+
+    assert 1 == hook.calls
+
+
+def test_dead_key_cools_down_instead_of_hammering(runpod_emulator):
+    """After 3 recoveries without an accepted key, requests fail fast without the hook."""
+    hook = Counting(lambda context: make_key())
+    credentials = Credentials(make_key(), hook, hosts=[runpod_emulator.host], wait=tenacity.wait_none())
+
+    with client_for(runpod_emulator, credentials) as client:
+        for _ in range(2):
+            with pytest.raises(AuthenticationError):
+                client.get("/health")
+        calls_before = hook.calls
+        with pytest.raises(CooldownError):
+            client.get("/health")
+
+    assert (3, 3) == (calls_before, hook.calls)
+
+
+def test_forbidden_is_not_recovered(runpod_emulator):
+    """A read-only key writing gets PermissionDeniedError at once; the hook never runs."""
+    reader = runpod_emulator.add_key(scope="read")
+    hook = Counting(lambda context: make_key())
+    credentials = Credentials(reader, hook, hosts=[runpod_emulator.host])
+
+    with client_for(runpod_emulator, credentials) as client:
+        health = client.get("/health")
+        with pytest.raises(PermissionDeniedError) as info:
+            client.post("/run", json={"input": {}})
+
+    assert (200, 0, 2) == (health.status_code, hook.calls, runpod_emulator.counters().total)
+    assert "lacks permission" in str(info.value)
+
+
+def test_rest_forbidden_is_not_recovered(runpod_emulator):
+    """REST v2's problem+json 403 is reported as a permission problem too."""
+    reader = runpod_emulator.add_key(scope="read")
+    credentials = Credentials(reader, Counting(lambda context: None), hosts=[runpod_emulator.host])
+
+    with httpx.Client(transport=ResilientTransport(credentials)) as client:
+        listed = client.get(f"{runpod_emulator.url}/v2/pods")
+        with pytest.raises(PermissionDeniedError):
+            client.post(f"{runpod_emulator.url}/v2/pods", json={"name": "x", "imageName": "y"})
+
+    assert 200 == listed.status_code
+
+
+@pytest.mark.parametrize(
+    ("hook", "cause", "fragment"),
+    [
+        (lambda context: (_ for _ in ()).throw(OSError("secret store down")), OSError, "secret store down"),
+        (lambda context: None, None, "found no key"),
+        (lambda context: "   ", None, "empty"),
+    ],
+    ids=["raises", "returns-none", "returns-whitespace"],
+)
+def test_failing_hooks_end_in_one_clear_error(runpod_emulator, hook, cause, fragment):
+    """A hook that raises or returns nothing usable costs one request and one hook call."""
+    counting = Counting(hook)
+    old = runpod_emulator.api_key
+    credentials = Credentials(old, counting, hosts=[runpod_emulator.host])
+    runpod_emulator.revoke(old)
+
+    with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError, match=fragment) as info:
+        client.get("/health")
+
+    assert (1, 1) == (counting.calls, runpod_emulator.counters().total)
+    if cause is not None:
+        assert isinstance(info.value.__cause__, cause)
+
+
+def test_hook_returning_the_same_key_is_not_looped_on(runpod_emulator):
+    """A source that still holds the revoked key is reported as not updated yet."""
+    old = runpod_emulator.api_key
+    counting = Counting(lambda context: old)
+    credentials = Credentials(old, counting, hosts=[runpod_emulator.host])
+    runpod_emulator.revoke(old)
+
+    with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError, match="just rejected"):
+        client.get("/health")
+
+    assert (1, 1) == (counting.calls, runpod_emulator.counters().total)
+
+
+def test_hanging_hook_times_out(runpod_emulator):
+    """A hook that never returns is abandoned after hook_timeout; the request fails clearly."""
+    never = threading.Event()
+    old = runpod_emulator.api_key
+    credentials = Credentials(old, lambda context: never.wait(), hosts=[runpod_emulator.host], hook_timeout=0.3)
+    runpod_emulator.revoke(old)
+
+    try:
+        with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError) as info:
+            client.get("/health")
+    finally:
+        never.set()
+
+    assert isinstance(info.value.__cause__, HookTimeoutError)
+
+
+def test_streamed_body_recovers_then_says_it_cannot_resend(runpod_emulator, secret):
+    """A generator body cannot be sent twice: the key is recovered, the error says to resend."""
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    rotate_via_file(runpod_emulator, secret, runpod_emulator.api_key)
+
+    def body():
+        yield b'{"input": {"streamed": true}}'
+
+    with client_for(runpod_emulator, credentials) as client:
+        with pytest.raises(BodyNotReplayableError, match="cannot be sent again"):
+            client.post("/run", content=body())
+        again = client.post("/run", json={"input": {"streamed": True}})
+
+    assert (200, 1) == (again.status_code, hook.calls)
+
+
+def test_buffered_bodies_are_replayed(runpod_emulator, secret):
+    """json=, content=bytes and data= bodies are sent again after recovery."""
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    rotate_via_file(runpod_emulator, secret, runpod_emulator.api_key)
+
+    with client_for(runpod_emulator, credentials) as client:
+        job = client.post("/runsync", content=b'{"input": {"x": 1}}').json()
+
+    assert ({"x": 1}, 1) == (job["output"]["echo"], hook.calls)
+
+
+def test_cross_origin_401_is_untouched_and_gets_no_key(runpod_emulator):
+    """A 401 from a host that is not RunPod's is returned as is; that host never sees the key."""
+    hook = Counting(lambda context: make_key())
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    with Emulator() as stranger, httpx.Client(transport=ResilientTransport(credentials)) as client:
+        response = client.get(f"{stranger.serverless_url}/{stranger.endpoint_id}/health")
+        seen_by_stranger = stranger.counters().by_key
+
+    assert (401, 0) == (response.status_code, hook.calls)
+    assert {"<no key>": 1} == dict(seen_by_stranger)
+
+
+def test_user_authorization_header_to_other_hosts_is_left_alone(runpod_emulator):
+    """Headers the user sets for another service pass through unchanged."""
+    credentials = Credentials(runpod_emulator.api_key, Counting(lambda c: None), hosts=[runpod_emulator.host])
+    captured: list[str | None] = []
+
+    def other_service(request: httpx.Request) -> httpx.Response:
+        captured.append(request.headers.get("Authorization"))
+        return httpx.Response(401)
+
+    transport = ResilientTransport(credentials, httpx.MockTransport(other_service))
+    with httpx.Client(transport=transport) as client:
+        client.get("https://example.com/", headers={"Authorization": "Bearer theirs"})
+
+    assert ["Bearer theirs"] == captured
+
+
+def test_graphql_query_key_is_replaced_by_the_current_one(runpod_emulator):
+    """Scripts that pass ?api_key= keep working: the query carries the current key."""
+    old = runpod_emulator.api_key
+    new = runpod_emulator.rotate(old)
+    credentials = Credentials(new, Counting(lambda c: None), hosts=[runpod_emulator.host])
+
+    with httpx.Client(transport=ResilientTransport(credentials)) as client:
+        response = client.post(
+            f"{runpod_emulator.graphql_url}?api_key={old}", json={"query": "query { myself { id } }"}
+        )
+
+    assert response.json()["data"]["myself"]["id"]
+
+
+def test_connection_pool_survives_a_thousand_401s(runpod_emulator):
+    """Every discarded 401 is closed: 1,000 of them through a 2-connection pool, then a 200."""
+    old = runpod_emulator.api_key
+    runpod_emulator.revoke(old)
+    credentials = Credentials(
+        old, Counting(lambda context: None), hosts=[runpod_emulator.host], cooldown=3600
+    )
+    limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+    failures = 0
+    with client_for(runpod_emulator, credentials, limits=limits, timeout=httpx.Timeout(5.0, pool=2.0)) as client:
+        for _ in range(1000):
+            try:
+                client.get("/health")
+            except AuthenticationError:
+                failures += 1
+        credentials.set_key(runpod_emulator.add_key())
+        final = client.get("/health")
+
+    assert (1000, 200) == (failures, final.status_code)
+    assert 1000 == runpod_emulator.counters().by_status[401]
+
+
+def test_runpod_auth_recovers_with_auth_argument(runpod_emulator, secret):
+    """httpx.Client(auth=RunPodAuth(...)) recovers too; the 401 is in the history."""
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    rotate_via_file(runpod_emulator, secret, runpod_emulator.api_key)
+
+    with httpx.Client(auth=RunPodAuth(credentials)) as client:
+        response = client.get(f"{runpod_emulator.serverless_url}/e/health")
+
+    assert (200, [401], 1) == (
+        response.status_code, [r.status_code for r in response.history], hook.calls
+    )
+
+
+@pytest.mark.anyio
+async def test_runpod_auth_recovers_with_async_client(runpod_emulator, secret):
+    """RunPodAuth works with httpx.AsyncClient as well."""
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    rotate_via_file(runpod_emulator, secret, runpod_emulator.api_key)
+
+    async with httpx.AsyncClient(auth=RunPodAuth(credentials)) as client:
+        response = await client.get(f"{runpod_emulator.serverless_url}/e/health")
+
+    assert (200, 1) == (response.status_code, hook.calls)
+
+
+def test_runpod_auth_gives_up_like_the_transport(runpod_emulator):
+    """The auth flow is bounded by the same engine rules."""
+    hook = Counting(lambda context: make_key())
+    credentials = Credentials(make_key(), hook, hosts=[runpod_emulator.host], wait=tenacity.wait_none())
+
+    with httpx.Client(auth=RunPodAuth(credentials)) as client, pytest.raises(AuthenticationError):
+        client.get(f"{runpod_emulator.serverless_url}/e/health")
+
+    assert (2, 3) == (hook.calls, runpod_emulator.counters().total)
+
+
+def test_injected_5xx_passes_through(runpod_emulator):
+    """A server error is not an auth problem: returned to the caller, no recovery."""
+    hook = Counting(lambda c: None)
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    runpod_emulator.inject(503)
+
+    with client_for(runpod_emulator, credentials) as client:
+        response = client.get("/health")
+
+    assert (503, 0) == (response.status_code, hook.calls)
+
+
+def test_missing_key_is_recovered_on_first_401(runpod_emulator, monkeypatch):
+    """Starting with no key at all, the first 401 fetches one, and the request succeeds."""
+    credentials = Credentials(hosts=[runpod_emulator.host])
+    monkeypatch.setenv("RUNPOD_API_KEY", runpod_emulator.api_key)
+
+    with client_for(runpod_emulator, credentials) as client:
+        response = client.get("/health")
+
+    assert (200, {"<no key>": 1, credentials.fingerprint: 1}) == (
+        response.status_code, dict(runpod_emulator.counters().by_key)
+    )
