@@ -6,7 +6,6 @@ top-level ``apiKey``. Neither reads the other's entry, so we read both.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ __all__ = ["ConfigKey", "config_path", "keys_in_config", "load_config"]
 
 def config_path() -> Path:
     """Where RunPod's tools keep their config: ``~/.runpod/config.toml``."""
-    return Path(os.path.expanduser("~")) / ".runpod" / "config.toml"
+    return Path.home() / ".runpod" / "config.toml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +79,9 @@ def keys_in_config(
     sdk_entry, ctl_entry = None, None
     table = data.get(profile)
     if isinstance(table, dict) and "api_key" in table:
-        sdk_entry = ConfigKey(_as_str(table["api_key"], f"[{profile}].api_key", path), f"[{profile}].api_key")
+        sdk_entry = ConfigKey(
+            _as_str(table["api_key"], f"[{profile}].api_key", path), f"[{profile}].api_key"
+        )
     if "apiKey" in data:
         ctl_entry = ConfigKey(_as_str(data["apiKey"], "apiKey", path), "apiKey")
     return sdk_entry, ctl_entry

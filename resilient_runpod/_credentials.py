@@ -17,7 +17,7 @@ is cancelled or interrupted does not abandon the flight for the others.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import inspect
 import math
 import os
@@ -37,9 +37,9 @@ from ._errors import (
     HookTimeoutError,
     RecoveryError,
 )
-from ._hosts import HostPolicy
-from ._logging import logger, remember_key
-from ._validate import Validation, validate, validate_async
+from ._hosts import HostPolicy, redact_text, redact_url
+from ._logging import known_keys, logger, remember_key
+from ._validate import Validation, graphql_url, validate, validate_async
 from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
@@ -86,10 +86,9 @@ class _Flight:
     def resolve(self) -> None:
         self.done.set()
         for loop, future in self._async_waiters:
-            try:
+            # A closed loop raises RuntimeError: nobody is waiting there any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_wake, future)
-            except RuntimeError:  # that loop is closed; nobody is waiting there any more
-                pass
         self._async_waiters.clear()
 
     def raise_if_failed(self) -> None:
@@ -97,10 +96,14 @@ class _Flight:
         if self.error is not None:
             error = self.error
             copy = (
-                CooldownError(str(error), fingerprint=error.fingerprint, retry_after=error.retry_after)
+                CooldownError(
+                    str(error), fingerprint=error.fingerprint, retry_after=error.retry_after
+                )
                 if isinstance(error, CooldownError)
                 else AuthenticationError(
-                    str(error), fingerprint=error.fingerprint, hooks=error.hooks,
+                    str(error),
+                    fingerprint=error.fingerprint,
+                    hooks=error.hooks,
                     attempts=error.attempts,
                 )
             )
@@ -240,12 +243,24 @@ class Credentials:
         Args:
             api_url: RunPod's API base (default: ``RUNPOD_API_BASE_URL`` or RunPod's own);
                 an emulator's ``api_url`` in tests.
+
+        Raises:
+            ValueError: *api_url* is not a host this key may be sent to (see *hosts*).
         """
-        return validate(self._current.key, api_url)
+        return validate(self._current.key, self._checked_api_url(api_url))
 
     async def avalidate(self, api_url: str | None = None) -> Validation:
         """`validate` for asyncio."""
-        return await validate_async(self._current.key, api_url)
+        return await validate_async(self._current.key, self._checked_api_url(api_url))
+
+    def _checked_api_url(self, api_url: str | None) -> str:
+        url = graphql_url(api_url)
+        if not self.hosts.allows_str(url):
+            raise ValueError(
+                f"will not send the key to {redact_url(url)}: not a RunPod host. "
+                "Add it with Credentials(hosts=[...]) if it is yours (an emulator, a proxy)."
+            )
+        return url
 
     # -- rotation pushed by the application --------------------------------------------
 
@@ -328,7 +343,8 @@ class Credentials:
                 self._count_failure_locked(now)
             if now < self._cooldown_until:
                 raise self._cooldown_error(now, context)
-            deadline = math.inf if self.hook_timeout is None else now + self.hook_timeout
+            budget = _hook_budget(self.hook_timeout, self._hook)
+            deadline = math.inf if budget is None else now + budget
             flight = self._flight = _Flight(generation, current.key, deadline)
         self._start(flight, context, asynchronous=asynchronous)
         return flight
@@ -354,7 +370,9 @@ class Credentials:
         hook = self._hook
         started = time.monotonic()
         if asynchronous and _is_async_callable(hook):
-            task = asyncio.get_running_loop().create_task(self._run_async_hook(flight, context, started))
+            task = asyncio.get_running_loop().create_task(
+                self._run_async_hook(flight, context, started)
+            )
             _background_tasks.add(task)
             task.add_done_callback(_background_tasks.discard)
             return
@@ -364,17 +382,19 @@ class Credentials:
                 result = hook(context)
                 if inspect.isawaitable(result):
                     result = asyncio.run(_await(result))
-            except BaseException as exc:  # noqa: BLE001 -- reported to every waiter
+            except BaseException as exc:
                 self._finish(flight, context, started, error=exc)
             else:
                 self._finish(flight, context, started, result=result)
 
         threading.Thread(target=run, name="resilient-runpod-recovery", daemon=True).start()
 
-    async def _run_async_hook(self, flight: _Flight, context: RecoveryContext, started: float) -> None:
+    async def _run_async_hook(
+        self, flight: _Flight, context: RecoveryContext, started: float
+    ) -> None:
         try:
             result = await self._hook(context)  # type: ignore[misc]
-        except BaseException as exc:  # noqa: BLE001 -- reported to every waiter
+        except BaseException as exc:
             self._finish(flight, context, started, error=exc)
             if not isinstance(exc, Exception):
                 raise
@@ -427,18 +447,44 @@ class Credentials:
         if key is not None:
             logger.info(
                 "runpod.auth.recovered",
-                hook=name, source=source, duration=duration,
-                rejected=context.fingerprint, fingerprint=new_fingerprint,
-                method=context.method, url=context.url,
+                hook=name,
+                source=source,
+                duration=duration,
+                rejected=context.fingerprint,
+                fingerprint=new_fingerprint,
+                method=context.method,
+                url=context.url,
             )
         else:
             logger.error(
-                "runpod.auth.hook_failed", hook=name, error=_describe(error), duration=duration,
-                fingerprint=context.fingerprint, method=context.method, url=context.url,
+                "runpod.auth.hook_failed",
+                hook=name,
+                error=_describe(error),
+                duration=duration,
+                fingerprint=context.fingerprint,
+                method=context.method,
+                url=context.url,
             )
 
 
 _background_tasks: set[asyncio.Task[None]] = set()
+
+
+def _hook_budget(hook_timeout: float | None, hook: object) -> float | None:
+    """How long to wait for *hook*: ``hook_timeout``, stretched to cover the hook's own timeout.
+
+    A hook that bounds itself (a prompt waiting for a person, a command with a timeout)
+    declares it as ``hook.timeout``; the engine then waits a little longer than that, so
+    the hook's own, more precise, error wins over an abandoned flight.
+    """
+    declared = getattr(hook, "timeout", None)
+    if hook_timeout is None or not isinstance(declared, (int, float)):
+        return hook_timeout
+    return max(hook_timeout, declared + _HOOK_GRACE)
+
+
+# Seconds granted beyond a hook's declared timeout, for it to report that timeout itself.
+_HOOK_GRACE = 5.0
 
 
 def _remaining(flight: _Flight) -> float | None:
@@ -482,7 +528,10 @@ def _accept(result: object, name: str, rejected: str | None) -> tuple[str, str]:
 
 
 def _describe(error: BaseException | None) -> str:
-    return f"{type(error).__name__}: {error}" if error is not None else ""
+    # A hook's own message may quote what it read (a key, a token): scrub before repeating it.
+    if error is None:
+        return ""
+    return redact_text(f"{type(error).__name__}: {error}", known_keys())
 
 
 def _give_up_error(
@@ -491,7 +540,12 @@ def _give_up_error(
     if isinstance(error, KeyboardInterrupt):
         why = "the person cancelled the prompt"
     else:
-        why = str(error) if isinstance(error, RecoveryError) else _describe(error)
+        why = (
+            redact_text(str(error), known_keys())
+            if isinstance(error, RecoveryError)
+            else _describe(error)
+        )
+        why = why.rstrip(".")
     exc = AuthenticationError(
         f"RunPod rejected API key {context.fingerprint} ({context.status_code} on "
         f"{context.method} {context.url}) and recovery found no replacement: {why}. "
@@ -514,4 +568,3 @@ def _resolve_key(profile: str) -> tuple[str | None, str]:
         if entry is not None and entry.key.strip():
             return _keys.clean(entry.key), f"config:{entry.entry}"
     return None, "none"
-

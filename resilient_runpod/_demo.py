@@ -158,8 +158,13 @@ class _Stage:
     """What each stage shares: the emulator, the key's secret file, the tally."""
 
     def __init__(
-        self, emulator: Emulator, credentials: Credentials, secret: Path, tally: _Tally,
-        *, interactive: bool,
+        self,
+        emulator: Emulator,
+        credentials: Credentials,
+        secret: Path,
+        tally: _Tally,
+        *,
+        interactive: bool,
     ) -> None:
         self.emulator = emulator
         self.credentials = credentials
@@ -178,7 +183,9 @@ class _Stage:
         _write_secret(self.secret, new)
         if self.interactive:
             _log.info(
-                "demo.key.created", fingerprint=fingerprint(new), file=str(self.secret),
+                "demo.key.created",
+                fingerprint=fingerprint(new),
+                file=str(self.secret),
                 note="paste it at the prompt below (e.g. from `cat` in another terminal)",
             )
         else:
@@ -365,28 +372,38 @@ def run_demo(
         inner = recovery.prompt() if interactive else recovery.from_file(secret)
         hook = _CountingHook(inner)
         credentials = Credentials(
-            emulator.api_key, hook, hosts=[emulator.host],
+            emulator.api_key,
+            hook,
+            hosts=[emulator.host],
             hook_timeout=None if interactive else 10.0,
         )
         stage = _Stage(emulator, credentials, secret, tally, interactive=interactive)
         stages = ["httpx.Client", "httpx.AsyncClient"] + (["runpod.Endpoint"] if use_sdk else [])
-        say(f"RunPod emulator on {emulator.url}; key {credentials.fingerprint}, "
-            f"recovery hook {hook.name}")
+        say(
+            f"RunPod emulator on {emulator.url}; key {credentials.fingerprint}, "
+            f"recovery hook {hook.name}"
+        )
         say(f"The key will be revoked {len(stages)} times while jobs run.")
         say()
-        say(f"1/{len(stages)} httpx.Client + ResilientTransport: {jobs} jobs, "
-            f"key revoked before job {jobs // 2 + 1}")
+        say(
+            f"1/{len(stages)} httpx.Client + ResilientTransport: {jobs} jobs, "
+            f"key revoked before job {jobs // 2 + 1}"
+        )
         _sync_stage(stage, jobs, revoke_at=jobs // 2 + 1)
         say()
-        say(f"2/{len(stages)} httpx.AsyncClient + AsyncResilientTransport: {jobs} jobs at once, "
-            "just after a revocation: all are rejected, the hook runs once")
+        say(
+            f"2/{len(stages)} httpx.AsyncClient + AsyncResilientTransport: {jobs} jobs at once, "
+            "just after a revocation: all are rejected, the hook runs once"
+        )
         stage.revoke()
         asyncio.run(_async_stage(stage, jobs, first=jobs + 1))
         if use_sdk:
             say()
             first = 2 * jobs + 1
-            say(f"3/{len(stages)} runpod.Endpoint wrapped by resilient_runpod.wrap: {jobs} jobs, "
-                f"key revoked before job {first + jobs // 2}")
+            say(
+                f"3/{len(stages)} runpod.Endpoint wrapped by resilient_runpod.wrap: {jobs} jobs, "
+                f"key revoked before job {first + jobs // 2}"
+            )
             _sdk_stage(stage, jobs, first, revoke_at=first + jobs // 2)
         counters = emulator.counters()
         summary = DemoSummary(

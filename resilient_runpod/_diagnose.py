@@ -333,32 +333,44 @@ def _config_findings(setup: Setup) -> list[Finding]:
     findings: list[Finding] = []
     path = setup.config_path
     if setup.config_error is not None:
-        findings.append(Finding(
-            "config-invalid", "error", setup.config_error,
-            "the runpod SDK fails at import, and runpodctl and this library cannot read a key "
-            "from it",
-            f"Fix the file, or move it away (mv {path} {path}.bak) and run "
-            "`runpod config` to write a new one.",
-        ))
+        findings.append(
+            Finding(
+                "config-invalid",
+                "error",
+                setup.config_error,
+                "the runpod SDK fails at import, and runpodctl and this library cannot read a key "
+                "from it",
+                f"Fix the file, or move it away (mv {path} {path}.bak) and run "
+                "`runpod config` to write a new one.",
+            )
+        )
     elif setup.config_mode is not None and setup.config_mode & 0o077:
-        findings.append(Finding(
-            "config-permissions", "warning",
-            f"{path} can be read by other users (mode {setup.config_mode:o})",
-            "it holds your API key: anyone who can read it can use your RunPod account",
-            f"chmod 600 {path}",
-        ))
+        findings.append(
+            Finding(
+                "config-permissions",
+                "warning",
+                f"{path} can be read by other users (mode {setup.config_mode:o})",
+                "it holds your API key: anyone who can read it can use your RunPod account",
+                f"chmod 600 {path}",
+            )
+        )
     profile = setup.profile
     if (
-        setup.config_exists and setup.config_error is None and profile != "default"
+        setup.config_exists
+        and setup.config_error is None
+        and profile != "default"
         and profile not in setup.profiles
     ):
         known = ", ".join(f"[{p}]" for p in setup.profiles) or "none"
-        findings.append(Finding(
-            "profile-missing", "warning",
-            f"{path} has no [{profile}] table (profiles there: {known})",
-            f"--profile {profile} finds no key in the config file",
-            f'Check the profile name, or add [{profile}] with api_key = "..." to {path}.',
-        ))
+        findings.append(
+            Finding(
+                "profile-missing",
+                "warning",
+                f"{path} has no [{profile}] table (profiles there: {known})",
+                f"--profile {profile} finds no key in the config file",
+                f'Check the profile name, or add [{profile}] with api_key = "..." to {path}.',
+            )
+        )
     return findings
 
 
@@ -367,27 +379,34 @@ def _variable_findings(setup: Setup, *, have_key: bool) -> list[Finding]:
     for name in _EXPECTED:
         value = setup.env.get(name)
         if value is not None and not value.strip():
-            findings.append(Finding(
-                "empty-variable", "warning", f"{name} is set but empty",
-                "RunPod's tools treat it as no key; an empty value usually means a failed "
-                "`export` or a secret that was not mounted",
-                f"Set it to your key (export {name}=rpa_...) or remove it (unset {name}).",
-                f"env:{name}",
-            ))
+            findings.append(
+                Finding(
+                    "empty-variable",
+                    "warning",
+                    f"{name} is set but empty",
+                    "RunPod's tools treat it as no key; an empty value usually means a failed "
+                    "`export` or a secret that was not mounted",
+                    f"Set it to your key (export {name}=rpa_...) or remove it (unset {name}).",
+                    f"env:{name}",
+                )
+            )
     for name in near_misses(list(setup.env)):
         value = setup.env[name]
         if not value.strip():
             continue
         expected = "RUNPOD_AI_API_KEY" if "AI" in _squash(name)[6:8] else "RUNPOD_API_KEY"
-        findings.append(Finding(
-            "misspelled-variable", "warning" if have_key else "error",
-            f"{name} is set (a key, {fingerprint(value.strip())}), "
-            f"but RunPod's tools read {expected}",
-            "nothing reads that name, so the key in it is never sent",
-            f'Rename it: export {expected}="${name}"; unset {name} (and fix the name where '
-            "it is set: .env file, shell profile, CI secret, Kubernetes manifest).",
-            f"env:{name}",
-        ))
+        findings.append(
+            Finding(
+                "misspelled-variable",
+                "warning" if have_key else "error",
+                f"{name} is set (a key, {fingerprint(value.strip())}), "
+                f"but RunPod's tools read {expected}",
+                "nothing reads that name, so the key in it is never sent",
+                f'Rename it: export {expected}="${name}"; unset {name} (and fix the name where '
+                "it is set: .env file, shell profile, CI secret, Kubernetes manifest).",
+                f"env:{name}",
+            )
+        )
     return findings
 
 
@@ -437,10 +456,16 @@ def _shape_findings(setup: Setup) -> list[Finding]:
                 "key-bad-characters": "RunPod keys are letters, digits and _; this one cannot work",
                 "key-bad-shape": "it was probably cut short or has extra characters from pasting",
             }.get(code, "RunPod rejects keys like this with 401")
-            findings.append(Finding(
-                code, severity, f"the key in {source.where} ({source.fingerprint}): {problem}",
-                why, _shape_fix(code, source), source.name,
-            ))
+            findings.append(
+                Finding(
+                    code,
+                    severity,
+                    f"the key in {source.where} ({source.fingerprint}): {problem}",
+                    why,
+                    _shape_fix(code, source),
+                    source.name,
+                )
+            )
     return findings
 
 
@@ -450,16 +475,20 @@ def _tool_findings(setup: Setup, chosen: Winners) -> list[Finding]:
     library = setup.source(chosen.library) if chosen.library else None
     sdk = setup.source(chosen.sdk) if chosen.sdk else None
     if library is not None and sdk is None:
-        findings.append(Finding(
-            "sdk-no-key", "warning",
-            f"the runpod SDK finds no key: it reads only [default].api_key in {setup.config_path}, "
-            f"and your key is in {library.where}",
-            "runpod.Endpoint(...) and runpod.get_pods() fail with 'API key invalid or missing' "
-            "unless your code sets runpod.api_key itself (the SDK never reads RUNPOD_API_KEY)",
-            'In code: runpod.api_key = os.environ["RUNPOD_API_KEY"] before creating endpoints '
-            "(or use resilient_runpod's SDK wrapper); or run `runpod config` to write "
-            "[default].api_key.",
-        ))
+        findings.append(
+            Finding(
+                "sdk-no-key",
+                "warning",
+                "the runpod SDK finds no key: it reads only [default].api_key in "
+                f"{setup.config_path}, "
+                f"and your key is in {library.where}",
+                "runpod.Endpoint(...) and runpod.get_pods() fail with 'API key invalid or missing' "
+                "unless your code sets runpod.api_key itself (the SDK never reads RUNPOD_API_KEY)",
+                'In code: runpod.api_key = os.environ["RUNPOD_API_KEY"] before creating endpoints '
+                "(or use resilient_runpod's SDK wrapper); or run `runpod config` to write "
+                "[default].api_key.",
+            )
+        )
     if sdk is not None and library is not None and not _same_key(setup, sdk.name, library.name):
         lib = library
         if env is not None and library.name == env.name:
@@ -478,26 +507,35 @@ def _tool_findings(setup: Setup, chosen: Winners) -> list[Finding]:
                 f"{sdk.where} ({sdk.fingerprint})"
             )
             fix = "Put the same, current key in both, or run with --profile default."
-        findings.append(Finding(
-            "sources-disagree", "warning", what,
-            "a program that works with one tool gets 401 with the other; a stale variable "
-            "silently overriding a newer key is the classic 401 that 'cannot happen'",
-            fix,
-        ))
+        findings.append(
+            Finding(
+                "sources-disagree",
+                "warning",
+                what,
+                "a program that works with one tool gets 401 with the other; a stale variable "
+                "silently overriding a newer key is the classic 401 that 'cannot happen'",
+                fix,
+            )
+        )
     ctl = setup.source("config:apiKey")
     if (
-        ctl is not None and chosen.runpodctl == ctl.name
-        and sdk is not None and not _same_key(setup, ctl.name, sdk.name)
+        ctl is not None
+        and chosen.runpodctl == ctl.name
+        and sdk is not None
+        and not _same_key(setup, ctl.name, sdk.name)
     ):
-        findings.append(Finding(
-            "config-entries-disagree", "warning",
-            f"runpodctl's apiKey ({ctl.fingerprint}) and the SDK's [default].api_key "
-            f"({sdk.fingerprint}) in {setup.config_path} are different keys",
-            "runpodctl and the runpod SDK each read only their own entry, so one of them uses "
-            "an old key",
-            "Run `runpodctl config --apiKey rpa_...` and `runpod config` with the same "
-            "current key.",
-        ))
+        findings.append(
+            Finding(
+                "config-entries-disagree",
+                "warning",
+                f"runpodctl's apiKey ({ctl.fingerprint}) and the SDK's [default].api_key "
+                f"({sdk.fingerprint}) in {setup.config_path} are different keys",
+                "runpodctl and the runpod SDK each read only their own entry, so one of them uses "
+                "an old key",
+                "Run `runpodctl config --apiKey rpa_...` and `runpod config` with the same "
+                "current key.",
+            )
+        )
     return findings
 
 
@@ -507,9 +545,7 @@ def _live_findings(
     findings: list[Finding] = []
     for name, result in live.items():
         source = setup.source(name)
-        holders = [
-            s.where for s in setup.sources if name in checks and s.sendable == checks[name]
-        ]
+        holders = [s.where for s in setup.sources if name in checks and s.sendable == checks[name]]
         if holders:
             where = " and ".join(holders)
         else:
@@ -522,12 +558,17 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
     print_ = result.fingerprint
     if result.status is KeyStatus.ACCEPTED:
         return Finding(
-            "key-accepted", "ok", f"RunPod accepted the key in {where} ({print_})",
-            f"asked {result.url}", "", name,
+            "key-accepted",
+            "ok",
+            f"RunPod accepted the key in {where} ({print_})",
+            f"asked {result.url}",
+            "",
+            name,
         )
     if result.status is KeyStatus.REJECTED:
         return Finding(
-            "key-rejected", "error",
+            "key-rejected",
+            "error",
             f"RunPod rejected the key in {where} ({print_}): {result.detail}",
             "the key was revoked, has expired or was never valid (a typo): every request with it "
             "gets 401",
@@ -537,7 +578,8 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
         )
     if result.status is KeyStatus.FORBIDDEN:
         return Finding(
-            "key-forbidden", "error",
+            "key-forbidden",
+            "error",
             f"RunPod knows the key in {where} ({print_}) but it lacks permission: {result.detail}",
             "this is not a rejected key (401): a new copy of the same key will not help, and this "
             "library never retries 403",
@@ -547,13 +589,16 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
         )
     if result.status is KeyStatus.MISSING:
         return Finding(
-            "no-key-sent", "error", f"RunPod saw no key ({result.url}): {result.detail}",
+            "no-key-sent",
+            "error",
+            f"RunPod saw no key ({result.url}): {result.detail}",
             "requests without a key get 401 from every RunPod API except GraphQL",
             "Set RUNPOD_API_KEY (see the other findings).",
             name if name != "none" else None,
         )
     return Finding(
-        "unreachable", "error",
+        "unreachable",
+        "error",
         f"could not ask RunPod about the key in {where} ({print_}): {result.detail} from "
         f"{result.url}",
         "nothing is known about whether RunPod accepts the key",
@@ -577,13 +622,17 @@ def diagnose(setup: Setup, live: Mapping[str, Validation] | None = None) -> list
     findings = _config_findings(setup)
     if not have_key:
         where = ", ".join(_EXPECTED) + f", {setup.config_path}"
-        findings.append(Finding(
-            "no-key", "error", f"no RunPod API key is set anywhere RunPod's tools look ({where})",
-            "every request goes out without a key and RunPod answers 401",
-            f"Create a key at {CONSOLE_URL} (API Keys), then export RUNPOD_API_KEY=rpa_... "
-            "(add it to your shell profile), or run `runpod config` to store it in the "
-            "config file.",
-        ))
+        findings.append(
+            Finding(
+                "no-key",
+                "error",
+                f"no RunPod API key is set anywhere RunPod's tools look ({where})",
+                "every request goes out without a key and RunPod answers 401",
+                f"Create a key at {CONSOLE_URL} (API Keys), then export RUNPOD_API_KEY=rpa_... "
+                "(add it to your shell profile), or run `runpod config` to store it in the "
+                "config file.",
+            )
+        )
     findings += _variable_findings(setup, have_key=have_key)
     findings += _shape_findings(setup)
     findings += _tool_findings(setup, chosen)

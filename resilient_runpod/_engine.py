@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 
+import httpx
 import tenacity
 
 from ._errors import (
@@ -35,6 +36,7 @@ from ._errors import (
     CooldownError,
     PermissionDeniedError,
 )
+from ._hosts import redact_url
 from ._keys import fingerprint
 from ._logging import logger
 from .typing import RecoveryContext
@@ -128,14 +130,19 @@ def _log_backoff(state: tenacity.RetryCallState) -> None:
 
 
 def negotiate(
-    credentials: Credentials, method: str, url: str, *, replayable: bool = True
+    credentials: Credentials, method: str, raw_url: httpx.URL | str, *, replayable: bool = True
 ) -> Negotiation:
-    """Drive one request through rejection, recovery and retry. *url* must be redacted."""
+    """Drive one request through rejection, recovery and retry.
+
+    *raw_url* is redacted here, and only once something has to be reported: a request
+    that succeeds pays nothing for it.
+    """
     current = credentials._current  # noqa: SLF001 -- the engine and credentials are one unit
     status = yield Send(current.key)
     if status != UNAUTHORIZED and status != FORBIDDEN:  # noqa: PLR1714 -- hot path, no tuple
         credentials._confirm(current.generation)  # noqa: SLF001
         return
+    url = redact_url(raw_url)
     if status == FORBIDDEN:
         yield DISCARD
         raise _forbidden(current.key, method, url)
@@ -158,7 +165,10 @@ def negotiate(
                 )
                 logger.warning(
                     "runpod.auth.rejected",
-                    method=method, url=url, status=UNAUTHORIZED, attempt=rounds,
+                    method=method,
+                    url=url,
+                    status=UNAUTHORIZED,
+                    attempt=rounds,
                     fingerprint=context.fingerprint,
                 )
                 try:
@@ -178,7 +188,7 @@ def negotiate(
                 current = credentials._current  # noqa: SLF001
                 status = yield Send(current.key)
                 if status == UNAUTHORIZED:
-                    raise _StillRejected
+                    raise _StillRejected  # noqa: TRY301 -- tenacity retries on it
                 if status == FORBIDDEN:
                     yield DISCARD
                     raise _forbidden(current.key, method, url)
@@ -188,7 +198,10 @@ def negotiate(
         yield DISCARD
         logger.warning(
             "runpod.auth.rejected",
-            method=method, url=url, status=UNAUTHORIZED, attempt=rounds + 1,
+            method=method,
+            url=url,
+            status=UNAUTHORIZED,
+            attempt=rounds + 1,
             fingerprint=fingerprint(current.key),
         )
         raise _still_rejected(credentials, method, url, rounds) from None
@@ -210,8 +223,12 @@ def _forbidden(key: str | None, method: str, url: str) -> PermissionDeniedError:
 def _log_give_up(reason: str, context: RecoveryContext, rounds: int) -> None:
     logger.error(
         "runpod.auth.recovery_failed",
-        reason=reason, method=context.method, url=context.url, status=context.status_code,
-        attempt=rounds, fingerprint=context.fingerprint,
+        reason=reason,
+        method=context.method,
+        url=context.url,
+        status=context.status_code,
+        attempt=rounds,
+        fingerprint=context.fingerprint,
     )
 
 
@@ -236,10 +253,10 @@ def _still_rejected(
 R = TypeVar("R")
 
 
-def run_sync(
+def run_sync(  # noqa: PLR0917 -- an adapter's three callables, in the order it writes them
     credentials: Credentials,
     method: str,
-    url: str,
+    url: httpx.URL | str,
     send: Callable[[str | None], R],
     status_of: Callable[[R], int],
     discard: Callable[[R], None],
@@ -272,10 +289,10 @@ def run_sync(
         flow.close()
 
 
-async def run_async(
+async def run_async(  # noqa: PLR0917 -- as run_sync
     credentials: Credentials,
     method: str,
-    url: str,
+    url: httpx.URL | str,
     send: Callable[[str | None], Awaitable[R]],
     status_of: Callable[[R], int],
     discard: Callable[[R], Awaitable[None]],

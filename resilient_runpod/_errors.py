@@ -10,8 +10,8 @@ The hierarchy::
     │   ├── HookTimeoutError       ... because it ran past its timeout
     │   ├── SourceError            ... because its source (file, variable, command, config) failed
     │   └── NonInteractiveError    ... because it would have to ask a person and nobody can answer
-    ├── InvalidKeyError            a key that cannot be sent (empty, padded, quoted, an S3 key); ValueError
-    ├── ConfigError                ~/.runpod/config.toml (or another config file) is not usable TOML; ValueError
+    ├── InvalidKeyError            a key that cannot be sent (empty, padded, quoted, S3); ValueError
+    ├── ConfigError                a config file that is not usable TOML; ValueError
     └── BodyNotReplayableError     recovered, but the request's streamed body cannot be sent again;
                                    httpx.StreamError
 
@@ -41,7 +41,8 @@ __all__ = [
 
 # The fixes RunPod's own troubleshooting page gives, in its order.
 NEXT_STEPS = (
-    "Check that RUNPOD_API_KEY is set and spelled right (`resilient-runpod doctor` finds near misses); "
+    "Check that RUNPOD_API_KEY is set and spelled right "
+    "(`resilient-runpod doctor` finds near misses); "
     "if the key was revoked or expired, create a new one at "
     "https://www.runpod.io/console/user/settings; "
     "if it was pasted, copy it again without quotes, spaces or a trailing newline."
@@ -115,7 +116,7 @@ class PermissionDeniedError(ResilientRunPodError):
 
 
 class RecoveryError(ResilientRunPodError):
-    """A recovery hook could not produce a key. Chained as ``__cause__`` of `AuthenticationError`."""
+    """A recovery hook could not produce a key; chained as `AuthenticationError`'s ``__cause__``."""
 
 
 class HookTimeoutError(RecoveryError):

@@ -16,7 +16,6 @@ import httpx
 
 from ._engine import Negotiation, Recover, Send, Sleep, negotiate, run_async, run_sync
 from ._errors import AuthenticationError
-from ._hosts import redact_url
 from ._logging import install_httpx_filter
 
 if TYPE_CHECKING:
@@ -65,7 +64,9 @@ class ResilientTransport(httpx.BaseTransport):
         BodyNotReplayableError: recovered, but a streamed body cannot be resent.
     """
 
-    def __init__(self, credentials: Credentials, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, credentials: Credentials, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.credentials = credentials
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         install_httpx_filter()
@@ -81,8 +82,13 @@ class ResilientTransport(httpx.BaseTransport):
             return inner.handle_request(request)
 
         return run_sync(
-            self.credentials, request.method, redact_url(request.url),
-            send, _status, _close, replayable=_replayable(request),
+            self.credentials,
+            request.method,
+            request.url,
+            send,
+            _status,
+            _close,
+            replayable=_replayable(request),
         )
 
     def close(self) -> None:
@@ -114,8 +120,13 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             return await inner.handle_async_request(request)
 
         return await run_async(
-            self.credentials, request.method, redact_url(request.url),
-            send, _status, _aclose, replayable=_replayable(request),
+            self.credentials,
+            request.method,
+            request.url,
+            send,
+            _status,
+            _aclose,
+            replayable=_replayable(request),
         )
 
     async def aclose(self) -> None:
@@ -123,7 +134,9 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         await self._transport.aclose()
 
     def __repr__(self) -> str:
-        return f"<AsyncResilientTransport {self.credentials!r} over {type(self._transport).__name__}>"
+        return (
+            f"<AsyncResilientTransport {self.credentials!r} over {type(self._transport).__name__}>"
+        )
 
 
 def _status(response: httpx.Response) -> int:
@@ -146,7 +159,9 @@ async def _aclose(response: httpx.Response) -> None:
 
 
 class RunPodAuth(httpx.Auth):
-    """The same recovery as an ``httpx.Auth``, for those who prefer ``auth=``::
+    """The same recovery as an ``httpx.Auth``, for those who prefer ``auth=``.
+
+    ::
 
         client = httpx.Client(auth=RunPodAuth(credentials))
 
@@ -217,7 +232,9 @@ class RunPodAuth(httpx.Auth):
 
     def _negotiate(self, request: httpx.Request) -> Negotiation:
         return negotiate(
-            self.credentials, request.method, redact_url(request.url),
+            self.credentials,
+            request.method,
+            request.url,
             replayable=_replayable(request),
         )
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from ._credentials import Credentials
 from ._engine import run_sync
 from ._errors import AuthenticationError, PermissionDeniedError
-from ._hosts import redact_url
 from ._validate import KeyStatus, graphql_url, validate
 
 if TYPE_CHECKING:
@@ -97,7 +96,7 @@ def retry_init(
     url = graphql_url(api_url)
     if validate_key and not credentials.hosts.allows_str(url):
         raise ValueError(
-            f"retry_init would send the key to {redact_url(url)}, which is not a RunPod host; "
+            f"retry_init would send the key to {url}, which is not a RunPod host; "
             "add its host to Credentials(hosts=...) to allow it"
         )
     last: list[_Attempt[T]] = []
@@ -119,7 +118,7 @@ def retry_init(
         return attempt
 
     try:
-        result = run_sync(credentials, "INIT", redact_url(url), send, _status, _discard)
+        result = run_sync(credentials, "INIT", url, send, _status, _discard)
     except AuthenticationError as exc:
         raise _give_up(exc) from (exc.__cause__ or (last[-1].error if last else None))
     return cast("T", result.value)

@@ -22,7 +22,7 @@ import structlog
 
 from ._hosts import redact_text
 
-__all__ = ["install_httpx_filter", "logger", "remember_key", "scrub_secrets"]
+__all__ = ["install_httpx_filter", "known_keys", "logger", "remember_key", "scrub_secrets"]
 
 logger = structlog.get_logger("resilient_runpod")
 
@@ -38,6 +38,11 @@ def remember_key(key: str | None) -> None:
         with _known_lock:
             if key not in _known_keys:
                 _known_keys.append(key)
+
+
+def known_keys() -> tuple[str, ...]:
+    """The keys `remember_key` was told about, for exact-match scrubbing."""
+    return tuple(_known_keys)
 
 
 def _scrub(value: Any) -> Any:

@@ -113,9 +113,9 @@ def _write_private(target: Path, text: str, *, tighten_dir: bool) -> None:
     directory = real.parent
     if not directory.exists():
         directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-        os.chmod(directory, _DIR_MODE)  # mkdir's mode is filtered by the umask
+        directory.chmod(_DIR_MODE)  # mkdir's mode is filtered by the umask
     elif tighten_dir and stat.S_IMODE(directory.stat().st_mode) & 0o077:
-        os.chmod(directory, _DIR_MODE)
+        directory.chmod(_DIR_MODE)
     # mkstemp creates the file 0600 from the start: the key is never readable by others.
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{real.name}.", suffix=".tmp")
     try:
@@ -123,11 +123,11 @@ def _write_private(target: Path, text: str, *, tighten_dir: bool) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, _FILE_MODE)
-        os.replace(temporary, real)
+        Path(temporary).chmod(_FILE_MODE)
+        Path(temporary).replace(real)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(temporary)
+            Path(temporary).unlink()
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable where supported
         dir_fd = os.open(directory, os.O_RDONLY)
@@ -175,12 +175,16 @@ class Persist:
             where = save_key(key, self.to, profile=self.profile)
         except (OSError, ConfigError) as exc:
             logger.warning(
-                "runpod.auth.persist_failed", hook=self.name, fingerprint=fingerprint(key),
+                "runpod.auth.persist_failed",
+                hook=self.name,
+                fingerprint=fingerprint(key),
                 error=f"{type(exc).__name__}: {exc}",
             )
         else:
             logger.info(
-                "runpod.auth.persisted", hook=self.name, fingerprint=fingerprint(key),
+                "runpod.auth.persisted",
+                hook=self.name,
+                fingerprint=fingerprint(key),
                 path=str(where),
             )
         return RecoveredKey(key, found.source)

@@ -64,7 +64,9 @@ def _request(key: str | None) -> dict[str, object]:
     return {"json": _QUERY, "headers": headers}
 
 
-def _interpret(key: str | None, url: str, response: httpx.Response) -> Validation:
+def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
+    key: str | None, url: str, response: httpx.Response
+) -> Validation:
     print_, where = fingerprint(key), redact_url(url)
     status = response.status_code
     if status == 401:  # noqa: PLR2004
@@ -94,19 +96,26 @@ def _interpret(key: str | None, url: str, response: httpx.Response) -> Validatio
     return Validation(KeyStatus.ACCEPTED, print_, where, "RunPod accepted the key")
 
 
-def validate(key: str | None, api_url: str | None = None, *, transport: httpx.BaseTransport | None = None) -> Validation:
+def validate(
+    key: str | None, api_url: str | None = None, *, transport: httpx.BaseTransport | None = None
+) -> Validation:
     """Ask RunPod whether *key* works. Never raises for HTTP or network failures."""
     url = graphql_url(api_url)
     try:
         with httpx.Client(timeout=_TIMEOUT, transport=transport) as client:
             response = client.post(url, **_request(key))  # type: ignore[arg-type]
     except httpx.HTTPError as exc:
-        return Validation(KeyStatus.UNREACHABLE, fingerprint(key), redact_url(url), type(exc).__name__)
+        return Validation(
+            KeyStatus.UNREACHABLE, fingerprint(key), redact_url(url), type(exc).__name__
+        )
     return _interpret(key, url, response)
 
 
 async def validate_async(
-    key: str | None, api_url: str | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+    key: str | None,
+    api_url: str | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Validation:
     """`validate` for asyncio."""
     url = graphql_url(api_url)
@@ -114,5 +123,7 @@ async def validate_async(
         async with httpx.AsyncClient(timeout=_TIMEOUT, transport=transport) as client:
             response = await client.post(url, **_request(key))  # type: ignore[arg-type]
     except httpx.HTTPError as exc:
-        return Validation(KeyStatus.UNREACHABLE, fingerprint(key), redact_url(url), type(exc).__name__)
+        return Validation(
+            KeyStatus.UNREACHABLE, fingerprint(key), redact_url(url), type(exc).__name__
+        )
     return _interpret(key, url, response)

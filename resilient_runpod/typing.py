@@ -42,6 +42,7 @@ class RecoveredKey:
     source: str
 
     def __repr__(self) -> str:
+        """Show the fingerprint and the source, never the key."""
         return f"RecoveredKey({fingerprint(self.key)}, source={self.source!r})"
 
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import string
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 import structlog
+
+from resilient_runpod import Credentials
+
+if TYPE_CHECKING:
+    from resilient_runpod.testing import Emulator
 
 # Variables that change where keys come from, where they may go, or whether a prompt
 # may be shown. CI sets some of them (CI=true); tests that need one set it themselves.
@@ -62,3 +71,78 @@ def make_key() -> str:
 def key() -> str:
     """A valid-looking key no server knows."""
     return make_key()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A skipped test fails: every test here runs on a CI machine, and a skip must never
+    pass for a pass. Set RESILIENT_RUNPOD_ALLOW_SKIP=1 to allow skips on a machine that
+    lacks something (no fork on Windows, no pty).
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        os.environ.get("RESILIENT_RUNPOD_ALLOW_SKIP") != "1"
+        and report.skipped
+        and not hasattr(report, "wasxfail")
+    ):
+        report.outcome = "failed"
+        report.longrepr = f"skips fail here (RESILIENT_RUNPOD_ALLOW_SKIP=1): {report.longrepr}"
+
+
+class Vault:
+    """A recovery hook handing out the key the emulator holds now, counting its calls.
+
+    ``rotate()`` makes the emulator reject the current key and hands out its successor,
+    so the next 401 is recovered from; ``calls`` counts how often recovery asked.
+    """
+
+    name = "vault"
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.key: str | None = emulator.api_key
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def rotate(self) -> str:
+        assert self.key is not None
+        self.key = self.emulator.rotate(self.key)
+        return self.key
+
+    def __call__(self, _context: object) -> str | None:
+        with self._lock:
+            self.calls += 1
+        return self.key
+
+
+@pytest.fixture
+def vault(runpod_emulator: Emulator) -> Vault:
+    """A `Vault` over this test's emulator, holding the emulator's current key."""
+    return Vault(runpod_emulator)
+
+
+@pytest.fixture
+def credentials(runpod_emulator: Emulator, vault: Vault) -> Credentials:
+    """The emulator's key, recovered through ``vault``, allowed to go to the emulator host."""
+    return Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
+
+
+@pytest.fixture
+def sdk(runpod_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The real ``runpod`` module pointed at the emulator, holding its key; returns ``runpod``.
+
+    Patches ``runpod.endpoint_url_base`` (copied into each new client), sets the SDK's
+    URL variables, sets ``runpod.api_key`` and clears the shared default `wrap` uses.
+    ``runpod`` is imported here, not at the top, so modules without the SDK never load it.
+    """
+    import runpod
+
+    from resilient_runpod.sdk import _wrap
+
+    monkeypatch.setattr(runpod, "endpoint_url_base", runpod_emulator.serverless_url)
+    for name, value in runpod_emulator.sdk_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(runpod, "api_key", runpod_emulator.api_key)
+    monkeypatch.setattr(_wrap, "_default", None)
+    return runpod

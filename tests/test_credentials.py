@@ -23,7 +23,9 @@ from .conftest import make_key
 
 
 def context_for(credentials: Credentials, attempt: int = 1) -> RecoveryContext:
-    return RecoveryContext(credentials.fingerprint, attempt, 401, "GET", "https://api.runpod.ai/v2/e/health")
+    return RecoveryContext(
+        credentials.fingerprint, attempt, 401, "GET", "https://api.runpod.ai/v2/e/health"
+    )
 
 
 class CountingHook:
@@ -139,7 +141,7 @@ class TestSingleFlight:
             barrier.wait()
             try:
                 credentials.recover(0, context)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=worker) for _ in range(256)]
@@ -267,7 +269,9 @@ class TestBadHooks:
             credentials.recover(0, context_for(credentials))
 
         assert 0 == credentials.generation
-        assert info.value.hooks == ("TestBadHooks.test_unusable_answers_fail_once_with_a_reason.<locals>.<lambda>",)
+        assert info.value.hooks == (
+            "TestBadHooks.test_unusable_answers_fail_once_with_a_reason.<locals>.<lambda>",
+        )
 
     def test_same_key_again_is_refused(self):
         """A hook that returns the rejected key is reported, not looped on."""
@@ -425,7 +429,9 @@ class TestSetKey:
         credentials.set_key(new, source="vault-agent")
 
         assert (new, 1, "vault-agent") == (
-            credentials.api_key, credentials.generation, credentials.source
+            credentials.api_key,
+            credentials.generation,
+            credentials.source,
         )
 
     def test_bad_key_changes_nothing(self):

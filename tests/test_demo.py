@@ -22,7 +22,11 @@ def demo_process(*args):
     env = {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
     return subprocess.run(
         [sys.executable, "-m", "resilient_runpod.cli", "demo", *args],
-        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
     )
 
@@ -108,9 +112,11 @@ def test_interactive_demo_in_a_real_terminal(tmp_path):
     # Without this prompt_toolkit waits for a cursor-position reply pexpect never sends.
     env.update(NO_COLOR="1", PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", HOME=str(tmp_path))
     child = pexpect.spawn(
-        sys.executable, ["-m", "resilient_runpod.cli", "demo", "--interactive", "--no-sdk",
-                         "--jobs", "2"],
-        env=env, encoding="utf-8", timeout=60,
+        sys.executable,
+        ["-m", "resilient_runpod.cli", "demo", "--interactive", "--no-sdk", "--jobs", "2"],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
     )
     child.logfile_read = io.StringIO()
     typed = []

@@ -177,8 +177,10 @@ def test_misspelled_variable_names_the_found_and_expected_names():
 def test_misspelled_variable_is_a_warning_when_a_key_is_set_too():
     """With a key in RUNPOD_API_KEY as well, the near miss is only a warning."""
     key = make_key()
-    setup = Setup(env={"RUNPOD_KEY": make_key(), "RUNPOD_API_KEY": key},
-                  sources=(env_source("RUNPOD_API_KEY", key),))
+    setup = Setup(
+        env={"RUNPOD_KEY": make_key(), "RUNPOD_API_KEY": key},
+        sources=(env_source("RUNPOD_API_KEY", key),),
+    )
 
     assert "warning" == by_code(diagnose(setup), "misspelled-variable").severity
 
@@ -228,10 +230,12 @@ def test_fingerprint_of_a_pasted_key_ignores_the_quotes_and_newline():
 def test_a_key_that_cannot_be_sent_is_not_checked_live():
     """An S3 key is never sent to RunPod; a padded key is checked as it would be sent."""
     key = make_key()
-    setup = Setup(sources=(
-        env_source("RUNPOD_API_KEY", "rps_" + key[4:]),
-        config_source("[default].api_key", key + "\n"),
-    ))
+    setup = Setup(
+        sources=(
+            env_source("RUNPOD_API_KEY", "rps_" + key[4:]),
+            config_source("[default].api_key", key + "\n"),
+        )
+    )
 
     assert {"config:[default].api_key": key} == keys_to_check(setup)
 
@@ -242,16 +246,20 @@ def test_a_key_that_cannot_be_sent_is_not_checked_live():
 def test_env_variable_overriding_a_different_config_key_is_flagged():
     """RUNPOD_API_KEY wins for this library and runpodctl, [default].api_key for the SDK."""
     old, new = make_key(), make_key()
-    setup = Setup(sources=(
-        env_source("RUNPOD_API_KEY", old),
-        config_source("[default].api_key", new),
-    ))
+    setup = Setup(
+        sources=(
+            env_source("RUNPOD_API_KEY", old),
+            config_source("[default].api_key", new),
+        )
+    )
 
     chosen = winners(setup)
     finding = by_code(diagnose(setup), "sources-disagree")
 
     assert ("config:[default].api_key", "env:RUNPOD_API_KEY", "env:RUNPOD_API_KEY") == (
-        chosen.sdk, chosen.runpodctl, chosen.library
+        chosen.sdk,
+        chosen.runpodctl,
+        chosen.library,
     )
     assert "warning" == finding.severity
     assert "unset RUNPOD_API_KEY" in finding.fix
@@ -262,10 +270,12 @@ def test_env_variable_overriding_a_different_config_key_is_flagged():
 def test_same_key_in_env_and_config_is_not_a_disagreement():
     """The same key in both places (one padded) is one key: no disagreement, one live check."""
     key = make_key()
-    setup = Setup(sources=(
-        env_source("RUNPOD_API_KEY", key),
-        config_source("[default].api_key", f"{key} "),
-    ))
+    setup = Setup(
+        sources=(
+            env_source("RUNPOD_API_KEY", key),
+            config_source("[default].api_key", f"{key} "),
+        )
+    )
 
     assert "sources-disagree" not in codes(diagnose(setup))
     assert {"env:RUNPOD_API_KEY": key} == keys_to_check(setup)
@@ -283,10 +293,12 @@ def test_sdk_without_a_key_is_flagged():
 
 def test_runpodctl_and_sdk_entries_with_different_keys_are_flagged():
     """runpodctl's apiKey and the SDK's [default].api_key holding different keys is flagged."""
-    setup = Setup(sources=(
-        config_source("[default].api_key", make_key()),
-        config_source("apiKey", make_key()),
-    ))
+    setup = Setup(
+        sources=(
+            config_source("[default].api_key", make_key()),
+            config_source("apiKey", make_key()),
+        )
+    )
 
     assert "warning" == by_code(diagnose(setup), "config-entries-disagree").severity
 
@@ -302,8 +314,11 @@ def test_missing_profile_is_flagged():
 
 def test_config_readable_by_others_is_flagged():
     """A config file other users can read is a warning with the chmod to run."""
-    setup = Setup(config_exists=True, config_mode=0o644,
-                  sources=(config_source("[default].api_key", make_key()),))
+    setup = Setup(
+        config_exists=True,
+        config_mode=0o644,
+        sources=(config_source("[default].api_key", make_key()),),
+    )
 
     finding = by_code(diagnose(setup), "config-permissions")
 
@@ -325,9 +340,12 @@ def test_config_readable_by_others_is_flagged():
 def test_live_answers_become_findings(status, code, severity, code_expected):
     """Accepted, rejected (401), forbidden (403) and unreachable each get their own finding."""
     key = make_key()
-    setup = Setup(sources=(
-        env_source("RUNPOD_API_KEY", key), config_source("[default].api_key", key),
-    ))
+    setup = Setup(
+        sources=(
+            env_source("RUNPOD_API_KEY", key),
+            config_source("[default].api_key", key),
+        )
+    )
 
     findings = diagnose(setup, {"env:RUNPOD_API_KEY": answer(status, key)})
     finding = by_code(findings, code)
@@ -355,11 +373,13 @@ def test_live_check_without_any_key_reports_no_key_sent():
 def test_live_check_sends_each_distinct_key_once():
     """Three sources holding two distinct keys mean two requests."""
     a, b = make_key(), make_key()
-    setup = Setup(sources=(
-        env_source("RUNPOD_API_KEY", a),
-        config_source("[default].api_key", b),
-        config_source("apiKey", a),
-    ))
+    setup = Setup(
+        sources=(
+            env_source("RUNPOD_API_KEY", a),
+            config_source("[default].api_key", b),
+            config_source("apiKey", a),
+        )
+    )
     sent = []
 
     def check(key, api_url):
@@ -375,9 +395,12 @@ def test_live_check_sends_each_distinct_key_once():
 def test_stale_variable_over_a_working_config_key():
     """The classic: RUNPOD_API_KEY rejected, the config file's newer key accepted."""
     old, new = make_key(), make_key()
-    setup = Setup(sources=(
-        env_source("RUNPOD_API_KEY", old), config_source("[default].api_key", new),
-    ))
+    setup = Setup(
+        sources=(
+            env_source("RUNPOD_API_KEY", old),
+            config_source("[default].api_key", new),
+        )
+    )
     live = {
         "env:RUNPOD_API_KEY": answer(KeyStatus.REJECTED, old),
         "config:[default].api_key": answer(KeyStatus.ACCEPTED, new),

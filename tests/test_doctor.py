@@ -16,8 +16,16 @@ from resilient_runpod.cli import main
 from .conftest import make_key
 
 JSON_KEYS = {
-    "ok", "exit_code", "profile", "config_path", "config_exists", "sources", "winners",
-    "live", "offline", "findings",
+    "ok",
+    "exit_code",
+    "profile",
+    "config_path",
+    "config_exists",
+    "sources",
+    "winners",
+    "live",
+    "offline",
+    "findings",
 }
 FINDING_KEYS = {"code", "severity", "what", "why", "fix", "source"}
 
@@ -35,7 +43,11 @@ def doctor_process(home, env, *args):
     clean.update(env, HOME=str(home))
     return subprocess.run(
         [sys.executable, "-m", "resilient_runpod.cli", "doctor", *args],
-        env=clean, capture_output=True, text=True, timeout=120, check=False,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -80,8 +92,10 @@ def test_working_key_exits_0_with_the_json_shape(runpod_emulator, capsys, monkey
     assert "accepted" == data["live"][0]["status"]
     assert "env:RUNPOD_API_KEY" == data["winners"]["library"]
     source = {
-        "name": "env:RUNPOD_API_KEY", "where": "the environment variable RUNPOD_API_KEY",
-        "fingerprint": fingerprint(key), "used_by": ["library", "runpodctl"],
+        "name": "env:RUNPOD_API_KEY",
+        "where": "the environment variable RUNPOD_API_KEY",
+        "fingerprint": fingerprint(key),
+        "used_by": ["library", "runpodctl"],
     }
     assert [source] == data["sources"]
     assert "ok" == the(data, "key-accepted")["severity"]
@@ -213,8 +227,11 @@ def test_variable_overriding_a_newer_config_key(runpod_emulator, capsys, monkeyp
     code, data, output = doctor(capsys, "--api-url", runpod_emulator.api_url)
 
     assert 1 == code
-    assert {"sdk": "config:[default].api_key", "runpodctl": "env:RUNPOD_API_KEY",
-            "library": "env:RUNPOD_API_KEY"} == data["winners"]
+    assert {
+        "sdk": "config:[default].api_key",
+        "runpodctl": "env:RUNPOD_API_KEY",
+        "library": "env:RUNPOD_API_KEY",
+    } == data["winners"]
     assert {"env:RUNPOD_API_KEY": "rejected", "config:[default].api_key": "accepted"} == {
         check["source"]: check["status"] for check in data["live"]
     }

@@ -9,7 +9,14 @@ import resilient_runpod
 
 @pytest.mark.parametrize(
     "module",
-    ["resilient_runpod", "resilient_runpod.recovery", "resilient_runpod.typing"],
+    [
+        "resilient_runpod",
+        "resilient_runpod.adapters",
+        "resilient_runpod.recovery",
+        "resilient_runpod.sdk",
+        "resilient_runpod.testing",
+        "resilient_runpod.typing",
+    ],
 )
 def test_all_is_sorted_and_complete(module):
     """Every public module lists its public names in a sorted __all__, and they all exist."""
@@ -24,7 +31,8 @@ def test_public_names_are_exported():
     public = {
         name
         for name, value in vars(resilient_runpod).items()
-        if not name.startswith("_") and getattr(value, "__module__", "").startswith("resilient_runpod")
+        if not name.startswith("_")
+        and getattr(value, "__module__", "").startswith("resilient_runpod")
     }
 
     assert set() == public - set(resilient_runpod.__all__)

@@ -30,8 +30,11 @@ def child_env(tmp_path: Path) -> dict[str, str]:
 
 def login(args: list[str], env: dict[str, str]):
     child = pexpect.spawn(
-        sys.executable, ["-m", "resilient_runpod.cli", "login", *args],
-        env=env, encoding="utf-8", timeout=60,
+        sys.executable,
+        ["-m", "resilient_runpod.cli", "login", *args],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
     )
     child.logfile_read = io.StringIO()
     return child
@@ -91,7 +94,11 @@ def test_login_without_a_terminal_says_what_to_do(tmp_path, child_env):
     """With stdin /dev/null, login exits 2 at once, pointing at --stdin and RUNPOD_API_KEY."""
     done = subprocess.run(
         [sys.executable, "-m", "resilient_runpod.cli", "login"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=child_env, timeout=60,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=60,
         check=False,
     )
     assert 2 == done.returncode

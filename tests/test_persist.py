@@ -131,7 +131,11 @@ def test_the_runpod_sdk_reads_the_saved_key(key):
     env = {**os.environ, "HOME": str(Path.home())}
     done = subprocess.run(
         [sys.executable, "-c", "import runpod; print(runpod.api_key)"],
-        capture_output=True, text=True, env=env, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
     )
     assert key == done.stdout.strip().splitlines()[-1]
 

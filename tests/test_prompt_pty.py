@@ -73,8 +73,11 @@ def child_env(tmp_path: Path) -> dict[str, str]:
 def spawn(script: Path, mode: str, emulator: Emulator, old: str, env: dict[str, str]):
     url = f"{emulator.serverless_url}/{emulator.endpoint_id}/health"
     child = pexpect.spawn(
-        sys.executable, [str(script), mode, url, emulator.host, old],
-        env=env, encoding="utf-8", timeout=60,
+        sys.executable,
+        [str(script), mode, url, emulator.host, old],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
     )
     child.logfile_read = io.StringIO()  # every byte the terminal showed
     return child
@@ -144,7 +147,11 @@ def test_stdin_dev_null_fails_at_once(script, child_env, runpod_emulator):
     url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
     done = subprocess.run(
         [sys.executable, str(script), "sync", url, runpod_emulator.host, old],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=child_env, timeout=60,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=60,
         check=False,
     )
     assert "FAILED NonInteractiveError stdin is not a terminal" in done.stdout
@@ -159,7 +166,10 @@ def test_open_pipe_that_never_sends_fails_at_once(script, child_env, runpod_emul
     with out.open("w") as sink:
         process = subprocess.Popen(
             [sys.executable, str(script), "sync", url, runpod_emulator.host, old],
-            stdin=subprocess.PIPE, stdout=sink, stderr=subprocess.STDOUT, env=child_env,
+            stdin=subprocess.PIPE,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=child_env,
         )
         try:
             # The pipe stays open (we never write or close it) while the program runs.

@@ -2,44 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING
-
 import pytest
 import requests
 
 from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError
 from resilient_runpod.adapters import ResilientHTTPAdapter
-
-if TYPE_CHECKING:
-    from resilient_runpod.testing import Emulator
-
-
-class Vault:
-    """A recovery hook handing out the key the emulator holds now, counting its calls."""
-
-    name = "vault"
-
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
-        self.key: str | None = emulator.api_key
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def rotate(self) -> str:
-        assert self.key is not None
-        self.key = self.emulator.rotate(self.key)
-        return self.key
-
-    def __call__(self, _context: object) -> str | None:
-        with self._lock:
-            self.calls += 1
-        return self.key
-
-
-@pytest.fixture
-def vault(runpod_emulator: Emulator) -> Vault:
-    return Vault(runpod_emulator)
 
 
 def session_for(credentials: Credentials) -> requests.Session:

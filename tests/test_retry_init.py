@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING
-
 import pytest
 import runpod
 import runpod.error
@@ -17,44 +14,12 @@ from resilient_runpod import (
     retry_init,
 )
 
-if TYPE_CHECKING:
-    from resilient_runpod.testing import Emulator
-
-
-class Vault:
-    """A recovery hook handing out the key the emulator holds now, counting its calls."""
-
-    name = "vault"
-
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
-        self.key: str | None = emulator.api_key
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def rotate(self) -> str:
-        assert self.key is not None
-        self.key = self.emulator.rotate(self.key)
-        return self.key
-
-    def __call__(self, _context: object) -> str | None:
-        with self._lock:
-            self.calls += 1
-        return self.key
-
 
 @pytest.fixture
-def vault(runpod_emulator: Emulator) -> Vault:
-    return Vault(runpod_emulator)
-
-
-@pytest.fixture
-def sdk(runpod_emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(runpod, "endpoint_url_base", runpod_emulator.serverless_url)
-    for name, value in runpod_emulator.sdk_env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(runpod, "api_key", None)
-    return runpod
+def sdk(sdk, monkeypatch: pytest.MonkeyPatch):
+    """The shared ``sdk``, but with no module-level key: retry_init hands the key over itself."""
+    monkeypatch.setattr(sdk, "api_key", None)
+    return sdk
 
 
 def test_a_factory_given_a_revoked_key_is_called_again_with_a_recovered_one(
@@ -144,16 +109,32 @@ def test_the_key_is_not_sent_to_a_host_outside_the_policy(runpod_emulator, vault
 
 def test_validate_tells_accepted_rejected_and_missing_keys_apart(runpod_emulator):
     """Credentials.validate: one GraphQL call says what RunPod thinks of the key."""
-    key = runpod_emulator.api_key
-    assert KeyStatus.ACCEPTED == Credentials(key).validate(runpod_emulator.api_url).status
-    assert KeyStatus.MISSING == Credentials(None).validate(runpod_emulator.api_url).status
+    key, hosts = runpod_emulator.api_key, [runpod_emulator.host]
+    assert (
+        KeyStatus.ACCEPTED == Credentials(key, hosts=hosts).validate(runpod_emulator.api_url).status
+    )
+    assert (
+        KeyStatus.MISSING == Credentials(None, hosts=hosts).validate(runpod_emulator.api_url).status
+    )
     runpod_emulator.revoke(key)
-    assert KeyStatus.REJECTED == Credentials(key).validate(runpod_emulator.api_url).status
+    assert (
+        KeyStatus.REJECTED == Credentials(key, hosts=hosts).validate(runpod_emulator.api_url).status
+    )
+
+
+def test_validate_refuses_to_send_the_key_elsewhere(runpod_emulator):
+    """Credentials.validate never sends the key to a host outside its policy."""
+    credentials = Credentials(runpod_emulator.api_key)
+
+    with pytest.raises(ValueError, match="not a RunPod host"):
+        credentials.validate(runpod_emulator.api_url)
+
+    assert 0 == runpod_emulator.counters().total
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_avalidate_says_the_same_asynchronously(runpod_emulator, anyio_backend):
     """Credentials.avalidate answers as validate does."""
-    credentials = Credentials(runpod_emulator.api_key)
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host])
     assert KeyStatus.ACCEPTED == (await credentials.avalidate(runpod_emulator.api_url)).status

@@ -8,69 +8,15 @@ HTTP layer. See test_sdk_endpoint.py for how the SDK is pointed at the emulator.
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
 import runpod
 import runpod.error
 
-from resilient_runpod import AuthenticationError, Credentials, wrap
-from resilient_runpod.sdk import _wrap
-
-if TYPE_CHECKING:
-    from resilient_runpod.testing import Emulator
-
+from resilient_runpod import AuthenticationError, wrap
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class Vault:
-    """A recovery hook handing out the key the emulator holds now, counting its calls."""
-
-    name = "vault"
-
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
-        self.key: str | None = emulator.api_key
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def rotate(self) -> str:
-        assert self.key is not None
-        self.key = self.emulator.rotate(self.key)
-        return self.key
-
-    def __call__(self, _context: object) -> str | None:
-        with self._lock:
-            self.calls += 1
-        return self.key
-
-
-@pytest.fixture
-def sdk(runpod_emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(runpod, "endpoint_url_base", runpod_emulator.serverless_url)
-    for name, value in runpod_emulator.sdk_env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(runpod, "api_key", runpod_emulator.api_key)
-    monkeypatch.setattr(_wrap, "_default", None)
-    return runpod
-
-
-@pytest.fixture
-def vault(runpod_emulator: Emulator) -> Vault:
-    return Vault(runpod_emulator)
-
-
-@pytest.fixture
-def credentials(runpod_emulator: Emulator, vault: Vault) -> Credentials:
-    return Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
 
 
 async def test_unwrapped_the_async_endpoint_fails_with_a_symptom(sdk, runpod_emulator):
@@ -142,7 +88,7 @@ async def test_the_sdk_client_session_with_its_bare_key_header_recovers(
     sdk, runpod_emulator, vault, credentials, monkeypatch
 ):
     """The SDK's AsyncClientSession sends the bare key by default; that copy is updated too."""
-    from runpod.http_client import AsyncClientSession  # noqa: PLC0415 -- after the env is set
+    from runpod.http_client import AsyncClientSession
 
     monkeypatch.setenv("RUNPOD_AI_API_KEY", runpod_emulator.api_key)
     async with AsyncClientSession() as session:

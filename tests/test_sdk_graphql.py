@@ -7,60 +7,12 @@ test is enough; see test_sdk_endpoint.py for the serverless base.
 from __future__ import annotations
 
 import inspect
-import threading
-from typing import TYPE_CHECKING
 
 import pytest
 import runpod
 import runpod.error
 
 from resilient_runpod import AuthenticationError, Credentials, wrap
-from resilient_runpod.sdk import _wrap
-
-if TYPE_CHECKING:
-    from resilient_runpod.testing import Emulator
-
-
-class Vault:
-    """A recovery hook handing out the key the emulator holds now, counting its calls."""
-
-    name = "vault"
-
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
-        self.key: str | None = emulator.api_key
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def rotate(self) -> str:
-        assert self.key is not None
-        self.key = self.emulator.rotate(self.key)
-        return self.key
-
-    def __call__(self, _context: object) -> str | None:
-        with self._lock:
-            self.calls += 1
-        return self.key
-
-
-@pytest.fixture
-def sdk(runpod_emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(runpod, "endpoint_url_base", runpod_emulator.serverless_url)
-    for name, value in runpod_emulator.sdk_env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(runpod, "api_key", runpod_emulator.api_key)
-    monkeypatch.setattr(_wrap, "_default", None)
-    return runpod
-
-
-@pytest.fixture
-def vault(runpod_emulator: Emulator) -> Vault:
-    return Vault(runpod_emulator)
-
-
-@pytest.fixture
-def credentials(runpod_emulator: Emulator, vault: Vault) -> Credentials:
-    return Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
 
 
 def test_wrapped_functions_recover_and_keep_their_signatures(

@@ -263,9 +263,10 @@ def test_failing_command_fails_the_request_without_leaking(runpod_emulator):
     hook = recovery.from_command(python("import sys; sys.exit('vault: token expired')"))
     credentials = Credentials(old, recovery=hook, hosts=[runpod_emulator.host])
     url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
-    with httpx.Client(transport=ResilientTransport(credentials)) as client, pytest.raises(
-        AuthenticationError
-    ) as caught:
+    with (
+        httpx.Client(transport=ResilientTransport(credentials)) as client,
+        pytest.raises(AuthenticationError) as caught,
+    ):
         client.get(url)
     assert "vault: token expired" in str(caught.value)
     assert old not in str(caught.value)

@@ -66,7 +66,9 @@ def client_for(emulator: Emulator, credentials: Credentials, **kwargs: object) -
     )
 
 
-def async_client_for(emulator: Emulator, credentials: Credentials, **kwargs: object) -> httpx.AsyncClient:
+def async_client_for(
+    emulator: Emulator, credentials: Credentials, **kwargs: object
+) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=AsyncResilientTransport(credentials),
         base_url=f"{emulator.serverless_url}/{emulator.endpoint_id}",
@@ -100,7 +102,9 @@ async def test_rotation_mid_run_async(runpod_emulator, secret):
         for n in range(6):
             if n == 3:
                 rotate_via_file(runpod_emulator, secret, runpod_emulator.api_key)
-            statuses.append((await client.post("/runsync", json={"input": {"n": n}})).json()["status"])
+            statuses.append(
+                (await client.post("/runsync", json={"input": {"n": n}})).json()["status"]
+            )
 
     assert (["COMPLETED"] * 6, 1) == (statuses, hook.calls)
 
@@ -117,7 +121,9 @@ def test_revoked_key_recovers_from_the_environment(runpod_emulator, monkeypatch)
         response = client.get("/health")
 
     assert (200, new, "env:RUNPOD_API_KEY") == (
-        response.status_code, credentials.api_key, credentials.source
+        response.status_code,
+        credentials.api_key,
+        credentials.source,
     )
 
 
@@ -126,11 +132,17 @@ def test_permanently_bad_key_gives_up_within_max_recoveries(runpod_emulator, max
     """Keys that RunPod keeps rejecting end in AuthenticationError after max_recoveries rounds."""
     hook = Counting(lambda context: make_key())  # keys the emulator has never heard of
     credentials = Credentials(
-        make_key(), hook, hosts=[runpod_emulator.host],
-        max_recoveries=max_recoveries, wait=tenacity.wait_none(),
+        make_key(),
+        hook,
+        hosts=[runpod_emulator.host],
+        max_recoveries=max_recoveries,
+        wait=tenacity.wait_none(),
     )
 
-    with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError) as info:
+    with (
+        client_for(runpod_emulator, credentials) as client,
+        pytest.raises(AuthenticationError) as info,
+    ):
         client.get("/health")
 
     assert (max_recoveries, max_recoveries + 1) == (hook.calls, runpod_emulator.counters().total)
@@ -142,8 +154,12 @@ def test_user_stop_can_only_shorten_the_rounds(runpod_emulator):
     """A tenacity stop of the user's ends recovery sooner; max_recoveries still bounds it."""
     hook = Counting(lambda context: make_key())
     credentials = Credentials(
-        make_key(), hook, hosts=[runpod_emulator.host],
-        max_recoveries=3, stop=tenacity.stop_after_attempt(1), wait=tenacity.wait_none(),
+        make_key(),
+        hook,
+        hosts=[runpod_emulator.host],
+        max_recoveries=3,
+        stop=tenacity.stop_after_attempt(1),
+        wait=tenacity.wait_none(),
     )
 
     with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError):
@@ -155,7 +171,9 @@ def test_user_stop_can_only_shorten_the_rounds(runpod_emulator):
 def test_dead_key_cools_down_instead_of_hammering(runpod_emulator):
     """After 3 recoveries without an accepted key, requests fail fast without the hook."""
     hook = Counting(lambda context: make_key())
-    credentials = Credentials(make_key(), hook, hosts=[runpod_emulator.host], wait=tenacity.wait_none())
+    credentials = Credentials(
+        make_key(), hook, hosts=[runpod_emulator.host], wait=tenacity.wait_none()
+    )
 
     with client_for(runpod_emulator, credentials) as client:
         for _ in range(2):
@@ -199,7 +217,11 @@ def test_rest_forbidden_is_not_recovered(runpod_emulator):
 @pytest.mark.parametrize(
     ("hook", "cause", "fragment"),
     [
-        (lambda context: (_ for _ in ()).throw(OSError("secret store down")), OSError, "secret store down"),
+        (
+            lambda context: (_ for _ in ()).throw(OSError("secret store down")),
+            OSError,
+            "secret store down",
+        ),
         (lambda context: None, None, "found no key"),
         (lambda context: "   ", None, "empty"),
     ],
@@ -212,7 +234,10 @@ def test_failing_hooks_end_in_one_clear_error(runpod_emulator, hook, cause, frag
     credentials = Credentials(old, counting, hosts=[runpod_emulator.host])
     runpod_emulator.revoke(old)
 
-    with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError, match=fragment) as info:
+    with (
+        client_for(runpod_emulator, credentials) as client,
+        pytest.raises(AuthenticationError, match=fragment) as info,
+    ):
         client.get("/health")
 
     assert (1, 1) == (counting.calls, runpod_emulator.counters().total)
@@ -227,7 +252,10 @@ def test_hook_returning_the_same_key_is_not_looped_on(runpod_emulator):
     credentials = Credentials(old, counting, hosts=[runpod_emulator.host])
     runpod_emulator.revoke(old)
 
-    with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError, match="just rejected"):
+    with (
+        client_for(runpod_emulator, credentials) as client,
+        pytest.raises(AuthenticationError, match="just rejected"),
+    ):
         client.get("/health")
 
     assert (1, 1) == (counting.calls, runpod_emulator.counters().total)
@@ -237,11 +265,16 @@ def test_hanging_hook_times_out(runpod_emulator):
     """A hook that never returns is abandoned after hook_timeout; the request fails clearly."""
     never = threading.Event()
     old = runpod_emulator.api_key
-    credentials = Credentials(old, lambda context: never.wait(), hosts=[runpod_emulator.host], hook_timeout=0.3)
+    credentials = Credentials(
+        old, lambda context: never.wait(), hosts=[runpod_emulator.host], hook_timeout=0.3
+    )
     runpod_emulator.revoke(old)
 
     try:
-        with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError) as info:
+        with (
+            client_for(runpod_emulator, credentials) as client,
+            pytest.raises(AuthenticationError) as info,
+        ):
             client.get("/health")
     finally:
         never.set()
@@ -292,7 +325,9 @@ def test_cross_origin_401_is_untouched_and_gets_no_key(runpod_emulator):
 
 def test_user_authorization_header_to_other_hosts_is_left_alone(runpod_emulator):
     """Headers the user sets for another service pass through unchanged."""
-    credentials = Credentials(runpod_emulator.api_key, Counting(lambda c: None), hosts=[runpod_emulator.host])
+    credentials = Credentials(
+        runpod_emulator.api_key, Counting(lambda c: None), hosts=[runpod_emulator.host]
+    )
     captured: list[str | None] = []
 
     def other_service(request: httpx.Request) -> httpx.Response:
@@ -314,7 +349,8 @@ def test_graphql_query_key_is_replaced_by_the_current_one(runpod_emulator):
 
     with httpx.Client(transport=ResilientTransport(credentials)) as client:
         response = client.post(
-            f"{runpod_emulator.graphql_url}?api_key={old}", json={"query": "query { myself { id } }"}
+            f"{runpod_emulator.graphql_url}?api_key={old}",
+            json={"query": "query { myself { id } }"},
         )
 
     assert response.json()["data"]["myself"]["id"]
@@ -329,7 +365,9 @@ def test_connection_pool_survives_a_thousand_401s(runpod_emulator):
     )
     limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
     failures = 0
-    with client_for(runpod_emulator, credentials, limits=limits, timeout=httpx.Timeout(5.0, pool=2.0)) as client:
+    with client_for(
+        runpod_emulator, credentials, limits=limits, timeout=httpx.Timeout(5.0, pool=2.0)
+    ) as client:
         for _ in range(1000):
             try:
                 client.get("/health")
@@ -352,7 +390,9 @@ def test_runpod_auth_recovers_with_auth_argument(runpod_emulator, secret):
         response = client.get(f"{runpod_emulator.serverless_url}/e/health")
 
     assert (200, [401], 1) == (
-        response.status_code, [r.status_code for r in response.history], hook.calls
+        response.status_code,
+        [r.status_code for r in response.history],
+        hook.calls,
     )
 
 
@@ -372,7 +412,9 @@ async def test_runpod_auth_recovers_with_async_client(runpod_emulator, secret):
 def test_runpod_auth_gives_up_like_the_transport(runpod_emulator):
     """The auth flow is bounded by the same engine rules."""
     hook = Counting(lambda context: make_key())
-    credentials = Credentials(make_key(), hook, hosts=[runpod_emulator.host], wait=tenacity.wait_none())
+    credentials = Credentials(
+        make_key(), hook, hosts=[runpod_emulator.host], wait=tenacity.wait_none()
+    )
 
     with httpx.Client(auth=RunPodAuth(credentials)) as client, pytest.raises(AuthenticationError):
         client.get(f"{runpod_emulator.serverless_url}/e/health")
@@ -401,5 +443,18 @@ def test_missing_key_is_recovered_on_first_401(runpod_emulator, monkeypatch):
         response = client.get("/health")
 
     assert (200, {"<no key>": 1, credentials.fingerprint: 1}) == (
-        response.status_code, dict(runpod_emulator.counters().by_key)
+        response.status_code,
+        dict(runpod_emulator.counters().by_key),
     )
+
+
+def test_readme_fixture_example(runpod_emulator, tmp_path):
+    """The README's "Testing your own code" example works as written."""
+    secret = tmp_path / "key"
+    secret.write_text(runpod_emulator.api_key)
+    credentials = Credentials(
+        runpod_emulator.api_key, recovery.from_file(secret), hosts=[runpod_emulator.host]
+    )
+    with httpx.Client(transport=ResilientTransport(credentials)) as client:
+        secret.write_text(runpod_emulator.rotate(runpod_emulator.api_key))
+        assert client.get(f"{runpod_emulator.serverless_url}/e/health").status_code == 200

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from aiohttp.payload import BytesPayload
 
 from .._engine import run_async
-from .._hosts import redact_url
 
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientResponse
@@ -71,9 +70,7 @@ class ResilientMiddleware:
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
 
-    async def __call__(
-        self, request: ClientRequest, handler: ClientHandlerType
-    ) -> ClientResponse:
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send *request* through *handler*; to RunPod hosts with the current key."""
         if not self.credentials.hosts.allows_str(str(request.url)):
             return await handler(request)
@@ -83,8 +80,13 @@ class ResilientMiddleware:
             return await handler(request)
 
         return await run_async(
-            self.credentials, request.method, redact_url(str(request.url)),
-            send, _status, _release, replayable=_replayable(request),
+            self.credentials,
+            request.method,
+            str(request.url),
+            send,
+            _status,
+            _release,
+            replayable=_replayable(request),
         )
 
     def __repr__(self) -> str:

@@ -13,7 +13,6 @@ import httpx
 from requests.adapters import BaseAdapter, HTTPAdapter
 
 from .._engine import run_sync
-from .._hosts import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -107,8 +106,13 @@ class ResilientHTTPAdapter(BaseAdapter):
             return inner.send(request, stream, timeout, verify, cert, proxies)
 
         return run_sync(
-            self.credentials, request.method or "GET", redact_url(request.url or ""),
-            send, _status, _close, replayable=_replayable(request),
+            self.credentials,
+            request.method or "GET",
+            request.url or "",
+            send,
+            _status,
+            _close,
+            replayable=_replayable(request),
         )
 
     def close(self) -> None:

@@ -7,14 +7,13 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
-
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
     # Imported here so that `resilient-runpod --help` stays fast and each subcommand
     # pays only for its own imports.
-    from . import _demo, _doctor, _emulator, _login
+    from . import _demo, _doctor, _emulator, _login  # noqa: PLC0415 -- see above
 
     parser = argparse.ArgumentParser(
         prog="resilient-runpod",

@@ -77,7 +77,9 @@ def _run(args: argparse.Namespace) -> int:
             return _fail(f"--interactive needs a person at a terminal: {exc}", 2)
     try:
         summary = run_demo(
-            jobs=args.jobs, interactive=args.interactive, sdk=False if args.no_sdk else None,
+            jobs=args.jobs,
+            interactive=args.interactive,
+            sdk=False if args.no_sdk else None,
             quiet=args.quiet,
         )
     except ImportError as exc:

@@ -58,14 +58,15 @@ def add_parser(sub: Any) -> None:
         help="the API to ask (default: $RUNPOD_API_BASE_URL or https://api.runpod.io), "
         "e.g. an emulator's URL",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object instead of text"
-    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.set_defaults(run=_run, doctor_parser=parser)
 
 
 def report(
-    *, profile: str = "default", offline: bool = False, api_url: str | None = None,
+    *,
+    profile: str = "default",
+    offline: bool = False,
+    api_url: str | None = None,
     config: Path | None = None,
 ) -> dict[str, Any]:
     """Run the checks and return the JSON-ready report ``doctor --json`` prints."""
@@ -78,8 +79,12 @@ def report(
 
 
 def _as_json(
-    setup: Setup, winners: Winners, live: dict[str, Validation] | None,
-    findings: list[Finding], *, offline: bool,
+    setup: Setup,
+    winners: Winners,
+    live: dict[str, Validation] | None,
+    findings: list[Finding],
+    *,
+    offline: bool,
 ) -> dict[str, Any]:
     from resilient_runpod._diagnose import exit_code  # noqa: PLC0415
 
@@ -97,24 +102,35 @@ def _as_json(
         "config_exists": setup.config_exists,
         "sources": [
             {
-                "name": s.name, "where": s.where, "fingerprint": s.fingerprint,
+                "name": s.name,
+                "where": s.where,
+                "fingerprint": s.fingerprint,
                 "used_by": used_by.get(s.name, []),
             }
             for s in setup.sources
         ],
         "winners": {tool: getattr(winners, tool) for tool, _, _ in _TOOLS},
-        "live": None if live is None else [
+        "live": None
+        if live is None
+        else [
             {
-                "source": None if name == "none" else name, "status": v.status.value,
-                "fingerprint": v.fingerprint, "url": v.url, "detail": v.detail,
+                "source": None if name == "none" else name,
+                "status": v.status.value,
+                "fingerprint": v.fingerprint,
+                "url": v.url,
+                "detail": v.detail,
             }
             for name, v in live.items()
         ],
         "offline": offline,
         "findings": [
             {
-                "code": f.code, "severity": f.severity, "what": f.what, "why": f.why,
-                "fix": f.fix, "source": f.source,
+                "code": f.code,
+                "severity": f.severity,
+                "what": f.what,
+                "why": f.why,
+                "fix": f.fix,
+                "source": f.source,
             }
             for f in findings
         ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._errors import InvalidKeyError, SourceError
@@ -36,7 +37,7 @@ class FromCommand:
             raise ValueError("timeout must be a positive number of seconds")
         self.argv = tuple(os.fspath(a) for a in argv)
         self.timeout = timeout
-        self.name = f"command:{os.path.basename(self.argv[0])}"
+        self.name = f"command:{Path(self.argv[0]).name}"
 
     @property
     def _shown(self) -> str:

@@ -363,6 +363,10 @@ def prompt(
 
     """
     return Prompt(
-        timeout=timeout, validate=validate, api_url=api_url, attempts=attempts,
-        input=input, output=output,
+        timeout=timeout,
+        validate=validate,
+        api_url=api_url,
+        attempts=attempts,
+        input=input,
+        output=output,
     )

@@ -39,9 +39,7 @@ class SDKMiddleware(ResilientMiddleware):
         super().__init__(credentials)
         self.copies = copies
 
-    async def __call__(
-        self, request: ClientRequest, handler: ClientHandlerType
-    ) -> ClientResponse:
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send as `ResilientMiddleware` does; give-ups are also the SDK's error types."""
         self.copies.refresh()
         try:

@@ -113,8 +113,11 @@ class WrappedModule:
         wrap_object: Callable[[Any], Any],
     ) -> None:
         state = {
-            "_module": module, "_credentials": credentials, "_copies": copies,
-            "_wrap": wrap_object, "_cache": {},
+            "_module": module,
+            "_credentials": credentials,
+            "_copies": copies,
+            "_wrap": wrap_object,
+            "_cache": {},
         }
         self.__dict__.update(state)
 
@@ -143,7 +146,8 @@ class WrappedModule:
 
         namespace = {
             "__init__": functools.wraps(base.__init__)(__init__),
-            "__module__": base.__module__, "__qualname__": base.__qualname__,
+            "__module__": base.__module__,
+            "__qualname__": base.__qualname__,
             "__doc__": base.__doc__,
         }
         return type(base.__name__, (base,), namespace)
