@@ -194,6 +194,8 @@ class Credentials:
         self._cooldown_until = 0.0
         self._recovered_gen: int | None = None  # produced by recovery, not yet accepted
         self._watch: int | None = None  # a success with this generation resets the streak
+        # The recovered key RunPod has not accepted yet, and its generation (see `accepted`).
+        self._unaccepted: tuple[int, RecoveredKey] | None = None
         _live.add(self)
 
     # -- what callers read -------------------------------------------------------------
@@ -279,18 +281,23 @@ class Credentials:
         with self._lock:
             self._install_locked(key, source)
             self._streak, self._cooldown_until = 0, 0.0
-            self._recovered_gen = self._watch = None
+            self._recovered_gen = self._watch = self._unaccepted = None
 
     def _install_locked(self, key: str, source: str) -> None:
         self._current = _Current(key, self._current.generation + 1, source)
 
     def _confirm(self, generation: int) -> None:
         """A request sent with *generation* was not rejected: that key is accepted."""
-        if generation == self._watch:
-            with self._lock:
-                if generation == self._watch:
-                    self._streak = 0
-                    self._watch = self._recovered_gen = None
+        if generation != self._watch:
+            return  # the hot path: one comparison
+        with self._lock:
+            if generation != self._watch:
+                return
+            self._streak = 0
+            self._watch = self._recovered_gen = None
+            found, self._unaccepted = self._unaccepted, None
+        if found is not None and found[0] == generation:
+            _tell_accepted(self._hook, found[1])
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -435,6 +442,7 @@ class Credentials:
                     remember_key(key)
                     self._install_locked(key, source)
                     self._recovered_gen = self._watch = self._current.generation
+                    self._unaccepted = (self._current.generation, RecoveredKey(key, source))
                 # else: a newer key was set meanwhile; a late finisher never overwrites it.
             else:
                 self._count_failure_locked(now)
@@ -468,6 +476,22 @@ class Credentials:
 
 
 _background_tasks: set[asyncio.Task[None]] = set()
+
+
+def _tell_accepted(hook: object, found: RecoveredKey) -> None:
+    """Tell *hook* that RunPod accepted the key it produced (`persist` saves it then)."""
+    accepted = getattr(hook, "accepted", None)
+    if not callable(accepted):
+        return
+    try:
+        accepted(found)
+    except Exception as exc:
+        logger.warning(
+            "runpod.auth.accepted_hook_failed",
+            hook=hook_name(hook),
+            fingerprint=_keys.fingerprint(found.key),
+            error=_describe(exc),
+        )
 
 
 def _hook_budget(hook_timeout: float | None, hook: object) -> float | None:

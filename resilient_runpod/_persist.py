@@ -14,7 +14,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomlkit
 import tomlkit.exceptions
@@ -146,22 +146,23 @@ class Persist:
         to: str | os.PathLike[str] | None = None,
         *,
         profile: str = "default",
+        when: Literal["accepted", "found"] = "accepted",
     ) -> None:
         from ._credentials import hook_name  # noqa: PLC0415 -- _credentials imports recovery lazily
 
+        if when not in ("accepted", "found"):
+            raise ValueError(f"when must be 'accepted' or 'found', not {when!r}")
         self.hook = hook
         self.to = Path(to) if to is not None else None
         self.profile = profile
+        self.when = when
         self.name = hook_name(hook)
         # A prompt declares how long the person has; pass that on to whoever reads it.
         self.timeout: float | None = getattr(hook, "timeout", None)
+        self._found: str | None = None  # the last key found, until RunPod accepts it
 
     def __call__(self, context: RecoveryContext) -> HookResult:
-        """Run the hook; save a key it returns; return that key.
-
-        A save that fails is logged (``runpod.auth.persist_failed``) and the key still
-        returned: losing a working key because a disk is read-only would be worse.
-        """
+        """Run the hook and return its key; with ``when="found"``, save it now."""
         from .recovery._sources import _as_key, _resolve  # noqa: PLC0415 -- import cycle
 
         found = _as_key(_resolve(self.hook, context), self.name)
@@ -171,6 +172,24 @@ class Persist:
             key = clean(found.key)
         except InvalidKeyError:
             return found  # Credentials refuses it with the reason; nothing worth saving
+        if self.when == "found":
+            self._save(key)
+        else:
+            self._found = key
+        return RecoveredKey(key, found.source)
+
+    def accepted(self, found: RecoveredKey) -> None:
+        """RunPod accepted *found*: save it, if this hook is the one that found it."""
+        if self.when == "accepted" and self._found is not None and found.key == self._found:
+            self._found = None
+            self._save(found.key)
+        accepted = getattr(self.hook, "accepted", None)
+        if callable(accepted):
+            accepted(found)
+
+    def _save(self, key: str) -> None:
+        # A save that fails is logged and the key kept in use: losing a working key
+        # because a disk is read-only would be worse.
         try:
             where = save_key(key, self.to, profile=self.profile)
         except (OSError, ConfigError) as exc:
@@ -187,15 +206,18 @@ class Persist:
                 fingerprint=fingerprint(key),
                 path=str(where),
             )
-        return RecoveredKey(key, found.source)
 
     def __repr__(self) -> str:
         target = str(self.to) if self.to is not None else f"config:[{self.profile}]"
-        return f"persist({self.name}, to={target!r})"
+        return f"persist({self.name}, to={target!r}, when={self.when!r})"
 
 
 def persist(
-    hook: RecoveryHook, to: str | os.PathLike[str] | None = None, *, profile: str = "default"
+    hook: RecoveryHook,
+    to: str | os.PathLike[str] | None = None,
+    *,
+    profile: str = "default",
+    when: Literal["accepted", "found"] = "accepted",
 ) -> Persist:
     """Wrap *hook* so that the key it finds is saved for the next run.
 
@@ -208,7 +230,9 @@ def persist(
             recovery.persist(recovery.prompt(validate=True)),
         ))
 
-    The key is saved when the hook returns it; with ``prompt(validate=True)`` RunPod has
-    accepted it by then.
+    By default (``when="accepted"``) the key is saved once RunPod has accepted it: the
+    first request sent with it that is not rejected. A key RunPod rejects is never saved,
+    so it cannot spoil the next run. ``when="found"`` saves as soon as the hook returns
+    it, for scripts that call the hook themselves.
     """
-    return Persist(hook, to, profile=profile)
+    return Persist(hook, to, profile=profile, when=when)

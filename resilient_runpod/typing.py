@@ -59,7 +59,10 @@ class RecoveryHook(Protocol):
     once per rejected key, however many requests were rejected with it, and never under
     a lock that other requests' network I/O needs.
 
-    Hooks with a ``name`` attribute are reported under that name.
+    Optional attributes a hook may have: ``name`` (reported under that name),
+    ``timeout`` (seconds it bounds itself to; the engine waits that long), and
+    ``accepted(found: RecoveredKey)``, called once when RunPod first accepts a key the
+    hook produced (`recovery.persist` saves it then).
     """
 
     def __call__(self, context: RecoveryContext, /) -> HookResult | Awaitable[HookResult]:

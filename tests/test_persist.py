@@ -12,7 +12,14 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from resilient_runpod import ConfigError, Credentials, RecoveryContext, ResilientTransport, recovery
+from resilient_runpod import (
+    AuthenticationError,
+    ConfigError,
+    Credentials,
+    RecoveryContext,
+    ResilientTransport,
+    recovery,
+)
 from resilient_runpod._persist import save_to_config, save_to_file
 
 from .conftest import make_key
@@ -144,7 +151,7 @@ def test_persist_wrapper_saves_what_its_hook_found(tmp_path, key):
     """persist(hook) returns the hook's key, with its source, and saves it to the config."""
     secret = tmp_path / "secret"
     secret.write_text(key + "\n")
-    hook = recovery.persist(recovery.from_file(secret))
+    hook = recovery.persist(recovery.from_file(secret), when="found")
     found = hook(CONTEXT)
     assert (key, f"file:{secret}") == (found.key, found.source)
     assert key == recovery.from_runpod_config()(CONTEXT).key
@@ -153,7 +160,7 @@ def test_persist_wrapper_saves_what_its_hook_found(tmp_path, key):
 def test_persist_wrapper_to_a_file(tmp_path, key):
     """persist(hook, to=path) writes that file only."""
     target = tmp_path / "out" / "key"
-    recovery.persist(lambda _ctx: key, to=target)(CONTEXT)
+    recovery.persist(lambda _ctx: key, to=target, when="found")(CONTEXT)
     assert key + "\n" == target.read_text()
     assert not config().exists()
 
@@ -163,7 +170,7 @@ def test_persist_wrapper_keeps_a_key_it_cannot_save(key):
     config().parent.mkdir()
     config().write_text("not [toml\n")
     with capture_logs() as logs:
-        found = recovery.persist(lambda _ctx: key)(CONTEXT)
+        found = recovery.persist(lambda _ctx: key, when="found")(CONTEXT)
     assert key == found.key
     failed = [e for e in logs if e["event"] == "runpod.auth.persist_failed"]
     assert 1 == len(failed)
@@ -189,3 +196,32 @@ def test_recovered_key_is_there_for_the_next_run(tmp_path, runpod_emulator):
         assert 200 == client.get(url).status_code
     next_run = Credentials()
     assert (new, "config:[default].api_key") == (next_run.api_key, next_run.source)
+
+
+def test_a_key_runpod_rejects_is_never_saved(tmp_path, runpod_emulator):
+    """By default a key is saved only once RunPod accepted it; a rejected one leaves no trace."""
+    old = runpod_emulator.api_key
+    runpod_emulator.revoke(old)
+    unknown = runpod_emulator.add_key()
+    runpod_emulator.revoke(unknown)  # the hook will find a key that RunPod rejects too
+    hook = recovery.persist(lambda _ctx: unknown)
+    credentials = Credentials(old, recovery=hook, hosts=[runpod_emulator.host], max_recoveries=1)
+    url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
+    with (
+        httpx.Client(transport=ResilientTransport(credentials)) as client,
+        pytest.raises(AuthenticationError),
+    ):
+        client.get(url)
+    assert not config().exists()
+
+
+def test_found_key_is_saved_only_after_runpod_accepts_it(tmp_path, runpod_emulator):
+    """Between the hook's answer and RunPod's acceptance nothing is written."""
+    new = runpod_emulator.add_key()
+    hook = recovery.persist(lambda _ctx: new)
+    found = hook(CONTEXT)
+    assert not config().exists()
+
+    hook.accepted(found)
+
+    assert new == recovery.from_runpod_config()(CONTEXT).key

@@ -225,6 +225,13 @@ class Chain:
             raise RecoveryError(f"no source had a new key ({summary})") from last_error
         return None
 
+    def accepted(self, found: RecoveredKey) -> None:
+        """Pass RunPod's acceptance of *found* on to the hooks that want to know."""
+        for hook in self.hooks:
+            accepted = getattr(hook, "accepted", None)
+            if callable(accepted):
+                accepted(found)
+
     def __repr__(self) -> str:
         return self.name
 
