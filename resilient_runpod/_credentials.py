@@ -17,41 +17,44 @@ is cancelled or interrupted does not abandon the flight for the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import _keys
 from ._config import keys_in_config
 from ._errors import (
     NEXT_STEPS,
-    AuthenticationError,
     CooldownError,
     HookTimeoutError,
     RecoveryError,
 )
-from ._hosts import HostPolicy, redact_text, redact_url
-from ._logging import known_keys, logger, remember_key
+from ._flight import Flight, remaining
+from ._hooks import (
+    accept,
+    awaited,
+    describe,
+    give_up_error,
+    hook_budget,
+    hook_name,
+    is_async_callable,
+    tell_accepted,
+)
+from ._hosts import HostPolicy, redact_url
+from ._logging import logger, remember_key
 from ._validate import Validation, graphql_url, validate, validate_async
 from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
     import tenacity
 
-__all__ = ["Credentials", "hook_name"]
-
-
-def hook_name(hook: object) -> str:
-    """How a hook is named in events and errors: its ``name``, else its qualified name."""
-    name = getattr(hook, "name", None) or getattr(hook, "__qualname__", None)
-    return str(name) if name else type(hook).__name__
+__all__ = ["Credentials"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,60 +62,6 @@ class _Current:
     key: str | None
     generation: int
     source: str
-
-
-class _Flight:
-    """One run of the recovery hook for one rejected generation, shared by all waiters."""
-
-    __slots__ = ("_async_waiters", "deadline", "done", "error", "generation", "rejected_key")
-
-    def __init__(self, generation: int, rejected_key: str | None, deadline: float) -> None:
-        self.generation = generation
-        self.rejected_key = rejected_key
-        self.deadline = deadline
-        self.done = threading.Event()
-        self.error: AuthenticationError | None = None
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-    def async_waiter(self) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._async_waiters.append((loop, future))
-        # `resolve` may have run between the caller's check and our append.
-        if self.done.is_set():
-            _wake(future)
-        return future
-
-    def resolve(self) -> None:
-        self.done.set()
-        for loop, future in self._async_waiters:
-            # A closed loop raises RuntimeError: nobody is waiting there any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_wake, future)
-        self._async_waiters.clear()
-
-    def raise_if_failed(self) -> None:
-        """Raise a fresh copy of the flight's error, so no two threads share a traceback."""
-        if self.error is not None:
-            error = self.error
-            copy = (
-                CooldownError(
-                    str(error), fingerprint=error.fingerprint, retry_after=error.retry_after
-                )
-                if isinstance(error, CooldownError)
-                else AuthenticationError(
-                    str(error),
-                    fingerprint=error.fingerprint,
-                    hooks=error.hooks,
-                    attempts=error.attempts,
-                )
-            )
-            raise copy from error.__cause__
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 _live: weakref.WeakSet[Credentials] = weakref.WeakSet()
@@ -189,7 +138,7 @@ class Credentials:
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown
         self._lock = threading.Lock()
-        self._flight: _Flight | None = None
+        self._flight: Flight | None = None
         self._streak = 0  # recoveries in a row that produced no accepted key
         self._cooldown_until = 0.0
         self._recovered_gen: int | None = None  # produced by recovery, not yet accepted
@@ -297,7 +246,7 @@ class Credentials:
             self._watch = self._recovered_gen = None
             found, self._unaccepted = self._unaccepted, None
         if found is not None and found[0] == generation:
-            _tell_accepted(self._hook, found[1])
+            tell_accepted(self._hook, found[1])
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -312,7 +261,7 @@ class Credentials:
             flight = self._join(generation, context, asynchronous=False)
             if flight is None:
                 return
-            while not flight.done.wait(_remaining(flight)):
+            while not flight.done.wait(remaining(flight)):
                 self._expire(flight, context)
             flight.raise_if_failed()
             generation = flight.generation  # a newer key is in; the loop returns at once
@@ -327,7 +276,7 @@ class Credentials:
             while not flight.done.is_set():
                 try:
                     # shield: a waiter that times out or is cancelled leaves the flight alone.
-                    await asyncio.wait_for(asyncio.shield(waiter), _remaining(flight))
+                    await asyncio.wait_for(asyncio.shield(waiter), remaining(flight))
                 except (asyncio.TimeoutError, TimeoutError):
                     self._expire(flight, context)
             flight.raise_if_failed()
@@ -335,7 +284,7 @@ class Credentials:
 
     def _join(
         self, generation: int, context: RecoveryContext, *, asynchronous: bool
-    ) -> _Flight | None:
+    ) -> Flight | None:
         """The flight to wait for, starting it if this caller is first; None if not needed."""
         with self._lock:
             current = self._current
@@ -350,9 +299,9 @@ class Credentials:
                 self._count_failure_locked(now)
             if now < self._cooldown_until:
                 raise self._cooldown_error(now, context)
-            budget = _hook_budget(self.hook_timeout, self._hook)
+            budget = hook_budget(self.hook_timeout, self._hook)
             deadline = math.inf if budget is None else now + budget
-            flight = self._flight = _Flight(generation, current.key, deadline)
+            flight = self._flight = Flight(generation, current.key, deadline)
         self._start(flight, context, asynchronous=asynchronous)
         return flight
 
@@ -373,10 +322,10 @@ class Credentials:
             retry_after=retry_after,
         )
 
-    def _start(self, flight: _Flight, context: RecoveryContext, *, asynchronous: bool) -> None:
+    def _start(self, flight: Flight, context: RecoveryContext, *, asynchronous: bool) -> None:
         hook = self._hook
         started = time.monotonic()
-        if asynchronous and _is_async_callable(hook):
+        if asynchronous and is_async_callable(hook):
             task = asyncio.get_running_loop().create_task(
                 self._run_async_hook(flight, context, started)
             )
@@ -388,7 +337,7 @@ class Credentials:
             try:
                 result = hook(context)
                 if inspect.isawaitable(result):
-                    result = asyncio.run(_await(result))
+                    result = asyncio.run(awaited(result))
             except BaseException as exc:
                 self._finish(flight, context, started, error=exc)
             else:
@@ -397,7 +346,7 @@ class Credentials:
         threading.Thread(target=run, name="resilient-runpod-recovery", daemon=True).start()
 
     async def _run_async_hook(
-        self, flight: _Flight, context: RecoveryContext, started: float
+        self, flight: Flight, context: RecoveryContext, started: float
     ) -> None:
         try:
             result = await self._hook(context)  # type: ignore[misc]
@@ -408,7 +357,7 @@ class Credentials:
         else:
             self._finish(flight, context, started, result=result)
 
-    def _expire(self, flight: _Flight, context: RecoveryContext) -> None:
+    def _expire(self, flight: Flight, context: RecoveryContext) -> None:
         error = HookTimeoutError(
             f"recovery hook {hook_name(self._hook)!r} did not answer within "
             f"{self.hook_timeout} seconds and was abandoned"
@@ -417,7 +366,7 @@ class Credentials:
 
     def _finish(
         self,
-        flight: _Flight,
+        flight: Flight,
         context: RecoveryContext,
         started: float,
         *,
@@ -429,7 +378,7 @@ class Credentials:
         key, source = None, name
         if error is None:
             try:
-                key, source = _accept(result, name, flight.rejected_key)
+                key, source = accept(result, name, flight.rejected_key)
             except RecoveryError as exc:
                 error = exc
         duration = round(time.monotonic() - started, 4)
@@ -447,7 +396,7 @@ class Credentials:
             else:
                 self._count_failure_locked(now)
                 self._watch = flight.generation
-                flight.error = _give_up_error(context, name, error)
+                flight.error = give_up_error(context, name, error)
             if self._flight is flight:
                 self._flight = None
             new_fingerprint = self.fingerprint
@@ -467,7 +416,7 @@ class Credentials:
             logger.error(
                 "runpod.auth.hook_failed",
                 hook=name,
-                error=_describe(error),
+                error=describe(error),
                 duration=duration,
                 fingerprint=context.fingerprint,
                 method=context.method,
@@ -476,110 +425,6 @@ class Credentials:
 
 
 _background_tasks: set[asyncio.Task[None]] = set()
-
-
-def _tell_accepted(hook: object, found: RecoveredKey) -> None:
-    """Tell *hook* that RunPod accepted the key it produced (`persist` saves it then)."""
-    accepted = getattr(hook, "accepted", None)
-    if not callable(accepted):
-        return
-    try:
-        accepted(found)
-    except Exception as exc:
-        logger.warning(
-            "runpod.auth.accepted_hook_failed",
-            hook=hook_name(hook),
-            fingerprint=_keys.fingerprint(found.key),
-            error=_describe(exc),
-        )
-
-
-def _hook_budget(hook_timeout: float | None, hook: object) -> float | None:
-    """How long to wait for *hook*: ``hook_timeout``, stretched to cover the hook's own timeout.
-
-    A hook that bounds itself (a prompt waiting for a person, a command with a timeout)
-    declares it as ``hook.timeout``; the engine then waits a little longer than that, so
-    the hook's own, more precise, error wins over an abandoned flight.
-    """
-    declared = getattr(hook, "timeout", None)
-    if hook_timeout is None or not isinstance(declared, (int, float)):
-        return hook_timeout
-    return max(hook_timeout, declared + _HOOK_GRACE)
-
-
-# Seconds granted beyond a hook's declared timeout, for it to report that timeout itself.
-_HOOK_GRACE = 5.0
-
-
-def _remaining(flight: _Flight) -> float | None:
-    if flight.deadline == math.inf:
-        return None
-    return max(0.0, flight.deadline - time.monotonic())
-
-
-def _is_async_callable(obj: object) -> bool:
-    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
-        getattr(obj, "__call__", None)  # noqa: B004 -- we want the coroutine method itself
-    )
-
-
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
-
-
-def _accept(result: object, name: str, rejected: str | None) -> tuple[str, str]:
-    """Check a hook's answer; return (key, source) or raise RecoveryError saying why not."""
-    if result is None:
-        raise RecoveryError(f"recovery hook {name!r} found no key")
-    if isinstance(result, RecoveredKey):
-        raw, source = result.key, result.source
-    elif isinstance(result, str):
-        raw, source = result, name
-    else:
-        raise RecoveryError(
-            f"recovery hook {name!r} returned a {type(result).__name__}, not a key (str)"
-        )
-    try:
-        key = _keys.clean(raw)
-    except ValueError as exc:
-        raise RecoveryError(f"recovery hook {name!r} returned an unusable key: {exc}") from exc
-    if key == rejected:
-        raise RecoveryError(
-            f"recovery hook {name!r} returned the key RunPod just rejected "
-            f"({_keys.fingerprint(key)}): the source has not been updated yet"
-        )
-    return key, source
-
-
-def _describe(error: BaseException | None) -> str:
-    # A hook's own message may quote what it read (a key, a token): scrub before repeating it.
-    if error is None:
-        return ""
-    return redact_text(f"{type(error).__name__}: {error}", known_keys())
-
-
-def _give_up_error(
-    context: RecoveryContext, name: str, error: BaseException | None
-) -> AuthenticationError:
-    if isinstance(error, KeyboardInterrupt):
-        why = "the person cancelled the prompt"
-    else:
-        why = (
-            redact_text(str(error), known_keys())
-            if isinstance(error, RecoveryError)
-            else _describe(error)
-        )
-        why = why.rstrip(".")
-    exc = AuthenticationError(
-        f"RunPod rejected API key {context.fingerprint} ({context.status_code} on "
-        f"{context.method} {context.url}) and recovery found no replacement: {why}. "
-        f"{NEXT_STEPS}",
-        fingerprint=context.fingerprint,
-        attempts=context.attempt,
-        hooks=(name,),
-    )
-    exc.__cause__ = error
-    return exc
 
 
 def _resolve_key(profile: str) -> tuple[str | None, str]:

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import httpx
 import structlog
 
-from ._credentials import Credentials, hook_name
+from ._credentials import Credentials
 from ._errors import ResilientRunPodError
+from ._hooks import hook_name
 from ._httpx import AsyncResilientTransport, ResilientTransport
 from ._keys import fingerprint
 from ._logging import scrub_secrets

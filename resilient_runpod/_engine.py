@@ -36,6 +36,7 @@ from ._errors import (
     CooldownError,
     PermissionDeniedError,
 )
+from ._hooks import hook_name
 from ._hosts import redact_url
 from ._keys import fingerprint
 from ._logging import logger
@@ -204,7 +205,7 @@ def negotiate(
             attempt=rounds + 1,
             fingerprint=fingerprint(current.key),
         )
-        raise _still_rejected(credentials, method, url, rounds) from None
+        raise _still_rejected(credentials, current.key, method, url, rounds) from None
 
 
 def _forbidden(key: str | None, method: str, url: str) -> PermissionDeniedError:
@@ -233,11 +234,9 @@ def _log_give_up(reason: str, context: RecoveryContext, rounds: int) -> None:
 
 
 def _still_rejected(
-    credentials: Credentials, method: str, url: str, rounds: int
+    credentials: Credentials, key: str | None, method: str, url: str, rounds: int
 ) -> AuthenticationError:
-    from ._credentials import hook_name  # noqa: PLC0415 -- _credentials imports recovery lazily
-
-    print_ = credentials.fingerprint
+    print_ = fingerprint(key)
     name = hook_name(credentials.recovery)
     context = RecoveryContext(print_, rounds, UNAUTHORIZED, method, url)
     _log_give_up("still_rejected", context, rounds)

@@ -22,6 +22,7 @@ from tomlkit.items import InlineTable, Table
 
 from ._config import config_path
 from ._errors import ConfigError, InvalidKeyError
+from ._hooks import hook_name
 from ._keys import check, clean, fingerprint
 from ._logging import logger
 from .typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
@@ -148,8 +149,6 @@ class Persist:
         profile: str = "default",
         when: Literal["accepted", "found"] = "accepted",
     ) -> None:
-        from ._credentials import hook_name  # noqa: PLC0415 -- _credentials imports recovery lazily
-
         if when not in ("accepted", "found"):
             raise ValueError(f"when must be 'accepted' or 'found', not {when!r}")
         self.hook = hook

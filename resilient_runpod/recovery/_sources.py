@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import config_path, keys_in_config
 from .._errors import ConfigError, InvalidKeyError, RecoveryError, SourceError
-from .._keys import clean
+from .._hooks import awaited, hook_name
+from .._keys import clean, fingerprint
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
@@ -161,12 +162,8 @@ def _resolve(hook: Callable[..., Any], *args: Any) -> Any:
     result = hook(*args)
     if inspect.isawaitable(result):
         # Hooks run in a worker thread with no event loop of its own.
-        result = asyncio.run(_awaited(result))
+        result = asyncio.run(awaited(result))
     return result
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def _as_key(result: object, name: str) -> RecoveredKey | None:
@@ -184,8 +181,6 @@ class Chain:
         if not hooks:
             raise ValueError("chain() needs at least one hook")
         self.hooks = tuple(hooks)
-        from .._credentials import hook_name  # noqa: PLC0415 -- _credentials imports us lazily
-
         self._names = tuple(hook_name(h) for h in self.hooks)
         self.name = "chain(" + ", ".join(self._names) + ")"
         # Hooks that declare how long they may take (a prompt, a command) add up.
@@ -201,8 +196,6 @@ class Chain:
                 message lists what each hook did, the last failure is the cause.
 
         """
-        from .._keys import fingerprint  # noqa: PLC0415
-
         notes: list[str] = []
         last_error: BaseException | None = None
         for hook, name in zip(self.hooks, self._names, strict=False):
