@@ -15,7 +15,7 @@ import tomlkit.exceptions
 
 from ._errors import ConfigError
 
-__all__ = ["ConfigKey", "config_path", "keys_in_config", "load_config"]
+__all__ = ["ConfigKey", "config_path", "keys_in_config", "load_config", "parse_config"]
 
 
 def config_path() -> Path:
@@ -37,11 +37,21 @@ class ConfigKey:
 
 
 def load_config(path: Path | None = None) -> dict[str, Any] | None:
-    """Parse the config file; ``None`` if it does not exist.
+    """Parse the config file into plain values; ``None`` if it does not exist.
 
     Raises:
         ConfigError: The file exists but cannot be read or is not TOML. The message
             names the file and the line, never the file's content.
+    """
+    document = parse_config(path)
+    return None if document is None else document.unwrap()
+
+
+def parse_config(path: Path | None = None) -> tomlkit.TOMLDocument | None:
+    """Parse the config file keeping its layout and comments, to edit it; ``None`` if absent.
+
+    Raises:
+        ConfigError: as `load_config`.
     """
     path = path or config_path()
     try:
@@ -55,7 +65,7 @@ def load_config(path: Path | None = None) -> dict[str, Any] | None:
             path=str(path),
         ) from None
     try:
-        return tomlkit.parse(text).unwrap()
+        return tomlkit.parse(text)
     except tomlkit.exceptions.ParseError as exc:
         raise ConfigError(
             f"{path} is not valid TOML (line {exc.line}, column {exc.col}). "

@@ -20,7 +20,7 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import InlineTable, Table
 
-from ._config import config_path
+from ._config import config_path, parse_config
 from ._errors import ConfigError, InvalidKeyError
 from ._hooks import hook_name
 from ._keys import check, clean, fingerprint
@@ -50,23 +50,9 @@ def save_to_config(
     check(key)
     target = Path(path) if path is not None else config_path()
     try:
-        text = target.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = ""
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read {target}: {getattr(exc, 'strerror', None) or type(exc).__name__}; "
-            "the key was not saved",
-            path=str(target),
-        ) from None
-    try:
-        document = tomlkit.parse(text)
-    except tomlkit.exceptions.ParseError as exc:
-        raise ConfigError(
-            f"{target} is not valid TOML (line {exc.line}, column {exc.col}), so the key was "
-            "not saved into it. Fix the file, or move it away and save again.",
-            path=str(target),
-        ) from None
+        document = parse_config(target) or tomlkit.document()
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} The key was not saved.", path=exc.path) from None
     table: Any = document.get(profile)
     if table is None:
         table = tomlkit.table()

@@ -73,6 +73,19 @@ def key() -> str:
     return make_key()
 
 
+@pytest.fixture
+def child_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a person's shell: no CI flags, no keys, a private HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "RESILIENT_"))}
+    for name in _ISOLATED_VARIABLES:
+        env.pop(name, None)
+    # Without this prompt_toolkit waits for a cursor-position reply pexpect never sends.
+    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
+    env["HOME"] = str(tmp_path)
+    env["TERM"] = "xterm"
+    return env
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """A skipped test fails: every test here runs on a CI machine, and a skip must never

@@ -28,6 +28,29 @@ def context_for(credentials: Credentials, attempt: int = 1) -> RecoveryContext:
     )
 
 
+def recover_in_threads(credentials: Credentials, count: int) -> list[BaseException]:
+    """Report generation 0 as rejected from *count* threads at once; return what they raised."""
+    context = context_for(credentials)
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            credentials.recover(0, context)
+        except BaseException as exc:  # every outcome is the caller's to judge
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 class CountingHook:
     """A hook that hands out prepared keys and counts its calls."""
 
@@ -133,22 +156,8 @@ class TestSingleFlight:
         new = make_key()
         hook = CountingHook(new, delay=0.05)
         credentials = Credentials(make_key(), hook)
-        context = context_for(credentials)
-        barrier = threading.Barrier(256)
-        errors: list[BaseException] = []
 
-        def worker() -> None:
-            barrier.wait()
-            try:
-                credentials.recover(0, context)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker) for _ in range(256)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = recover_in_threads(credentials, 256)
 
         assert (1, [], new, 1) == (hook.calls, errors, credentials.api_key, credentials.generation)
 
@@ -298,22 +307,12 @@ class TestBadHooks:
         """A hook that never answers is abandoned after hook_timeout, for every waiter."""
         never = threading.Event()
         credentials = Credentials(make_key(), lambda context: never.wait(), hook_timeout=0.2)
-        errors: list[BaseException] = []
 
-        def worker() -> None:
-            try:
-                credentials.recover(0, context_for(credentials))
-            except AuthenticationError as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = recover_in_threads(credentials, 8)
         never.set()
 
         assert 8 == len(errors)
+        assert all(isinstance(e, AuthenticationError) for e in errors)
         assert all(isinstance(e.__cause__, HookTimeoutError) for e in errors)
 
     @pytest.mark.anyio
@@ -335,20 +334,10 @@ class TestBadHooks:
         """Each waiter raises a fresh error (shared exception objects corrupt tracebacks)."""
         hook = CountingHook(None, delay=0.1)
         credentials = Credentials(make_key(), hook)
-        errors: list[BaseException] = []
 
-        def worker() -> None:
-            try:
-                credentials.recover(0, context_for(credentials))
-            except AuthenticationError as exc:
-                errors.append(exc)
+        errors = recover_in_threads(credentials, 4)
 
-        threads = [threading.Thread(target=worker) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
+        assert all(isinstance(e, AuthenticationError) for e in errors)
         assert (1, 4, 4) == (hook.calls, len(errors), len({id(e) for e in errors}))
 
     def test_failure_is_logged_once_with_the_hook_name(self):

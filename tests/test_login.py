@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import io
-import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pexpect
-import pytest
 
 from resilient_runpod.cli import main
 
 from .conftest import make_key
-
-
-@pytest.fixture
-def child_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "RESILIENT_"))}
-    for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD"):
-        env.pop(name, None)
-    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
-    env["HOME"] = str(tmp_path)
-    env["TERM"] = "xterm"
-    return env
 
 
 def login(args: list[str], env: dict[str, str]):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -55,19 +54,6 @@ def script(tmp_path: Path) -> Path:
     path = tmp_path / "program.py"
     path.write_text(SCRIPT)
     return path
-
-
-@pytest.fixture
-def child_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a person's shell: no CI flags, no keys, a private HOME."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "RESILIENT_"))}
-    for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD"):
-        env.pop(name, None)
-    # Without this prompt_toolkit waits for a cursor-position reply pexpect never sends.
-    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
-    env["HOME"] = str(tmp_path)
-    env["TERM"] = "xterm"
-    return env
 
 
 def spawn(script: Path, mode: str, emulator: Emulator, old: str, env: dict[str, str]):
