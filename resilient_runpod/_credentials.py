@@ -383,8 +383,9 @@ class Credentials:
                 error = exc
         duration = round(time.monotonic() - started, 4)
         with self._lock:
-            if flight.done.is_set():
+            if flight.settled:
                 return  # expired already, or finished by another path; first answer wins
+            flight.settled = True
             now = time.monotonic()
             if key is not None:
                 if self._current.generation == flight.generation:
@@ -400,7 +401,7 @@ class Credentials:
             if self._flight is flight:
                 self._flight = None
             new_fingerprint = self.fingerprint
-        flight.resolve()
+        # Logged before the waiters wake, so the event precedes anything they do next.
         if key is not None:
             logger.info(
                 "runpod.auth.recovered",
@@ -422,6 +423,7 @@ class Credentials:
                 method=context.method,
                 url=context.url,
             )
+        flight.resolve()
 
 
 _background_tasks: set[asyncio.Task[None]] = set()

@@ -22,13 +22,25 @@ __all__ = ["Flight", "remaining"]
 class Flight:
     """One run of the recovery hook for one rejected generation, shared by all waiters."""
 
-    __slots__ = ("_async_waiters", "deadline", "done", "error", "generation", "rejected_key")
+    __slots__ = (
+        "_async_waiters",
+        "deadline",
+        "done",
+        "error",
+        "generation",
+        "rejected_key",
+        "settled",
+    )
 
     def __init__(self, generation: int, rejected_key: str | None, deadline: float) -> None:
         self.generation = generation
         self.rejected_key = rejected_key
         self.deadline = deadline
         self.done = threading.Event()
+        # Set under the credentials' lock by whoever settles the flight; `done` follows
+        # once the outcome is logged, so a second settler (a deadline noticed meanwhile)
+        # can tell it came too late.
+        self.settled = False
         self.error: AuthenticationError | None = None
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
@@ -74,7 +86,14 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 def remaining(flight: Flight) -> float | None:
-    """Seconds left before *flight* may be abandoned; None for never."""
+    """Seconds to wait before checking whether *flight* may be abandoned; None for never.
+
+    Never quite zero: past the deadline, a flight settled by someone else is only a log
+    line away from done, and waiters should nap, not spin, until then.
+    """
     if flight.deadline == math.inf:
         return None
-    return max(0.0, flight.deadline - time.monotonic())
+    return max(_NAP, flight.deadline - time.monotonic())
+
+
+_NAP = 0.005
