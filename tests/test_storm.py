@@ -3,88 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from resilient_runpod import AsyncResilientTransport, Credentials, ResilientTransport, recovery
 
-from .conftest import make_key
 from .test_transport import Counting
 
 THREADS = 256
 TASKS = 1000
-
-
-class EmulatorProcess:
-    """The emulator CLI in a process of its own, driven over its admin API.
-
-    256 client threads and the server in one interpreter fight over one GIL; on a
-    loaded 2-core machine that starves the server. In its own process it serves as a
-    real RunPod would: elsewhere.
-    """
-
-    def __init__(self, tmp_path: Path) -> None:
-        env = {**os.environ, "RUNPOD_API_KEY": make_key()}
-        self.key = env["RUNPOD_API_KEY"]
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "resilient_runpod.cli",
-                "emulator",
-                "--port",
-                "0",
-                "--key-file",
-                str(tmp_path / "emulator-key"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        assert self.process.stdout is not None
-        first = self.process.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", first)
-        assert match, first
-        self.url = match.group(0)
-        self.host = f"127.0.0.1:{match.group(1)}"
-        self.admin = httpx.Client(base_url=f"{self.url}/_emulator/")
-
-    def add_key(self) -> str:
-        key: str = self.admin.post("keys", json={}).json()["key"]
-        return key
-
-    def revoke(self, key: str) -> None:
-        self.admin.post("keys/revoke", json={"key": key}).raise_for_status()
-
-    def set_latency(self, seconds: float) -> None:
-        self.admin.post("latency", json={"seconds": seconds}).raise_for_status()
-
-    def status_counts(self) -> dict[int, int]:
-        counts = self.admin.get("counters").json()["by_status"]
-        return {int(code): n for code, n in counts.items()}
-
-    def close(self) -> None:
-        self.admin.close()
-        self.process.send_signal(signal.SIGTERM)
-        self.process.communicate(timeout=30)
-
-
-@pytest.fixture
-def emulator_process(tmp_path: Path) -> Iterator[EmulatorProcess]:
-    emulator = EmulatorProcess(tmp_path)
-    yield emulator
-    emulator.close()
 
 
 def test_threads_share_one_recovery(emulator_process, tmp_path):
