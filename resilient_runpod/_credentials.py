@@ -46,9 +46,9 @@ from ._hooks import (
     is_async_callable,
     tell_accepted,
 )
-from ._hosts import HostPolicy, redact_url
+from ._hosts import HostPolicy
 from ._logging import logger, remember_key
-from ._validate import Validation, graphql_url, validate, validate_async
+from ._validate import Validation, checked_graphql_url, validate, validate_async
 from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
@@ -198,20 +198,11 @@ class Credentials:
         Raises:
             ValueError: *api_url* is not a host this key may be sent to (see *hosts*).
         """
-        return validate(self._current.key, self._checked_api_url(api_url))
+        return validate(self._current.key, checked_graphql_url(self.hosts, api_url))
 
     async def avalidate(self, api_url: str | None = None) -> Validation:
         """`validate` for asyncio."""
-        return await validate_async(self._current.key, self._checked_api_url(api_url))
-
-    def _checked_api_url(self, api_url: str | None) -> str:
-        url = graphql_url(api_url)
-        if not self.hosts.allows_str(url):
-            raise ValueError(
-                f"will not send the key to {redact_url(url)}: not a RunPod host. "
-                "Add it with Credentials(hosts=[...]) if it is yours (an emulator, a proxy)."
-            )
-        return url
+        return await validate_async(self._current.key, checked_graphql_url(self.hosts, api_url))
 
     # -- rotation pushed by the application --------------------------------------------
 

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DISCARD",
+    "FORBIDDEN",
+    "UNAUTHORIZED",
     "Command",
     "Recover",
     "Send",

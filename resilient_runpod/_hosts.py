@@ -10,7 +10,7 @@ import httpx
 
 from ._keys import fingerprint
 
-__all__ = ["RUNPOD_HOSTS", "HostPolicy", "redact_text", "redact_url"]
+__all__ = ["RUNPOD_HOSTS", "HostPolicy", "redact_text", "redact_url", "with_api_key_param"]
 
 # RunPod's own API hosts. The key is sent to these over HTTPS only.
 RUNPOD_HOSTS = frozenset({"api.runpod.ai", "api.runpod.io", "rest.runpod.io"})
@@ -79,6 +79,17 @@ class HostPolicy:
     def __repr__(self) -> str:
         hosts = sorted(f"{s}://{h}:{p}" for s, h, p in self._allowed)
         return f"HostPolicy({hosts})"
+
+
+def with_api_key_param(url: httpx.URL, key: str | None) -> httpx.URL | None:
+    """*url* with its ``?api_key=`` value replaced by *key*; None if it carries none.
+
+    GraphQL scripts often pass the key that way; the adapters keep that shape and send
+    the current key in it, as in the ``Authorization`` header.
+    """
+    if "api_key" not in url.params:
+        return None
+    return url.copy_set_param("api_key", key or "")
 
 
 # Query parameters that carry secrets in RunPod scripts (GraphQL's ?api_key=) and elsewhere.

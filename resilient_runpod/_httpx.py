@@ -16,6 +16,7 @@ import httpx
 
 from ._engine import Negotiation, Recover, Send, Sleep, negotiate, run_async, run_sync
 from ._errors import AuthenticationError
+from ._hosts import with_api_key_param
 from ._logging import install_httpx_filter
 
 if TYPE_CHECKING:
@@ -39,11 +40,10 @@ def _stamp(request: httpx.Request, key: str | None) -> None:
         request.headers.pop("Authorization", None)
     else:
         request.headers["Authorization"] = f"Bearer {key}"
-    # GraphQL scripts often carry the key as ?api_key=; keep that shape, with the current key.
-    if b"api_key=" in request.url.query:
-        params = request.url.params
-        if "api_key" in params:
-            request.url = request.url.copy_set_param("api_key", key or "")
+    if b"api_key=" in request.url.query:  # a cheap test first: this runs on every request
+        url = with_api_key_param(request.url, key)
+        if url is not None:
+            request.url = url
 
 
 class ResilientTransport(httpx.BaseTransport):

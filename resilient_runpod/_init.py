@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._credentials import Credentials
-from ._engine import run_sync
+from ._engine import FORBIDDEN, UNAUTHORIZED, run_sync
 from ._errors import AuthenticationError, PermissionDeniedError
-from ._validate import KeyStatus, graphql_url, validate
+from ._validate import KeyStatus, checked_graphql_url, graphql_url, validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,11 +26,11 @@ __all__ = ["retry_init"]
 
 T = TypeVar("T")
 
-_UNAUTHORIZED, _FORBIDDEN, _OK = 401, 403, 200
+_OK = 200
 _STATUS = {
-    KeyStatus.REJECTED: _UNAUTHORIZED,
-    KeyStatus.MISSING: _UNAUTHORIZED,  # no key at all: recovery is how one is found
-    KeyStatus.FORBIDDEN: _FORBIDDEN,
+    KeyStatus.REJECTED: UNAUTHORIZED,
+    KeyStatus.MISSING: UNAUTHORIZED,  # no key at all: recovery is how one is found
+    KeyStatus.FORBIDDEN: FORBIDDEN,
 }
 
 
@@ -44,16 +44,16 @@ class _Attempt(Generic[T]):
 def _status_of_error(error: BaseException) -> int | None:
     """Return the status a factory error reports if it is a key rejection, else None."""
     if isinstance(error, AuthenticationError):
-        return _UNAUTHORIZED
+        return UNAUTHORIZED
     if isinstance(error, PermissionDeniedError):
-        return _FORBIDDEN
+        return FORBIDDEN
     runpod_error = sys.modules.get("runpod.error")
     if runpod_error is not None and isinstance(error, runpod_error.AuthenticationError):
-        return _UNAUTHORIZED  # what the SDK raises for a 401, and for no key at all
+        return UNAUTHORIZED  # what the SDK raises for a 401, and for no key at all
     # requests' and httpx's HTTPStatusError carry the response; aiohttp's error its status.
     response = getattr(error, "response", None)
     for status in (getattr(response, "status_code", None), getattr(error, "status", None)):
-        if status in (_UNAUTHORIZED, _FORBIDDEN):
+        if status in (UNAUTHORIZED, FORBIDDEN):
             return int(status)
     return None
 
@@ -93,12 +93,7 @@ def retry_init(
 
     """
     credentials = credentials if credentials is not None else Credentials()
-    url = graphql_url(api_url)
-    if validate_key and not credentials.hosts.allows_str(url):
-        raise ValueError(
-            f"retry_init would send the key to {url}, which is not a RunPod host; "
-            "add its host to Credentials(hosts=...) to allow it"
-        )
+    url = checked_graphql_url(credentials.hosts, api_url) if validate_key else graphql_url(api_url)
     last: list[_Attempt[T]] = []
 
     def send(key: str | None) -> _Attempt[T]:

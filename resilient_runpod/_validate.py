@@ -11,10 +11,17 @@ from dataclasses import dataclass
 
 import httpx
 
-from ._hosts import redact_url
+from ._hosts import HostPolicy, redact_url
 from ._keys import fingerprint
 
-__all__ = ["KeyStatus", "Validation", "graphql_url", "validate", "validate_async"]
+__all__ = [
+    "KeyStatus",
+    "Validation",
+    "checked_graphql_url",
+    "graphql_url",
+    "validate",
+    "validate_async",
+]
 
 _QUERY = {"query": "query { myself { id } }"}
 _TIMEOUT = httpx.Timeout(10.0)
@@ -59,6 +66,17 @@ def graphql_url(api_url: str | None = None) -> str:
     return base if base.endswith("/graphql") else f"{base}/graphql"
 
 
+def checked_graphql_url(hosts: HostPolicy, api_url: str | None = None) -> str:
+    """`graphql_url`, refused with ValueError if *hosts* may not receive the key there."""
+    url = graphql_url(api_url)
+    if not hosts.allows_str(url):
+        raise ValueError(
+            f"will not send the key to {redact_url(url)}: not a RunPod host. "
+            "Add it with Credentials(hosts=[...]) if it is yours (an emulator, a proxy)."
+        )
+    return url
+
+
 def _request(key: str | None) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return {"json": _QUERY, "headers": headers}
@@ -69,9 +87,9 @@ def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
 ) -> Validation:
     print_, where = fingerprint(key), redact_url(url)
     status = response.status_code
-    if status == 401:  # noqa: PLR2004
+    if status == httpx.codes.UNAUTHORIZED:
         return Validation(KeyStatus.REJECTED, print_, where, "HTTP 401: RunPod rejected the key")
-    if status == 403:  # noqa: PLR2004
+    if status == httpx.codes.FORBIDDEN:
         return Validation(KeyStatus.FORBIDDEN, print_, where, "HTTP 403: the key lacks permission")
     if status != 200:  # noqa: PLR2004
         return Validation(KeyStatus.UNREACHABLE, print_, where, f"unexpected HTTP {status}")

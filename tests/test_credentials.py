@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from structlog.testing import capture_logs
@@ -49,6 +51,28 @@ def recover_in_threads(credentials: Credentials, count: int) -> list[BaseExcepti
     for t in threads:
         t.join()
     return errors
+
+
+@contextlib.contextmanager
+def hook_running() -> Iterator[Credentials]:
+    """Credentials whose hook is running (and blocked) for the whole ``with`` body."""
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow_hook(context: RecoveryContext) -> str:
+        started.set()
+        release.wait(5)
+        return make_key()
+
+    credentials = Credentials(make_key(), slow_hook)
+    waiter = threading.Thread(target=credentials.recover, args=(0, context_for(credentials)))
+    waiter.start()
+    started.wait(5)
+    try:
+        yield credentials
+    finally:
+        release.set()
+        waiter.join()
 
 
 class CountingHook:
@@ -217,44 +241,19 @@ class TestSingleFlight:
 
     def test_late_finisher_does_not_overwrite_a_newer_key(self):
         """A key set by the application while the hook ran is kept; the hook's is dropped."""
-        started = threading.Event()
-        release = threading.Event()
         pushed = make_key()
 
-        def slow_hook(context: RecoveryContext) -> str:
-            started.set()
-            release.wait(5)
-            return make_key()
-
-        credentials = Credentials(make_key(), slow_hook)
-        waiter = threading.Thread(target=credentials.recover, args=(0, context_for(credentials)))
-        waiter.start()
-        started.wait(5)
-        credentials.set_key(pushed)
-        release.set()
-        waiter.join()
+        with hook_running() as credentials:
+            credentials.set_key(pushed)
 
         assert (pushed, 1) == (credentials.api_key, credentials.generation)
 
     def test_hook_does_not_hold_the_lock(self):
         """While the hook runs, reading and setting the key do not wait for it."""
-        started = threading.Event()
-        release = threading.Event()
-
-        def slow_hook(context: RecoveryContext) -> str:
-            started.set()
-            release.wait(5)
-            return make_key()
-
-        credentials = Credentials(make_key(), slow_hook)
-        waiter = threading.Thread(target=credentials.recover, args=(0, context_for(credentials)))
-        waiter.start()
-        started.wait(5)
-        # Both would deadlock if the hook ran under the credentials' lock.
-        fingerprint = credentials.fingerprint
-        credentials.set_key(make_key())
-        release.set()
-        waiter.join()
+        with hook_running() as credentials:
+            # Both would deadlock if the hook ran under the credentials' lock.
+            fingerprint = credentials.fingerprint
+            credentials.set_key(make_key())
 
         assert fingerprint.startswith("rpa_")
 

@@ -5,26 +5,46 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from resilient_runpod import AsyncResilientTransport, Credentials, ResilientTransport, recovery
 
+from .conftest import EmulatorProcess
 from .test_transport import Counting
 
 THREADS = 256
 TASKS = 1000
 
 
-def test_threads_share_one_recovery(emulator_process, tmp_path):
-    """256 threads on one client, all in flight at a rotation: one hook call, 256 successes."""
-    emulator = emulator_process
+@dataclass
+class Rotation:
+    """An emulator in its own process, its key in a secret file, and credentials reading it."""
+
+    emulator: EmulatorProcess
+    secret: Path
+    old: str
+    hook: Counting
+    credentials: Credentials
+
+
+@pytest.fixture
+def rotation(emulator_process: EmulatorProcess, tmp_path: Path) -> Rotation:
     secret = tmp_path / "key"
-    old = emulator.key
+    old = emulator_process.key
     secret.write_text(old)
     hook = Counting(recovery.from_file(secret))
-    credentials = Credentials(old, hook, hosts=[emulator.host])
+    credentials = Credentials(old, hook, hosts=[emulator_process.host])
+    return Rotation(emulator_process, secret, old, hook, credentials)
+
+
+def test_threads_share_one_recovery(rotation):
+    """256 threads on one client, all in flight at a rotation: one hook call, 256 successes."""
+    emulator, secret, old = rotation.emulator, rotation.secret, rotation.old
+    hook, credentials = rotation.hook, rotation.credentials
     emulator.set_latency(0.5)
     barrier = threading.Barrier(THREADS + 1)
     statuses: list[int] = []
@@ -68,14 +88,10 @@ def test_threads_share_one_recovery(emulator_process, tmp_path):
 
 
 @pytest.mark.anyio
-async def test_tasks_share_one_recovery(emulator_process, tmp_path):
+async def test_tasks_share_one_recovery(rotation):
     """1,000 tasks on one async client, in flight at a rotation: one hook call, no loss."""
-    emulator = emulator_process
-    secret = tmp_path / "key"
-    old = emulator.key
-    secret.write_text(old)
-    hook = Counting(recovery.from_file(secret))
-    credentials = Credentials(old, hook, hosts=[emulator.host])
+    emulator, secret, old = rotation.emulator, rotation.secret, rotation.old
+    hook, credentials = rotation.hook, rotation.credentials
     # A small pool: httpcore's async pool slows down sharply as queued requests times
     # connections grows, and queued requests are just as much in flight for our purpose:
     # each already took its key generation when it entered the transport.

@@ -13,6 +13,7 @@ import httpx
 from requests.adapters import BaseAdapter, HTTPAdapter
 
 from .._engine import run_sync
+from .._hosts import with_api_key_param
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -33,12 +34,10 @@ def stamp(request: PreparedRequest, key: str | None) -> None:
         request.headers.pop("Authorization", None)
     else:
         request.headers["Authorization"] = f"Bearer {key}"
-    # GraphQL scripts often carry the key as ?api_key=; keep that shape, with the current key.
-    url = request.url or ""
-    if "api_key=" in url:
-        parsed = httpx.URL(url)
-        if "api_key" in parsed.params:
-            request.url = str(parsed.copy_set_param("api_key", key or ""))
+    if "api_key=" in (request.url or ""):
+        url = with_api_key_param(httpx.URL(request.url or ""), key)
+        if url is not None:
+            request.url = str(url)
 
 
 def _replayable(request: PreparedRequest) -> bool:
