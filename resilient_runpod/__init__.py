@@ -19,12 +19,12 @@ from ._errors import (
     ResilientRunPodError,
     SourceError,
 )
-from ._httpx import AsyncResilientTransport, ResilientTransport, RunPodAuth
-from ._init import retry_init
 from ._keys import fingerprint
 from ._logging import scrub_secrets
 from ._validate import KeyStatus, Validation
+from .adapters._httpx import AsyncResilientTransport, ResilientTransport, RunPodAuth
 from .sdk import wrap  # imports runpod only when called
+from .sdk._retry_init import retry_init
 from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 __all__ = [

@@ -14,6 +14,7 @@ import tomlkit
 import tomlkit.exceptions
 
 from ._errors import ConfigError
+from ._keys import fingerprint
 
 __all__ = ["ConfigKey", "config_path", "keys_in_config", "load_config", "parse_config"]
 
@@ -31,8 +32,6 @@ class ConfigKey:
     entry: str
 
     def __repr__(self) -> str:
-        from ._keys import fingerprint  # noqa: PLC0415 -- avoid an import cycle at load time
-
         return f"ConfigKey({fingerprint(self.key)}, entry={self.entry!r})"
 
 

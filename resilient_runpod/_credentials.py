@@ -49,6 +49,7 @@ from ._hooks import (
 from ._hosts import HostPolicy
 from ._logging import logger, remember_key
 from ._validate import Validation, checked_graphql_url, validate, validate_async
+from .recovery import default
 from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
@@ -120,8 +121,6 @@ class Credentials:
         if max_recoveries < 1:
             raise ValueError("max_recoveries must be at least 1")
         if recovery is None:
-            from .recovery import default  # noqa: PLC0415 -- recovery imports this module
-
             recovery = default(profile=profile)
         if api_key is None:
             key, source = _resolve_key(profile)

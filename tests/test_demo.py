@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from resilient_runpod._demo import run_demo
+from resilient_runpod.cli._demo_run import run_demo
 
 # Any whole key, shaped like RunPod's: must never appear in the demo's output.
 WHOLE_KEY = re.compile(r"rpa_[A-Za-z0-9]{20,}")

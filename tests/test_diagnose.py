@@ -6,7 +6,9 @@ import dataclasses
 
 import pytest
 
-from resilient_runpod._diagnose import (
+from resilient_runpod._keys import fingerprint
+from resilient_runpod._validate import KeyStatus, Validation
+from resilient_runpod.cli._diagnose import (
     KeySource,
     Setup,
     check_live,
@@ -17,8 +19,6 @@ from resilient_runpod._diagnose import (
     near_misses,
     winners,
 )
-from resilient_runpod._keys import fingerprint
-from resilient_runpod._validate import KeyStatus, Validation
 
 from .conftest import make_key
 

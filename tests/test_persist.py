@@ -20,7 +20,7 @@ from resilient_runpod import (
     ResilientTransport,
     recovery,
 )
-from resilient_runpod._persist import save_to_config, save_to_file
+from resilient_runpod.recovery._persist import save_to_config, save_to_file
 
 from .conftest import make_key
 

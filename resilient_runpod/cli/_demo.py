@@ -63,8 +63,8 @@ def _fail(message: str, code: int) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from resilient_runpod._demo import run_demo  # noqa: PLC0415 (keeps `--help` fast)
     from resilient_runpod._errors import NonInteractiveError  # noqa: PLC0415
+    from resilient_runpod.cli._demo_run import run_demo  # noqa: PLC0415 (keeps `--help` fast)
 
     if args.interactive:
         try:

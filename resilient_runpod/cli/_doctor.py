@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from resilient_runpod._diagnose import Finding, Setup, Winners
     from resilient_runpod._validate import Validation
+    from resilient_runpod.cli._diagnose import Finding, Setup, Winners
 
 __all__ = ["add_parser", "report"]
 
@@ -70,7 +70,7 @@ def report(
     config: Path | None = None,
 ) -> dict[str, Any]:
     """Run the checks and return the JSON-ready report ``doctor --json`` prints."""
-    from resilient_runpod import _diagnose  # noqa: PLC0415 (keeps `resilient-runpod --help` fast)
+    from resilient_runpod.cli import _diagnose  # noqa: PLC0415 (keeps `resilient-runpod --help` fast)
 
     setup = _diagnose.gather(profile=profile, path=config)
     live = None if offline else _diagnose.check_live(setup, api_url)
@@ -86,7 +86,7 @@ def _as_json(
     *,
     offline: bool,
 ) -> dict[str, Any]:
-    from resilient_runpod._diagnose import exit_code  # noqa: PLC0415
+    from resilient_runpod.cli._diagnose import exit_code  # noqa: PLC0415
 
     used_by: dict[str, list[str]] = {}
     for tool, _, _ in _TOOLS:

@@ -13,8 +13,8 @@ from .._errors import (
     RecoveryError,
 )
 from .._keys import clean, fingerprint
-from .._persist import save_to_config, save_to_file
 from .._validate import KeyStatus, Validation, validate
+from ..recovery._persist import save_to_config, save_to_file
 from ..recovery._prompt import Prompt
 
 if TYPE_CHECKING:

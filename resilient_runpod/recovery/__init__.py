@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._persist import persist, save_key
 from ._command import from_command
+from ._persist import persist, save_key
 from ._prompt import NO_PROMPT_VARIABLE, prompt, where_to_ask
 from ._sources import (
     callback,

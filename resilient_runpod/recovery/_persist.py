@@ -20,12 +20,13 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import InlineTable, Table
 
-from ._config import config_path, parse_config
-from ._errors import ConfigError, InvalidKeyError
-from ._hooks import hook_name
-from ._keys import check, clean, fingerprint
-from ._logging import logger
-from .typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
+from .._config import config_path, parse_config
+from .._errors import ConfigError, InvalidKeyError
+from .._hooks import hook_name
+from .._keys import check, clean, fingerprint
+from .._logging import logger
+from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
+from ._sources import _as_key, _resolve
 
 __all__ = ["Persist", "persist", "save_key", "save_to_config", "save_to_file"]
 
@@ -148,8 +149,6 @@ class Persist:
 
     def __call__(self, context: RecoveryContext) -> HookResult:
         """Run the hook and return its key; with ``when="found"``, save it now."""
-        from .recovery._sources import _as_key, _resolve  # noqa: PLC0415 -- import cycle
-
         found = _as_key(_resolve(self.hook, context), self.name)
         if found is None:
             return None

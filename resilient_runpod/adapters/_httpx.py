@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ._engine import Negotiation, Recover, Send, Sleep, negotiate, run_async, run_sync
-from ._errors import AuthenticationError
-from ._hosts import with_api_key_param
-from ._logging import install_httpx_filter
+from .._engine import Negotiation, Recover, Send, Sleep, negotiate, run_async, run_sync
+from .._errors import AuthenticationError
+from .._hosts import with_api_key_param
+from .._logging import install_httpx_filter
 
 if TYPE_CHECKING:
-    from ._credentials import Credentials
+    from .._credentials import Credentials
 
 __all__ = ["AsyncResilientTransport", "ResilientTransport", "RunPodAuth"]
 

@@ -28,18 +28,18 @@ from typing import TYPE_CHECKING, Any, TextIO
 import httpx
 import structlog
 
-from ._credentials import Credentials
-from ._errors import ResilientRunPodError
-from ._hooks import hook_name
-from ._httpx import AsyncResilientTransport, ResilientTransport
-from ._keys import fingerprint
-from ._logging import scrub_secrets
+from .._credentials import Credentials
+from .._errors import ResilientRunPodError
+from .._hooks import hook_name
+from .._keys import fingerprint
+from .._logging import scrub_secrets
+from ..adapters._httpx import AsyncResilientTransport, ResilientTransport
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from .testing import Emulator
-    from .typing import RecoveryContext, RecoveryHook
+    from ..testing import Emulator
+    from ..typing import RecoveryContext, RecoveryHook
 
 __all__ = ["DemoSummary", "run_demo"]
 
@@ -301,7 +301,7 @@ def _sdk_stage(stage: _Stage, jobs: int, first: int, revoke_at: int) -> None:
 
 
 def _sdk_jobs(stage: _Stage, runpod: Any, jobs: int, first: int, revoke_at: int) -> None:
-    from .sdk import wrap  # noqa: PLC0415 -- imports runpod
+    from ..sdk import wrap  # noqa: PLC0415 -- imports runpod
 
     via = "runpod.Endpoint"
     endpoint = wrap(
@@ -352,8 +352,8 @@ def run_demo(
     """
     if jobs < 2:  # noqa: PLR2004
         raise ValueError("the demo needs at least 2 jobs per stage")
-    from . import recovery  # noqa: PLC0415 -- recovery imports _credentials lazily too
-    from .testing import Emulator  # noqa: PLC0415 -- the emulator extra is optional
+    from .. import recovery  # noqa: PLC0415 -- recovery imports _credentials lazily too
+    from ..testing import Emulator  # noqa: PLC0415 -- the emulator extra is optional
 
     stream = out if out is not None else sys.stdout
     use_sdk = _sdk_available() if sdk is None else sdk

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ._config import config_path, keys_in_config, load_config
-from ._errors import ConfigError, InvalidKeyError
-from ._keys import API_KEY_PREFIX, clean, fingerprint, shape_problems
-from ._validate import KeyStatus, Validation, validate
+from .._config import config_path, keys_in_config, load_config
+from .._errors import ConfigError, InvalidKeyError
+from .._keys import API_KEY_PREFIX, clean, fingerprint, shape_problems
+from .._validate import KeyStatus, Validation, validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

@@ -14,10 +14,10 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from ._credentials import Credentials
-from ._engine import FORBIDDEN, UNAUTHORIZED, run_sync
-from ._errors import AuthenticationError, PermissionDeniedError
-from ._validate import KeyStatus, checked_graphql_url, graphql_url, validate
+from .._credentials import Credentials
+from .._engine import FORBIDDEN, UNAUTHORIZED, run_sync
+from .._errors import AuthenticationError, PermissionDeniedError
+from .._validate import KeyStatus, checked_graphql_url, graphql_url, validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -123,7 +123,7 @@ def _give_up(error: AuthenticationError) -> BaseException:
     """Return *error* as the SDK's callers catch it too, when the SDK is in use."""
     if "runpod.error" not in sys.modules:
         return error
-    from .sdk._errors import compatible  # noqa: PLC0415 -- imports runpod
+    from ._errors import compatible  # noqa: PLC0415 -- imports runpod
 
     return compatible(error)
 
