@@ -33,6 +33,7 @@ from ._errors import (
     NEXT_STEPS,
     CooldownError,
     HookTimeoutError,
+    InvalidKeyError,
     RecoveryError,
 )
 from ._flight import Flight, remaining
@@ -55,14 +56,22 @@ from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 if TYPE_CHECKING:
     import tenacity
 
-__all__ = ["Credentials"]
+__all__ = ["Credentials", "KeyState"]
 
 
 @dataclass(frozen=True, slots=True)
-class _Current:
+class KeyState:
+    """The current key, its generation and its source, read together in one step."""
+
     key: str | None
     generation: int
     source: str
+
+    def __repr__(self) -> str:
+        return (
+            f"KeyState({_keys.fingerprint(self.key)}, generation={self.generation}, "
+            f"source={self.source!r})"
+        )
 
 
 _live: weakref.WeakSet[Credentials] = weakref.WeakSet()
@@ -127,7 +136,7 @@ class Credentials:
         else:
             key, source = _keys.check(api_key), "argument"
         remember_key(key)
-        self._current = _Current(key, 0, source)
+        self._current = KeyState(key, 0, source)
         self._hook: RecoveryHook = recovery
         self.hosts = HostPolicy(hosts)
         self.max_recoveries = max_recoveries
@@ -145,8 +154,14 @@ class Credentials:
         # The recovered key RunPod has not accepted yet, and its generation (see `accepted`).
         self._unaccepted: tuple[int, RecoveredKey] | None = None
         _live.add(self)
+        self._subscribe(recovery)
 
     # -- what callers read -------------------------------------------------------------
+
+    @property
+    def current(self) -> KeyState:
+        """The key, its generation and its source, as one consistent snapshot."""
+        return self._current
 
     @property
     def api_key(self) -> str | None:
@@ -222,8 +237,39 @@ class Credentials:
             self._streak, self._cooldown_until = 0, 0.0
             self._recovered_gen = self._watch = self._unaccepted = None
 
+    def _subscribe(self, hook: object) -> None:
+        """Follow a hook that announces new keys (a watched file): each one is `set_key`."""
+        subscribe = getattr(hook, "subscribe", None)
+        if not callable(subscribe):
+            return
+        # The hook holds only a weak reference: subscribing must not keep us alive.
+        ref = weakref.ref(self)
+
+        def push(found: RecoveredKey) -> None:
+            credentials = ref()
+            if credentials is None or found.key == credentials.api_key:
+                return
+            try:
+                credentials.set_key(found.key, source=found.source)
+            except InvalidKeyError as exc:
+                logger.warning(
+                    "runpod.auth.pushed_key_refused",
+                    source=found.source,
+                    problem=str(exc),
+                )
+                return
+            logger.info(
+                "runpod.auth.key_pushed",
+                source=found.source,
+                fingerprint=credentials.fingerprint,
+            )
+
+        unsubscribe = subscribe(push)
+        if callable(unsubscribe):
+            weakref.finalize(self, unsubscribe)
+
     def _install_locked(self, key: str, source: str) -> None:
-        self._current = _Current(key, self._current.generation + 1, source)
+        self._current = KeyState(key, self._current.generation + 1, source)
 
     def _confirm(self, generation: int) -> None:
         """A request sent with *generation* was not rejected: that key is accepted."""

@@ -38,7 +38,7 @@ from ._errors import (
 )
 from ._hooks import hook_name
 from ._hosts import redact_url
-from ._keys import fingerprint
+from ._keys import fingerprint, key_id
 from ._logging import logger
 from .typing import RecoveryContext
 
@@ -165,6 +165,7 @@ def negotiate(
                     status_code=UNAUTHORIZED,
                     method=method,
                     url=url,
+                    key_id=key_id(current.key),
                 )
                 logger.warning(
                     "runpod.auth.rejected",

@@ -8,11 +8,20 @@ in code, which we refuse to alter silently).
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from ._errors import InvalidKeyError
 
-__all__ = ["API_KEY_PREFIX", "S3_KEY_PREFIX", "check", "clean", "fingerprint", "shape_problems"]
+__all__ = [
+    "API_KEY_PREFIX",
+    "S3_KEY_PREFIX",
+    "check",
+    "clean",
+    "fingerprint",
+    "key_id",
+    "shape_problems",
+]
 
 API_KEY_PREFIX = "rpa_"
 S3_KEY_PREFIX = "rps_"
@@ -40,6 +49,17 @@ def fingerprint(key: str | None) -> str:
         return f"<{len(key)}-character key>"
     prefix = key[:4] if key[:4] in (API_KEY_PREFIX, S3_KEY_PREFIX) else ""
     return f"{prefix}…{key[-4:]}"
+
+
+def key_id(key: str | None) -> str:
+    """A stable identity for *key* that cannot be turned back into it (a SHA-256 prefix).
+
+    Fingerprints are for people and may collide; this is for programs that must tell
+    two keys apart without keeping either, e.g. processes sharing one recovery.
+    """
+    if key is None:
+        return ""
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def shape_problems(key: str) -> list[str]:

@@ -21,6 +21,8 @@ class RecoveryContext:
         status_code: The HTTP status that triggered recovery (401).
         method: The HTTP method of the rejected request.
         url: The rejected request's URL, with secrets (``api_key=``, user info) removed.
+        key_id: A stable, irreversible identity of the rejected key (a SHA-256 prefix;
+            empty when no key was sent): tells two keys apart where fingerprints may not.
     """
 
     fingerprint: str
@@ -28,6 +30,7 @@ class RecoveryContext:
     status_code: int
     method: str
     url: str
+    key_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,11 @@ class RecoveryHook(Protocol):
     Optional attributes a hook may have: ``name`` (reported under that name),
     ``timeout`` (seconds it bounds itself to; the engine waits that long), and
     ``accepted(found: RecoveredKey)``, called once when RunPod first accepts a key the
-    hook produced (`recovery.persist` saves it then).
+    hook produced (`recovery.persist` saves it then), and
+    ``subscribe(callback: Callable[[RecoveredKey], None]) -> Callable[[], None]``: a hook
+    that can tell when its source changes (a watched file) calls *callback* with each new
+    key; `Credentials` subscribes when it is made, installs each key as `set_key` would,
+    and calls the returned function to unsubscribe when it is collected.
     """
 
     def __call__(self, context: RecoveryContext, /) -> HookResult | Awaitable[HookResult]:

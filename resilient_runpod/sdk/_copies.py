@@ -102,7 +102,7 @@ class KeyCopies:
             with contextlib.suppress(InvalidKeyError):
                 self.credentials.set_key(shown, source="runpod.api_key")
             _ours.append(shown)
-        state = self.credentials._current  # noqa: SLF001 -- key and generation, read together
+        state = self.credentials.current
         if state.generation == self._generation or state.key is None:
             return
         with self._lock:
