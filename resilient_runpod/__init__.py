@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import version
 
 from . import recovery
-from ._credentials import Credentials
+from ._credentials import Breaker, Credentials, KeyState
 from ._errors import (
     AuthenticationError,
     BodyNotReplayableError,
@@ -18,9 +18,11 @@ from ._errors import (
     RecoveryError,
     ResilientRunPodError,
     SourceError,
+    TransientError,
 )
 from ._keys import fingerprint
 from ._logging import scrub_secrets
+from ._policy import RetryPolicy
 from ._validate import KeyStatus, Validation
 from .adapters._httpx import AsyncResilientTransport, ResilientTransport, RunPodAuth
 from .sdk import wrap  # imports runpod only when called
@@ -31,11 +33,13 @@ __all__ = [
     "AsyncResilientTransport",
     "AuthenticationError",
     "BodyNotReplayableError",
+    "Breaker",
     "ConfigError",
     "CooldownError",
     "Credentials",
     "HookTimeoutError",
     "InvalidKeyError",
+    "KeyState",
     "KeyStatus",
     "NonInteractiveError",
     "PermissionDeniedError",
@@ -45,8 +49,10 @@ __all__ = [
     "RecoveryHook",
     "ResilientRunPodError",
     "ResilientTransport",
+    "RetryPolicy",
     "RunPodAuth",
     "SourceError",
+    "TransientError",
     "Validation",
     "__version__",
     "fingerprint",

@@ -1,31 +1,42 @@
-"""`Credentials`: the current key, its generation, and single-flight recovery.
+"""`Credentials`: the current key, its generation, single-flight recovery and the breaker.
 
-Every adapter (httpx, requests, aiohttp, the SDK wrappers) holds one `Credentials`
-and asks it two things: "which key now?" (`_current`, lock-free) and "key generation
-*g* was rejected: get me a newer one" (`recover` / `arecover`).
+Every adapter holds one `Credentials` and asks it two things: "which key now?"
+(`current`, lock-free) and "key generation *g* was rejected: what now?" (`recover` /
+`arecover`). The rule that decides what to do with the answer lives in `_engine`.
 
-Recovery is single-flight. The first caller to report generation *g* starts a
-*flight* that runs the hook; everyone else who reports *g* while it runs waits for
-that same flight, threads on a `threading.Event`, asyncio tasks (on any loop, in any
-thread) on a future the flight resolves thread-safely. A caller reporting a
-generation that is already old returns at once: a newer key is there to retry with.
-The hook runs outside the lock, in its own thread (sync hooks) or task (async hooks),
-so neither waiting requests nor unrelated ones are blocked by it, and a waiter that
-is cancelled or interrupted does not abandon the flight for the others.
+Recovery is single-flight. The first caller to report generation *g* starts a *flight*
+that runs the hook in a thread of its own (an async hook runs on the caller's event
+loop); everyone else who reports *g* while it runs waits for that same flight. A
+caller reporting a generation that is already old returns at once: a newer key is there
+to retry with. A flight ends in one of three ways (`Outcome`):
+
+- NEW: the hook found a different key, now current.
+- UNCHANGED: the source still holds the rejected key. The first time, that may be a
+  spurious 401 on a key RunPod still accepts, so the request is sent once more with it.
+  If that key is rejected again, the next flight *polls* the source with backoff until it
+  changes, a request with the key is accepted after all, or `recovery_window` runs out:
+  a Kubernetes Secret volume shows a rotation only after the kubelet's next sync.
+- FAILED: the hook raised, returned nothing usable, timed out, or the window ran out.
+
+Failed flights in a row open a circuit *breaker* (`Breaker`): requests rejected while it
+is open fail at once with `CooldownError`, and the hook is re-read at most every
+`probe_interval` seconds (never a person); a new key there closes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from . import _keys
 from ._config import keys_in_config
@@ -36,7 +47,7 @@ from ._errors import (
     InvalidKeyError,
     RecoveryError,
 )
-from ._flight import Flight, remaining
+from ._flight import Flight, Mode, Outcome, on_asyncio, remaining
 from ._hooks import (
     accept,
     awaited,
@@ -49,14 +60,22 @@ from ._hooks import (
 )
 from ._hosts import HostPolicy
 from ._logging import logger, remember_key
-from ._validate import Validation, checked_graphql_url, validate, validate_async
+from ._policy import DEFAULT_POLICY, RetryPolicy
+from ._validate import (
+    KeyStatus,
+    Validation,
+    checked_graphql_url,
+    probe_url,
+    validate,
+    validate_async,
+)
 from .recovery import default
 from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
     import tenacity
 
-__all__ = ["Credentials", "KeyState"]
+__all__ = ["Breaker", "Credentials", "KeyState"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +91,14 @@ class KeyState:
             f"KeyState({_keys.fingerprint(self.key)}, generation={self.generation}, "
             f"source={self.source!r})"
         )
+
+
+class Breaker(enum.Enum):
+    """The recovery circuit breaker's state."""
+
+    CLOSED = "closed"  # recovery runs when a key is rejected
+    OPEN = "open"  # recovery failed too often: rejected requests fail at once
+    HALF_OPEN = "half_open"  # the rest is over: the next recovery is a trial
 
 
 _live: weakref.WeakSet[Credentials] = weakref.WeakSet()
@@ -100,13 +127,26 @@ class Credentials:
         hosts: Extra hosts that may receive the key, e.g. an emulator's ``"127.0.0.1:8000"``
             (RunPod's own hosts and the SDK's ``RUNPOD_*_BASE_URL`` hosts always may).
         profile: The config-file profile to read.
-        max_recoveries: Recovery rounds per request before it fails with `AuthenticationError`.
-        stop: An extra tenacity stop condition for those rounds (e.g. ``stop_after_delay(30)``);
-            it can end them sooner, never later than *max_recoveries*.
-        wait: A tenacity wait strategy between rounds after the first (which is immediate).
+        max_recoveries: Recovered keys a request may see rejected before it fails with
+            `AuthenticationError`. Rotations made by others, and a source that still holds
+            a key RunPod accepts, do not count.
+        stop: An extra tenacity stop condition for a request's sends (e.g.
+            ``stop_after_delay(30)``); it can end them sooner, never later.
+        wait: A tenacity wait strategy before asking for a key again after a recovered key
+            was rejected (the first retry after a 401 is immediate).
         hook_timeout: Seconds a hook may run before it is abandoned; ``None`` waits forever.
-        failure_threshold: Failed recoveries in a row after which recovery rests.
-        cooldown: Seconds recovery rests; requests rejected meanwhile fail at once.
+            Stretched to cover a hook's own declared ``timeout`` (a prompt's 300 s).
+        recovery_window: Seconds a source that still holds the rejected key is polled
+            before recovery gives up. The default, 150, covers a Kubernetes Secret volume:
+            the kubelet's sync period (60 s) plus its secret cache's TTL (60 s), with room
+            to spare. ``0`` gives up at once.
+        failure_threshold: Failed recoveries in a row that open the breaker.
+        cooldown: Seconds the breaker stays open; requests rejected meanwhile fail at once.
+        probe_interval: While the breaker is open, how often a hook that reads a source
+            (not a person) is read again; a new key there closes the breaker.
+        retry: How transient failures (429, 5xx, lost connections) are retried, and the
+            per-request ceiling on sends and deadline (see `RetryPolicy`); ``None`` keeps
+            the defaults.
 
     Raises:
         InvalidKeyError: *api_key* (or the resolved key) cannot be sent.
@@ -124,11 +164,16 @@ class Credentials:
         stop: tenacity.stop.stop_base | None = None,
         wait: tenacity.wait.wait_base | None = None,
         hook_timeout: float | None = 30.0,
+        recovery_window: float = 150.0,
         failure_threshold: int = 3,
         cooldown: float = 60.0,
+        probe_interval: float = 5.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if max_recoveries < 1:
             raise ValueError("max_recoveries must be at least 1")
+        if recovery_window < 0:
+            raise ValueError("recovery_window cannot be negative")
         if recovery is None:
             recovery = default(profile=profile)
         if api_key is None:
@@ -143,14 +188,21 @@ class Credentials:
         self.stop = stop
         self.wait = wait
         self.hook_timeout = hook_timeout
+        self.recovery_window = recovery_window
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown
+        self.probe_interval = probe_interval
+        self.retry = retry if retry is not None else DEFAULT_POLICY
         self._lock = threading.Lock()
         self._flight: Flight | None = None
-        self._streak = 0  # recoveries in a row that produced no accepted key
-        self._cooldown_until = 0.0
-        self._recovered_gen: int | None = None  # produced by recovery, not yet accepted
-        self._watch: int | None = None  # a success with this generation resets the streak
+        self._breaker = Breaker.CLOSED
+        self._failures = 0  # failed recoveries in a row
+        self._open_until = 0.0
+        self._next_probe = 0.0
+        # The generation whose source said "unchanged": rejected again, it is polled.
+        self._suspect: int | None = None
+        # A request accepted with this generation matters (see `_confirm`).
+        self._watch: int | None = None
         # The recovered key RunPod has not accepted yet, and its generation (see `accepted`).
         self._unaccepted: tuple[int, RecoveredKey] | None = None
         _live.add(self)
@@ -187,6 +239,14 @@ class Credentials:
     def recovery(self) -> RecoveryHook:
         """The hook run when RunPod rejects the key."""
         return self._hook
+
+    @property
+    def breaker(self) -> Breaker:
+        """The recovery breaker's state: `Breaker.OPEN` while recovery rests."""
+        with self._lock:
+            if self._breaker is Breaker.OPEN and time.monotonic() >= self._open_until:
+                return Breaker.HALF_OPEN
+            return self._breaker
 
     def __repr__(self) -> str:
         return (
@@ -234,8 +294,8 @@ class Credentials:
         remember_key(key)
         with self._lock:
             self._install_locked(key, source)
-            self._streak, self._cooldown_until = 0, 0.0
-            self._recovered_gen = self._watch = self._unaccepted = None
+            self._close_locked()
+            self._suspect = self._watch = self._unaccepted = None
 
     def _subscribe(self, hook: object) -> None:
         """Follow a hook that announces new keys (a watched file): each one is `set_key`."""
@@ -278,50 +338,78 @@ class Credentials:
         with self._lock:
             if generation != self._watch:
                 return
-            self._streak = 0
-            self._watch = self._recovered_gen = None
+            self._watch = None
+            if self._suspect == generation:
+                # A spurious 401: the key works. A flight polling for a new one can stop.
+                self._suspect = None
+                if self._flight is not None and self._flight.generation == generation:
+                    self._flight.key_accepted.set()
+            self._close_locked()
             found, self._unaccepted = self._unaccepted, None
         if found is not None and found[0] == generation:
             tell_accepted(self._hook, found[1])
 
+    def _close_locked(self) -> None:
+        self._breaker, self._failures = Breaker.CLOSED, 0
+
     # -- recovery ----------------------------------------------------------------------
 
-    def recover(self, generation: int, context: RecoveryContext) -> None:
-        """Block until a key newer than *generation* is current, running the hook if needed.
+    def recover(
+        self, generation: int, context: RecoveryContext, *, deadline: float | None = None
+    ) -> Outcome:
+        """Block until there is something to send instead of the rejected *generation*.
+
+        Returns `Outcome.NEW` when a newer key is current, `Outcome.UNCHANGED` when the
+        rejected key is worth sending once more (the source still holds it).
+
+        Args:
+            generation: The rejected key's generation.
+            context: What was rejected, for the hook and the events.
+            deadline: A `time.monotonic` time after which this caller stops waiting.
 
         Raises:
             AuthenticationError: the hook could not produce a usable key (its error is
-                the ``__cause__``), or recovery is cooling down (`CooldownError`).
+                the ``__cause__``), the deadline passed, or the breaker is open
+                (`CooldownError`).
         """
-        while True:
-            flight = self._join(generation, context, asynchronous=False)
-            if flight is None:
-                return
-            while not flight.done.wait(remaining(flight)):
-                self._expire(flight, context)
-            flight.raise_if_failed()
-            generation = flight.generation  # a newer key is in; the loop returns at once
+        flight = self._join(generation, context)
+        if flight is None:
+            return Outcome.NEW
+        while not flight.done.wait(remaining(flight, deadline)):
+            self._check(flight, context, deadline)
+        flight.raise_if_failed()
+        return flight.outcome
 
-    async def arecover(self, generation: int, context: RecoveryContext) -> None:
-        """`recover` for asyncio: waits without blocking the event loop."""
-        while True:
-            flight = self._join(generation, context, asynchronous=True)
-            if flight is None:
-                return
-            waiter = flight.async_waiter()
-            while not flight.done.is_set():
-                try:
-                    # shield: a waiter that times out or is cancelled leaves the flight alone.
-                    await asyncio.wait_for(asyncio.shield(waiter), remaining(flight))
-                except (asyncio.TimeoutError, TimeoutError):
-                    self._expire(flight, context)
-            flight.raise_if_failed()
-            generation = flight.generation
+    async def arecover(
+        self, generation: int, context: RecoveryContext, *, deadline: float | None = None
+    ) -> Outcome:
+        """`recover` for asyncio and trio: waits without blocking the event loop."""
+        flight = self._join(generation, context)
+        if flight is None:
+            return Outcome.NEW
+        waiter = flight.async_waiter()
+        while not flight.done.is_set():
+            if not await waiter.wait(remaining(flight, deadline)):
+                self._check(flight, context, deadline)
+        flight.raise_if_failed()
+        return flight.outcome
 
-    def _join(
-        self, generation: int, context: RecoveryContext, *, asynchronous: bool
-    ) -> Flight | None:
+    def _check(self, flight: Flight, context: RecoveryContext, deadline: float | None) -> None:
+        """Woken without an outcome: give up on the flight, or the caller's deadline."""
+        now = time.monotonic()
+        if deadline is not None and now >= deadline and not flight.done.is_set():
+            raise give_up_error(
+                context,
+                hook_name(self._hook),
+                RecoveryError("the request's deadline passed while recovery was running"),
+            )
+        if now >= flight.deadline:
+            self._expire(flight, context)
+
+    def _join(self, generation: int, context: RecoveryContext) -> Flight | None:
         """The flight to wait for, starting it if this caller is first; None if not needed."""
+        hook = self._hook
+        interactive = bool(getattr(hook, "interactive", False))
         with self._lock:
             current = self._current
             if current.generation != generation:
@@ -329,116 +417,149 @@ class Credentials:
             if self._flight is not None:
                 return self._flight
             now = time.monotonic()
-            if self._recovered_gen == generation:
-                # The key the last recovery produced was rejected too.
-                self._recovered_gen = None
-                self._count_failure_locked(now)
-            if now < self._cooldown_until:
-                raise self._cooldown_error(now, context)
-            budget = hook_budget(self.hook_timeout, self._hook)
+            mode = Mode.POLL if self._suspect == generation and not interactive else Mode.READ
+            if self._breaker is Breaker.OPEN:
+                if now >= self._open_until:
+                    self._breaker = Breaker.HALF_OPEN
+                elif not interactive and now >= self._next_probe:
+                    self._next_probe = now + self.probe_interval
+                    mode = Mode.PROBE
+                else:
+                    raise self._cooldown_error(now, context)
+            budget = hook_budget(self.hook_timeout, hook)
+            if mode is Mode.POLL:
+                budget = None if budget is None else budget + self.recovery_window
             deadline = math.inf if budget is None else now + budget
-            flight = self._flight = Flight(generation, current.key, deadline)
-        self._start(flight, context, asynchronous=asynchronous)
+            flight = self._flight = Flight(generation, current.key, now, deadline, mode)
+        self._start(flight, context)
         return flight
 
-    def _count_failure_locked(self, now: float) -> None:
-        self._streak += 1
-        if self._streak >= self.failure_threshold:
-            self._cooldown_until = now + self.cooldown
-
     def _cooldown_error(self, now: float, context: RecoveryContext) -> CooldownError:
-        retry_after = max(0.0, self._cooldown_until - now)
+        retry_after = max(0.0, self._open_until - now)
         return CooldownError(
             f"RunPod rejected API key {context.fingerprint} ({context.status_code} on "
-            f"{context.method} {context.url}), and recovery failed {self._streak} times in a row, "
-            f"so it is resting for {retry_after:.0f} more seconds instead of calling "
+            f"{context.method} {context.url}), and recovery failed {self._failures} times in a "
+            f"row, so it is resting for {retry_after:.0f} more seconds instead of calling "
             f"{hook_name(self._hook)!r} again. Set a working key with Credentials.set_key() "
             f"to resume at once. {NEXT_STEPS}",
             fingerprint=context.fingerprint,
             retry_after=retry_after,
         )
 
-    def _start(self, flight: Flight, context: RecoveryContext, *, asynchronous: bool) -> None:
+    def _start(self, flight: Flight, context: RecoveryContext) -> None:
+        """Run *flight* in a thread of its own; an async hook runs on the caller's loop."""
         hook = self._hook
-        started = time.monotonic()
-        if asynchronous and is_async_callable(hook):
-            task = asyncio.get_running_loop().create_task(
-                self._run_async_hook(flight, context, started)
-            )
-            _background_tasks.add(task)
-            task.add_done_callback(_background_tasks.discard)
-            return
-
-        def run() -> None:
-            try:
-                result = hook(context)
-                if inspect.isawaitable(result):
-                    result = asyncio.run(awaited(result))
-            except BaseException as exc:
-                self._finish(flight, context, started, error=exc)
-            else:
-                self._finish(flight, context, started, result=result)
-
-        threading.Thread(target=run, name="resilient-runpod-recovery", daemon=True).start()
-
-    async def _run_async_hook(
-        self, flight: Flight, context: RecoveryContext, started: float
-    ) -> None:
-        try:
-            result = await self._hook(context)  # type: ignore[misc]
-        except BaseException as exc:
-            self._finish(flight, context, started, error=exc)
-            if not isinstance(exc, Exception):
-                raise
+        call: Callable[[], object]
+        if not is_async_callable(hook):
+            call = partial(_call_sync, hook, context)
+        elif on_asyncio():
+            loop = asyncio.get_running_loop()
+            call = partial(_call_on_loop, hook, context, loop)
+        elif _in_async_context():
+            call = partial(_call_on_trio, hook, context, _trio_token())
         else:
-            self._finish(flight, context, started, result=result)
+            call = partial(_call_sync, hook, context)
+        threading.Thread(
+            target=self._fly,
+            args=(flight, context, call),
+            name="resilient-runpod-recovery",
+            daemon=True,
+        ).start()
+
+    def _fly(self, flight: Flight, context: RecoveryContext, call: Callable[[], object]) -> None:
+        """The flight itself: ask the hook (and, while polling, ask again) for a key."""
+        try:
+            if (
+                flight.mode is Mode.READ
+                and getattr(self._hook, "interactive", False)
+                and self._probe(flight.rejected_key, context)
+            ):
+                # Nobody is asked for a key while the current one still works.
+                self._finish(flight, context, outcome=Outcome.UNCHANGED, source="probe")
+                return
+            pause = _FIRST_POLL
+            window_end = time.monotonic() + self.recovery_window
+            while True:
+                key, source = accept(call(), hook_name(self._hook))
+                if key != flight.rejected_key:
+                    self._finish(flight, context, outcome=Outcome.NEW, key=key, source=source)
+                    return
+                if flight.mode is Mode.READ:
+                    self._finish(flight, context, outcome=Outcome.UNCHANGED, source=source)
+                    return
+                if flight.mode is Mode.PROBE or time.monotonic() + pause > window_end:
+                    raise RecoveryError(  # noqa: TRY301 -- reported like any hook failure
+                        f"the source still holds the rejected key ({context.fingerprint}) after "
+                        f"{self.recovery_window:g} seconds (Credentials(recovery_window=...))"
+                    )
+                if flight.key_accepted.wait(pause) or self._probe(flight.rejected_key, context):
+                    self._finish(flight, context, outcome=Outcome.UNCHANGED, source=source)
+                    return
+                pause = min(pause * 2, _MAX_POLL)
+        except BaseException as exc:
+            self._finish(flight, context, outcome=Outcome.FAILED, error=exc)
+
+    def _probe(self, key: str | None, context: RecoveryContext) -> bool:
+        """Whether RunPod still accepts *key*: one GraphQL ``myself`` on the same API."""
+        url = probe_url(self.hosts, context.url)
+        return url is not None and validate(key, url).status is KeyStatus.ACCEPTED
 
     def _expire(self, flight: Flight, context: RecoveryContext) -> None:
+        budget = flight.deadline - flight.started
         error = HookTimeoutError(
             f"recovery hook {hook_name(self._hook)!r} did not answer within "
-            f"{self.hook_timeout} seconds and was abandoned"
+            f"{budget:g} seconds and was abandoned"
         )
-        self._finish(flight, context, flight.deadline - (self.hook_timeout or 0.0), error=error)
+        self._finish(flight, context, outcome=Outcome.FAILED, error=error)
 
-    def _finish(
+    def _finish(  # noqa: C901 -- one settlement, three outcomes, each with its event
         self,
         flight: Flight,
         context: RecoveryContext,
-        started: float,
         *,
-        result: object = None,
+        outcome: Outcome,
+        key: str | None = None,
+        source: str = "",
         error: BaseException | None = None,
     ) -> None:
         """Settle *flight* once: install the new key, or record why there is none."""
         name = hook_name(self._hook)
-        key, source = None, name
-        if error is None:
-            try:
-                key, source = accept(result, name, flight.rejected_key)
-            except RecoveryError as exc:
-                error = exc
-        duration = round(time.monotonic() - started, 4)
+        duration = round(time.monotonic() - flight.started, 4)
         with self._lock:
             if flight.settled:
                 return  # expired already, or finished by another path; first answer wins
             flight.settled = True
-            now = time.monotonic()
-            if key is not None:
-                if self._current.generation == flight.generation:
+            flight.outcome = outcome
+            generation = flight.generation
+            if outcome is Outcome.NEW and key is not None:
+                if self._current.generation == generation:
                     remember_key(key)
                     self._install_locked(key, source)
-                    self._recovered_gen = self._watch = self._current.generation
-                    self._unaccepted = (self._current.generation, RecoveredKey(key, source))
+                    self._watch = self._current.generation
+                    self._unaccepted = (self._watch, RecoveredKey(key, source))
+                    self._suspect = None
+                    if self._breaker is Breaker.OPEN:
+                        self._breaker = Breaker.HALF_OPEN  # closed once RunPod accepts it
                 # else: a newer key was set meanwhile; a late finisher never overwrites it.
+            elif outcome is Outcome.UNCHANGED:
+                self._suspect = self._watch = generation
+            elif flight.mode is Mode.PROBE:
+                flight.error = self._cooldown_error(time.monotonic(), context)
+                flight.error.__cause__ = error
             else:
-                self._count_failure_locked(now)
-                self._watch = flight.generation
+                self._failures += 1
+                if self._breaker is not Breaker.CLOSED or self._failures >= self.failure_threshold:
+                    now = time.monotonic()
+                    self._breaker = Breaker.OPEN
+                    self._open_until = now + self.cooldown
+                    self._next_probe = now + self.probe_interval
+                self._watch = generation
                 flight.error = give_up_error(context, name, error)
             if self._flight is flight:
                 self._flight = None
             new_fingerprint = self.fingerprint
         # Logged before the waiters wake, so the event precedes anything they do next.
-        if key is not None:
+        if outcome is Outcome.NEW:
             logger.info(
                 "runpod.auth.recovered",
                 hook=name,
@@ -446,8 +567,14 @@ class Credentials:
                 duration=duration,
                 rejected=context.fingerprint,
                 fingerprint=new_fingerprint,
-                method=context.method,
-                url=context.url,
+            )
+        elif outcome is Outcome.UNCHANGED:
+            logger.info(
+                "runpod.auth.key_unchanged",
+                hook=name,
+                source=source,
+                duration=duration,
+                fingerprint=context.fingerprint,
             )
         else:
             logger.error(
@@ -462,7 +589,46 @@ class Credentials:
         flight.resolve()
 
 
-_background_tasks: set[asyncio.Task[None]] = set()
+# Polling a source that still holds the rejected key: first after this many seconds,
+# doubling up to the maximum.
+_FIRST_POLL = 0.1
+_MAX_POLL = 5.0
+
+
+def _call_sync(hook: RecoveryHook, context: RecoveryContext) -> object:
+    result = hook(context)
+    if inspect.isawaitable(result):
+        result = asyncio.run(awaited(result))
+    return result
+
+
+def _call_on_loop(
+    hook: RecoveryHook, context: RecoveryContext, loop: asyncio.AbstractEventLoop
+) -> object:
+    # On the caller's loop: an async hook may use what lives there (an aiohttp session).
+    result: Any = hook(context)
+    return asyncio.run_coroutine_threadsafe(awaited(result), loop).result()
+
+
+def _in_async_context() -> bool:
+    try:
+        _trio_token()
+    except (ImportError, RuntimeError):
+        return False
+    return True
+
+
+def _trio_token() -> Any:
+    import trio  # noqa: PLC0415 -- only where an async hook is recovered outside asyncio
+
+    return trio.lowlevel.current_trio_token()
+
+
+def _call_on_trio(hook: RecoveryHook, context: RecoveryContext, token: Any) -> object:
+    import trio  # noqa: PLC0415
+
+    result: Any = hook(context)
+    return trio.from_thread.run(awaited, result, trio_token=token)
 
 
 def _resolve_key(profile: str) -> tuple[str | None, str]:

@@ -1,31 +1,39 @@
-"""The rule, in one place: a 401 leads to one shared recovery, then a bounded retry.
+"""The rule, in one place: what to do when RunPod rejects a key or fails for a moment.
 
-`negotiate` is a generator that knows nothing about I/O. It yields *commands* and the
-adapter (httpx transport or auth, requests, aiohttp, the SDK wrappers) carries them out
-with its own client, sync or async:
+Three layers, each written once:
 
-- `Send` (key): send the request with this key; reply with the HTTP status.
-- `DISCARD`: close the response last sent back; it will not be returned.
-- `Recover`: key generation *g* was rejected; call ``credentials.recover`` (or ``arecover``).
-- `Sleep`: back off this many seconds (``time.sleep`` or ``asyncio.sleep``).
+- `negotiate` is the rule. A generator that knows nothing about I/O: it yields
+  *commands* and is sent their results.
 
-When the generator returns, the last response is the answer. When it raises
-(`AuthenticationError`, `PermissionDeniedError`, `BodyNotReplayableError`), that is
-the answer. `run_sync` and `run_async` are the two drivers adapters that can call
-their client use; httpx's auth flows drive the generator themselves.
+  - `Send` (key): send the request with this key; reply with a `Reply`.
+  - `DISCARD`: close the response last sent back; it will not be returned.
+  - `Recover`: key generation *g* was rejected; reply with the `Outcome`.
+  - `Sleep`: wait this many seconds.
 
-The retry rounds are a tenacity `Retrying` whose sleep is handed back to the driver,
-so sync and async share the same stop and wait strategies.
+  When it returns, the last response is the answer. When it raises
+  (`AuthenticationError`, `PermissionDeniedError`, `TransientError`,
+  `BodyNotReplayableError`), that is the answer.
+- `sync_driver` and `async_driver` carry out `Recover` and `Sleep`, blocking or
+  awaiting (asyncio or trio), and pass `Send` and `DISCARD` on to the adapter.
+- The adapters (`run_sync`, `run_async`, and httpx's auth flows) do only the I/O:
+  stamp the key, send, report the status, close what is discarded. `run_sync` and
+  `run_async` also check the host, so no adapter repeats it, and send the first
+  request without building any of this: a request RunPod accepts costs one send, one
+  status check and one comparison.
+
+The loop is a tenacity `Retrying` whose sleep is handed back to the driver, so sync and
+async share one set of stop and wait strategies, and one budget covers key recovery and
+transient retries alike (`RetryPolicy`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+import anyio
 import httpx
 import tenacity
 
@@ -35,15 +43,18 @@ from ._errors import (
     BodyNotReplayableError,
     CooldownError,
     PermissionDeniedError,
+    TransientError,
 )
+from ._flight import Outcome
 from ._hooks import hook_name
 from ._hosts import redact_url
 from ._keys import fingerprint, key_id
 from ._logging import logger
+from ._policy import Verdict
 from .typing import RecoveryContext
 
 if TYPE_CHECKING:
-    from ._credentials import Credentials
+    from ._credentials import Credentials, KeyState
 
 __all__ = [
     "DISCARD",
@@ -51,20 +62,25 @@ __all__ = [
     "UNAUTHORIZED",
     "Command",
     "Recover",
+    "Reply",
     "Send",
     "Sleep",
+    "async_driver",
     "negotiate",
     "run_async",
     "run_sync",
+    "sync_driver",
+    "warn_foreign_401",
 ]
 
 UNAUTHORIZED: Final = 401
 FORBIDDEN: Final = 403
+_ENGINE_STATUSES: Final = frozenset({UNAUTHORIZED, FORBIDDEN})
 
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send the request with *key* (``None``: without one) and reply with its status."""
+    """Send the request with *key* (``None``: without one) and reply with a `Reply`."""
 
     key: str | None = None
 
@@ -74,15 +90,16 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Recover:
-    """Get a key newer than *generation* from the credentials."""
+    """Get something to send instead of *generation*'s key; reply with the `Outcome`."""
 
     generation: int
     context: RecoveryContext
+    deadline: float | None
 
 
 @dataclass(frozen=True, slots=True)
 class Sleep:
-    """Wait *seconds* before the next round."""
+    """Wait *seconds* before the next send."""
 
     seconds: float
 
@@ -97,231 +114,498 @@ class _Discard:
 DISCARD: Final = _Discard()
 
 Command = Send | _Discard | Recover | Sleep
-Negotiation = Generator[Command, "int | None", None]
 
 
-class _StillRejected(Exception):  # noqa: N818 -- a signal between rounds, never seen by users
-    """The key a recovery produced was rejected too: another round, if the bounds allow."""
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What one send got: a status, or a lost connection.
+
+    Attributes:
+        status: The HTTP status; ``None`` when the connection was lost.
+        retry_after: The response's ``Retry-After`` header, if any.
+        error: The connection error, when there was no response.
+        sent: For a lost connection, whether any of the request may have gone out.
+    """
+
+    status: int | None
+    retry_after: str | None = None
+    error: BaseException | None = None
+    sent: bool = True
 
 
-# Exponential backoff with jitter, so a fleet rejected at once does not retry in lockstep.
+Negotiation = Generator[Command, Any, None]
+
+
+class _Again(Exception):  # noqa: N818 -- a signal between sends, never seen by users
+    """Send again: tenacity retries on it; if its stop ends the loop, it is re-raised."""
+
+    def __init__(self, reply: Reply, wait: float = 0.0) -> None:
+        super().__init__()
+        self.reply = reply
+        self.wait = wait
+
+
+def _wait(state: tenacity.RetryCallState) -> float:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None else None
+    return error.wait if isinstance(error, _Again) else 0.0
+
+
+def _log_wait(state: tenacity.RetryCallState) -> None:
+    logger.debug("runpod.retry.wait", send=state.attempt_number, seconds=state.upcoming_sleep)
+
+
+# Before asking for a key again after a recovered key was rejected: exponential with
+# jitter, so a fleet rejected at once does not ask its secret store in lockstep.
 _DEFAULT_WAIT = tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.1)
 
 
 def _retrying(credentials: Credentials, sleep: Callable[[float], None]) -> tenacity.Retrying:
-    """The one place retry rounds are configured. Sleeping is the driver's job."""
-    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(credentials.max_recoveries)
+    """The one place the send loop is configured. Sleeping is the driver's job."""
+    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(credentials.retry.max_sends)
     if credentials.stop is not None:
         stop = stop | credentials.stop
     return tenacity.Retrying(
         stop=stop,
-        # The first round runs at once (the rounds count starts after it); later ones back off.
-        wait=credentials.wait or _DEFAULT_WAIT,
-        retry=tenacity.retry_if_exception_type(_StillRejected),
+        wait=_wait,
+        retry=tenacity.retry_if_exception_type(_Again),
         sleep=sleep,
         reraise=True,
-        before_sleep=_log_backoff,
+        before_sleep=_log_wait,
     )
 
 
-def _log_backoff(state: tenacity.RetryCallState) -> None:
-    logger.debug(
-        "runpod.auth.backoff",
-        round=state.attempt_number,
-        seconds=round(state.upcoming_sleep, 3),
-    )
-
-
-def negotiate(
-    credentials: Credentials, method: str, raw_url: httpx.URL | str, *, replayable: bool = True
+def negotiate(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
+    credentials: Credentials,
+    method: str,
+    raw_url: httpx.URL | str,
+    state: KeyState,
+    first: Reply,
+    *,
+    replayable: bool = True,
 ) -> Negotiation:
-    """Drive one request through rejection, recovery and retry.
+    """Drive one request, whose first send got *first* with *state*'s key, to its answer.
 
-    *raw_url* is redacted here, and only once something has to be reported: a request
-    that succeeds pays nothing for it.
+    Only requests that were not simply accepted get here: the drivers handle those.
     """
-    current = credentials._current  # noqa: SLF001 -- the engine and credentials are one unit
-    status = yield Send(current.key)
-    if status != UNAUTHORIZED and status != FORBIDDEN:  # noqa: PLR1714 -- hot path, no tuple
-        credentials._confirm(current.generation)  # noqa: SLF001
-        return
-    url = redact_url(raw_url)
-    if status == FORBIDDEN:
-        yield DISCARD
-        raise _forbidden(current.key, method, url)
-
+    policy = credentials.retry
+    parsed = httpx.URL(raw_url)
+    url = redact_url(parsed)
+    deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
+    reply = first
+    history: list[tuple[str, float | None]] = []
+    transient_rounds = 0
+    waited_for: int | None = None  # the generation a recovery this request waited on made
+    rejected_recovered = 0  # recovered keys this request saw rejected
     pending: list[float] = []
-    rounds = 0
     try:
         for attempt in _retrying(credentials, pending.append):
             with attempt:
                 if pending:
                     yield Sleep(pending.pop())
-                rounds += 1
-                yield DISCARD
-                context = RecoveryContext(
-                    fingerprint=fingerprint(current.key),
-                    attempt=rounds,
-                    status_code=UNAUTHORIZED,
-                    method=method,
-                    url=url,
-                    key_id=key_id(current.key),
-                )
-                logger.warning(
-                    "runpod.auth.rejected",
-                    method=method,
-                    url=url,
-                    status=UNAUTHORIZED,
-                    attempt=rounds,
-                    fingerprint=context.fingerprint,
-                )
-                try:
-                    yield Recover(current.generation, context)
-                except AuthenticationError as exc:
-                    reason = "cooldown" if isinstance(exc, CooldownError) else "hook_failed"
-                    _log_give_up(reason, context, rounds)
-                    raise
-                if not replayable:
-                    raise BodyNotReplayableError(
-                        f"RunPod rejected key {context.fingerprint} on {method} {url}; recovery "
-                        f"produced a new key ({credentials.fingerprint}), but this request's "
-                        "body was a stream that cannot be sent again. Send the request again "
-                        "(the new key is in place) with a body that can be re-read "
-                        "(bytes, json=, data=)."
-                    )
-                current = credentials._current  # noqa: SLF001
-                status = yield Send(current.key)
+                if attempt.retry_state.attempt_number > 1:
+                    state = credentials.current
+                    reply = yield Send(state.key)
+                status = reply.status
                 if status == UNAUTHORIZED:
-                    raise _StillRejected  # noqa: TRY301 -- tenacity retries on it
+                    yield DISCARD
+                    if waited_for == state.generation:
+                        waited_for = None  # counted once, however often it is re-sent
+                        rejected_recovered += 1
+                        if rejected_recovered >= credentials.max_recoveries:
+                            raise _still_rejected(  # noqa: TRY301 -- not retried: final
+                                credentials, state.key, method, url, rejected_recovered
+                            )
+                        yield Sleep((credentials.wait or _DEFAULT_WAIT)(attempt.retry_state))
+                    context = RecoveryContext(
+                        fingerprint(state.key),
+                        attempt.retry_state.attempt_number,
+                        UNAUTHORIZED,
+                        method,
+                        url,
+                        key_id(state.key),
+                    )
+                    _log_rejected(context)
+                    try:
+                        outcome = yield Recover(state.generation, context, deadline)
+                    except AuthenticationError as exc:
+                        _log_give_up(
+                            "cooldown" if isinstance(exc, CooldownError) else "hook_failed",
+                            context,
+                        )
+                        raise
+                    if outcome is Outcome.NEW:
+                        waited_for = credentials.current.generation
+                    if not replayable:
+                        raise BodyNotReplayableError(
+                            f"RunPod rejected key {context.fingerprint} on {method} {url}; "
+                            f"recovery has a key to send ({credentials.fingerprint}), but this "
+                            "request's body was a stream that cannot be sent again. Send the "
+                            "request again (the key is in place) with a body that can be "
+                            "re-read (bytes, json=, data=)."
+                        )
+                    raise _Again(reply)  # noqa: TRY301 -- tenacity sends again
                 if status == FORBIDDEN:
                     yield DISCARD
-                    raise _forbidden(current.key, method, url)
-                credentials._confirm(current.generation)  # noqa: SLF001
-                return
-    except _StillRejected:
-        yield DISCARD
-        logger.warning(
-            "runpod.auth.rejected",
-            method=method,
-            url=url,
-            status=UNAUTHORIZED,
-            attempt=rounds + 1,
-            fingerprint=fingerprint(current.key),
-        )
-        raise _still_rejected(credentials, current.key, method, url, rounds) from None
+                    raise _forbidden(state.key, method, url)
+                if status is not None and status not in policy.statuses:
+                    credentials._confirm(state.generation)  # noqa: SLF001 -- one unit
+                    return
+                # A transient failure: 429, 502/503/504, or a lost connection.
+                if status is not None:
+                    yield DISCARD
+                verdict = policy.verdict(method, parsed.path, status, sent=reply.sent)
+                transient_rounds += 1
+                wait = policy.wait(transient_rounds, reply.retry_after)
+                if verdict is Verdict.UNSAFE:
+                    raise _transient("unsafe", method, url, reply, history)
+                if transient_rounds >= policy.attempts:
+                    raise _transient("exhausted", method, url, reply, history)
+                if wait == float("inf"):
+                    raise _transient("retry_after", method, url, reply, history)
+                if deadline is not None and time.monotonic() + wait > deadline:
+                    raise _transient("deadline", method, url, reply, history)
+                if not replayable:
+                    raise BodyNotReplayableError(
+                        f"{method} {url} failed with {_what(reply)} and would be retried, but "
+                        "its body was a stream that cannot be sent again. Send it again with "
+                        "a body that can be re-read (bytes, json=, data=)."
+                    )
+                history.append((_what(reply), round(wait, 3)))
+                logger.warning(
+                    "runpod.transient.retry",
+                    method=method,
+                    url=url,
+                    status=status,
+                    reason=_what(reply),
+                    attempt=transient_rounds,
+                    wait=round(wait, 3),
+                )
+                raise _Again(reply, wait)  # noqa: TRY301 -- tenacity sends again
+    except _Again as exc:
+        # The loop's bounds ended it: the ceiling on sends, the user's stop, or
+        # max_recoveries recovered keys rejected.
+        if exc.reply.status == UNAUTHORIZED:
+            raise _still_rejected(credentials, state.key, method, url, rejected_recovered) from None
+        raise _transient("exhausted", method, url, exc.reply, history) from None
+
+
+def _what(reply: Reply) -> str:
+    if reply.status is not None:
+        return str(reply.status)
+    return type(reply.error).__name__
+
+
+def _transient(
+    reason: str, method: str, url: str, reply: Reply, history: list[tuple[str, float | None]]
+) -> TransientError:
+    why = {
+        "unsafe": "and was not sent again: RunPod may already have acted on it (a job may "
+        "exist). Check the job's status, or opt in with RetryPolicy(retry_unsafe=True)",
+        "exhausted": "and kept failing until the retry budget was spent",
+        "retry_after": "and RunPod asked to wait longer than RetryPolicy(max_retry_after=...)",
+        "deadline": "and waiting again would pass the request's deadline",
+    }[reason]
+    trail = [*history, (_what(reply), None)]
+    shown = ", ".join(w if s is None else f"{w} (waited {s:g} s)" for w, s in trail)
+    logger.error("runpod.transient.gave_up", method=method, url=url, reason=reason, history=shown)
+    error = TransientError(
+        f"{method} {url} failed with {_what(reply)} {why}. History: {shown}.",
+        reason=reason,
+        status_code=reply.status,
+        history=trail,
+    )
+    error.__cause__ = reply.error
+    return error
+
+
+def _log_rejected(context: RecoveryContext) -> None:
+    logger.warning(
+        "runpod.auth.rejected",
+        method=context.method,
+        url=context.url,
+        status=UNAUTHORIZED,
+        attempt=context.attempt,
+        fingerprint=context.fingerprint,
+    )
 
 
 def _forbidden(key: str | None, method: str, url: str) -> PermissionDeniedError:
-    print_ = fingerprint(key)
+    shown = fingerprint(key)
     logger.error(
-        "runpod.auth.forbidden", method=method, url=url, status=FORBIDDEN, fingerprint=print_
+        "runpod.auth.forbidden", method=method, url=url, status=FORBIDDEN, fingerprint=shown
     )
     return PermissionDeniedError(
-        f"RunPod accepted API key {print_} but refused {method} {url} (403 Forbidden): the key "
+        f"RunPod accepted API key {shown} but refused {method} {url} (403 Forbidden): the key "
         "is valid and lacks permission for this (a read-only or restricted key?). No recovery "
         "was attempted. Use a key with the needed access (RunPod console > Settings > API Keys).",
-        fingerprint=print_,
+        fingerprint=shown,
     )
 
 
-def _log_give_up(reason: str, context: RecoveryContext, rounds: int) -> None:
+def _log_give_up(reason: str, context: RecoveryContext) -> None:
     logger.error(
         "runpod.auth.recovery_failed",
         reason=reason,
         method=context.method,
         url=context.url,
         status=context.status_code,
-        attempt=rounds,
+        attempt=context.attempt,
         fingerprint=context.fingerprint,
     )
 
 
 def _still_rejected(
-    credentials: Credentials, key: str | None, method: str, url: str, rounds: int
+    credentials: Credentials, key: str | None, method: str, url: str, recovered: int
 ) -> AuthenticationError:
-    print_ = fingerprint(key)
+    shown = fingerprint(key)
     name = hook_name(credentials.recovery)
-    context = RecoveryContext(print_, rounds, UNAUTHORIZED, method, url)
-    _log_give_up("still_rejected", context, rounds)
+    context = RecoveryContext(shown, recovered, UNAUTHORIZED, method, url, key_id(key))
+    _log_give_up("still_rejected", context)
     return AuthenticationError(
-        f"RunPod rejected API key {print_} on {method} {url} after {rounds} recovery "
-        f"round(s) by {name!r}: every key recovery produced was rejected too. {NEXT_STEPS}",
-        fingerprint=print_,
-        attempts=rounds + 1,
+        f"RunPod rejected API key {shown} on {method} {url}, and kept rejecting the keys "
+        f"recovery by {name!r} produced ({recovered} recovered key(s) rejected). {NEXT_STEPS}",
+        fingerprint=shown,
+        attempts=recovered + 1,
         hooks=(name,),
     )
 
 
-R = TypeVar("R")
+# -- the two drivers ---------------------------------------------------------------------
 
 
-def run_sync(  # noqa: PLR0917 -- an adapter's three callables, in the order it writes them
+def sync_driver(
     credentials: Credentials,
     method: str,
     url: httpx.URL | str,
-    send: Callable[[str | None], R],
+    state: KeyState,
+    first: Reply,
+    *,
+    replayable: bool = True,
+) -> Generator[Send | _Discard, Reply | None, None]:
+    """Carry out `negotiate`'s `Recover` and `Sleep` by blocking; pass the I/O on."""
+    flow = negotiate(credentials, method, url, state, first, replayable=replayable)
+    reply: Any = None
+    try:
+        while True:
+            command = flow.send(reply)
+            reply = None
+            if type(command) is Recover:
+                try:
+                    reply = credentials.recover(
+                        command.generation, command.context, deadline=command.deadline
+                    )
+                except AuthenticationError as exc:
+                    flow.throw(exc)  # the engine reports it, then re-raises it
+            elif type(command) is Sleep:
+                if command.seconds > 0:
+                    time.sleep(command.seconds)
+            else:
+                reply = yield command  # type: ignore[misc]
+    except StopIteration:
+        return
+    finally:
+        flow.close()
+
+
+async def async_driver(
+    credentials: Credentials,
+    method: str,
+    url: httpx.URL | str,
+    state: KeyState,
+    first: Reply,
+    *,
+    replayable: bool = True,
+) -> AsyncGenerator[Send | _Discard, Reply | None]:
+    """`sync_driver` for asyncio and trio: nothing here blocks the event loop."""
+    flow = negotiate(credentials, method, url, state, first, replayable=replayable)
+    reply: Any = None
+    try:
+        while True:
+            command = flow.send(reply)
+            reply = None
+            if type(command) is Recover:
+                try:
+                    reply = await credentials.arecover(
+                        command.generation, command.context, deadline=command.deadline
+                    )
+                except AuthenticationError as exc:
+                    flow.throw(exc)
+            elif type(command) is Sleep:
+                if command.seconds > 0:
+                    await anyio.sleep(command.seconds)
+            else:
+                reply = yield command  # type: ignore[misc]
+    except StopIteration:
+        return
+    finally:
+        flow.close()
+
+
+# -- the adapters' entry points ----------------------------------------------------------
+
+R = TypeVar("R")
+_NO_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
+    credentials: Credentials,
+    method: str,
+    url: httpx.URL | str,
+    *,
+    stamp: Callable[[str | None], None],
+    send: Callable[[], R],
     status_of: Callable[[R], int],
     discard: Callable[[R], None],
-    *,
+    retry_after_of: Callable[[R], str | None] | None = None,
+    unsent_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
+    lost_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
     replayable: bool = True,
+    check_host: bool = True,
 ) -> R:
-    """Carry out `negotiate`'s commands with a blocking client; return the final response."""
-    flow = negotiate(credentials, method, url, replayable=replayable)
+    """Send one request through the rule with a blocking client; return the final response.
+
+    Args:
+        credentials: The key and the policy.
+        method: The request's method.
+        url: The request's URL; a host outside the policy gets the request untouched.
+        stamp: Put a key on the request (``None``: remove it).
+        send: Send the request as it now is.
+        status_of: A response's status.
+        discard: Close a response that will not be returned.
+        retry_after_of: A response's ``Retry-After`` header.
+        unsent_errors: Connection errors raised before anything was sent (always retried).
+        lost_errors: Other connection errors (retried where repeating is safe).
+        replayable: Whether the body can be sent again.
+        check_host: Whether *url* decides if the key is sent (`retry_init` sends nothing).
+    """
+    if check_host and not credentials.hosts.allows(url):
+        untouched = send()
+        if status_of(untouched) == UNAUTHORIZED:
+            warn_foreign_401(url)
+        return untouched
+    state = credentials._current  # noqa: SLF001 -- the hot path reads the slot directly
+    stamp(state.key)
     response: R | None = None
-    reply: int | None = None
+    try:
+        response = send()
+    except lost_errors as exc:
+        first = Reply(None, error=exc, sent=not isinstance(exc, unsent_errors))
+    else:
+        status = status_of(response)
+        if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
+            credentials._confirm(state.generation)  # noqa: SLF001
+            return response
+        first = Reply(status, retry_after_of(response) if retry_after_of else None)
+    driver = sync_driver(credentials, method, url, state, first, replayable=replayable)
+    reply: Reply | None = None
     try:
         while True:
-            command = flow.send(reply)
+            command = driver.send(reply)
             reply = None
-            if type(command) is Send:
-                response = send(command.key)
-                reply = status_of(response)
-            elif command is DISCARD:
-                discard(response)  # type: ignore[arg-type]
-            elif type(command) is Recover:
-                try:
-                    credentials.recover(command.generation, command.context)
-                except AuthenticationError as exc:
-                    flow.throw(exc)  # the engine reports it, then re-raises it
-            elif type(command) is Sleep:
-                time.sleep(command.seconds)
+            if command is DISCARD:
+                discard(response)  # type: ignore[arg-type]  # DISCARD follows a response
+                continue
+            stamp(command.key)  # type: ignore[union-attr]
+            try:
+                response = send()
+            except lost_errors as exc:
+                reply = Reply(None, error=exc, sent=not isinstance(exc, unsent_errors))
+                response = None
+            else:
+                status = status_of(response)
+                reply = Reply(status, retry_after_of(response) if retry_after_of else None)
     except StopIteration:
-        return response  # type: ignore[return-value]
+        pass
     finally:
-        flow.close()
+        driver.close()
+    if response is None:  # pragma: no cover -- the rule never ends on a lost connection
+        raise RuntimeError("the request ended without a response")
+    return response
 
 
-async def run_async(  # noqa: PLR0917 -- as run_sync
+async def run_async(  # noqa: C901 -- as run_sync
     credentials: Credentials,
     method: str,
     url: httpx.URL | str,
-    send: Callable[[str | None], Awaitable[R]],
+    *,
+    stamp: Callable[[str | None], None],
+    send: Callable[[], Awaitable[R]],
     status_of: Callable[[R], int],
     discard: Callable[[R], Awaitable[None]],
-    *,
+    retry_after_of: Callable[[R], str | None] | None = None,
+    unsent_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
+    lost_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
     replayable: bool = True,
+    check_host: bool = True,
 ) -> R:
-    """`run_sync` for asyncio clients: nothing here blocks the event loop."""
-    flow = negotiate(credentials, method, url, replayable=replayable)
+    """`run_sync` for async clients (asyncio or trio)."""
+    if check_host and not credentials.hosts.allows(url):
+        untouched = await send()
+        if status_of(untouched) == UNAUTHORIZED:
+            warn_foreign_401(url)
+        return untouched
+    state = credentials._current  # noqa: SLF001
+    stamp(state.key)
     response: R | None = None
-    reply: int | None = None
+    try:
+        response = await send()
+    except lost_errors as exc:
+        first = Reply(None, error=exc, sent=not isinstance(exc, unsent_errors))
+    else:
+        status = status_of(response)
+        if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
+            credentials._confirm(state.generation)  # noqa: SLF001
+            return response
+        first = Reply(status, retry_after_of(response) if retry_after_of else None)
+    driver = async_driver(credentials, method, url, state, first, replayable=replayable)
+    reply: Reply | None = None
     try:
         while True:
-            command = flow.send(reply)
+            command = await driver.asend(reply)
             reply = None
-            if type(command) is Send:
-                response = await send(command.key)
-                reply = status_of(response)
-            elif command is DISCARD:
+            if command is DISCARD:
                 await discard(response)  # type: ignore[arg-type]
-            elif type(command) is Recover:
-                try:
-                    await credentials.arecover(command.generation, command.context)
-                except AuthenticationError as exc:
-                    flow.throw(exc)  # the engine reports it, then re-raises it
-            elif type(command) is Sleep:
-                await asyncio.sleep(command.seconds)
-    except StopIteration:
-        return response  # type: ignore[return-value]
+                continue
+            stamp(command.key)  # type: ignore[union-attr]
+            try:
+                response = await send()
+            except lost_errors as exc:
+                reply = Reply(None, error=exc, sent=not isinstance(exc, unsent_errors))
+                response = None
+            else:
+                status = status_of(response)
+                reply = Reply(status, retry_after_of(response) if retry_after_of else None)
+    except StopAsyncIteration:
+        pass
     finally:
-        flow.close()
+        await driver.aclose()
+    if response is None:  # pragma: no cover
+        raise RuntimeError("the request ended without a response")
+    return response
+
+
+_warned = False
+
+
+def warn_foreign_401(url: httpx.URL | str) -> None:
+    """Say once per process when a RunPod-looking API outside the host policy answers 401.
+
+    The key was not sent there (it is not an allowed host), which is usually the reason
+    for the 401: an emulator or proxy that was not added with ``hosts=``.
+    """
+    global _warned  # noqa: PLW0603 -- once per process, by design
+    if _warned:
+        return
+    parsed = httpx.URL(url)
+    if not (parsed.path.startswith("/v2/") or parsed.path.startswith("/graphql")):
+        return
+    _warned = True
+    origin = f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host
+    logger.warning(
+        "runpod.auth.foreign_host",
+        url=redact_url(parsed),
+        status=UNAUTHORIZED,
+        hint=f"the key is only sent to RunPod's hosts and those listed in "
+        f"Credentials(hosts=[...]); add {origin!r} there if it is yours (an emulator, a proxy)",
+    )

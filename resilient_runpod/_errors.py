@@ -12,6 +12,8 @@ The hierarchy::
     │   └── NonInteractiveError    ... because it would have to ask a person and nobody can answer
     ├── InvalidKeyError            a key that cannot be sent (empty, padded, quoted, S3); ValueError
     ├── ConfigError                a config file that is not usable TOML; ValueError
+    ├── TransientError             RunPod kept failing transiently (429, 5xx, lost connection),
+    │                              or retrying would be unsafe (a job may already exist)
     └── BodyNotReplayableError     recovered, but the request's streamed body cannot be sent again;
                                    httpx.StreamError
 
@@ -37,6 +39,7 @@ __all__ = [
     "RecoveryError",
     "ResilientRunPodError",
     "SourceError",
+    "TransientError",
 ]
 
 # The fixes RunPod's own troubleshooting page gives, in its order.
@@ -156,6 +159,33 @@ class ConfigError(ResilientRunPodError, ValueError):
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class TransientError(ResilientRunPodError):
+    """A transient failure (429, 502/503/504, lost connection) not retried, or no longer.
+
+    Attributes:
+        reason: Why retrying stopped: ``"exhausted"`` (the retry budget is spent),
+            ``"deadline"`` (the request's deadline would pass), ``"retry_after"`` (the
+            server asked for a longer wait than allowed), or ``"unsafe"`` (RunPod may
+            have acted on the request, e.g. created a job, so it was not sent again).
+        status_code: The last HTTP status, or ``None`` for a lost connection.
+        history: What each send got and how long was waited after it, in order,
+            e.g. ``(("503", 0.21), ("503", 0.48), ("503", None))``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        status_code: int | None,
+        history: Sequence[tuple[str, float | None]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status_code = status_code
+        self.history = tuple(history)
 
 
 class BodyNotReplayableError(ResilientRunPodError, httpx.StreamError):

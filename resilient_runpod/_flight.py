@@ -1,26 +1,47 @@
-"""A *flight*: one run of the recovery hook for one rejected key, shared by all who wait.
+"""A *flight*: one recovery for one rejected key, shared by all who wait for it.
 
-Threads wait on its `threading.Event`; asyncio tasks, on any loop in any thread, wait on
-a future the flight resolves thread-safely. Whoever settles the flight first (the
-hook's answer, or a waiter noticing the deadline passed) wins; the others see the
-same outcome.
+Threads wait on its `threading.Event`. Async tasks wait on a waiter made for their own
+event loop, asyncio or trio, in any thread, which the flight wakes thread-safely.
+Whoever settles the flight first (the hook's answer, or a waiter noticing the deadline
+passed) wins; the others see the same outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import math
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from ._errors import AuthenticationError, CooldownError
 
-__all__ = ["Flight", "remaining"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Flight", "Mode", "Outcome", "on_asyncio", "remaining"]
+
+
+class Mode(enum.Enum):
+    """What a flight does with its hook."""
+
+    READ = "read"  # call the hook once
+    POLL = "poll"  # the source still held the rejected key: re-read it until it changes
+    PROBE = "probe"  # the breaker is open: one cheap re-read, no waiting
+
+
+class Outcome(enum.Enum):
+    """How a flight ended, as every request that waited for it sees it."""
+
+    NEW = "new"  # a new key is current: send again with it
+    UNCHANGED = "unchanged"  # the source still holds the rejected key: send again with it
+    FAILED = "failed"  # no key to send: `Flight.error` says why
 
 
 class Flight:
-    """One run of the recovery hook for one rejected generation, shared by all waiters."""
+    """One recovery for one rejected generation, shared by all waiters."""
 
     __slots__ = (
         "_async_waiters",
@@ -28,37 +49,48 @@ class Flight:
         "done",
         "error",
         "generation",
+        "key_accepted",
+        "mode",
+        "outcome",
         "rejected_key",
         "settled",
+        "started",
     )
 
-    def __init__(self, generation: int, rejected_key: str | None, deadline: float) -> None:
+    def __init__(
+        self, generation: int, rejected_key: str | None, started: float, deadline: float, mode: Mode
+    ) -> None:
         self.generation = generation
         self.rejected_key = rejected_key
+        self.started = started
         self.deadline = deadline
+        self.mode = mode
         self.done = threading.Event()
+        # Set when a request sent with the rejected key was accepted after all (a
+        # spurious 401): a polling flight stops at once.
+        self.key_accepted = threading.Event()
         # Set under the credentials' lock by whoever settles the flight; `done` follows
         # once the outcome is logged, so a second settler (a deadline noticed meanwhile)
         # can tell it came too late.
         self.settled = False
+        self.outcome = Outcome.FAILED
         self.error: AuthenticationError | None = None
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._async_waiters: list[Callable[[], None]] = []
 
-    def async_waiter(self) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._async_waiters.append((loop, future))
+    def async_waiter(self) -> _AsyncWaiter:
+        """A waiter for the running event loop (asyncio or trio)."""
+        waiter: _AsyncWaiter = _AsyncioWaiter() if on_asyncio() else _TrioWaiter()
+        self._async_waiters.append(waiter.wake_threadsafe)
         # `resolve` may have run between the caller's check and our append.
         if self.done.is_set():
-            _wake(future)
-        return future
+            waiter.wake_threadsafe()
+        return waiter
 
     def resolve(self) -> None:
+        """Wake every waiter: the outcome is final."""
         self.done.set()
-        for loop, future in self._async_waiters:
-            # A closed loop raises RuntimeError: nobody is waiting there any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_wake, future)
+        for wake in self._async_waiters:
+            wake()
         self._async_waiters.clear()
 
     def raise_if_failed(self) -> None:
@@ -80,20 +112,86 @@ class Flight:
             raise copy from error.__cause__
 
 
-def _wake(future: asyncio.Future[None]) -> None:
+def on_asyncio() -> bool:
+    """Whether the caller runs on an asyncio loop (else, in async code, trio)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _AsyncWaiter:
+    """Waits on an event loop for a wake-up that may come from any thread."""
+
+    def wake_threadsafe(self) -> None:
+        raise NotImplementedError
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Wait until woken (True) or until *timeout* seconds pass (False)."""
+        raise NotImplementedError
+
+
+class _AsyncioWaiter(_AsyncWaiter):
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._future: asyncio.Future[None] = self._loop.create_future()
+
+    def wake_threadsafe(self) -> None:
+        # A closed loop raises RuntimeError: nobody is waiting there any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_set_result, self._future)
+
+    async def wait(self, timeout: float | None) -> bool:
+        try:
+            # shield: a waiter that times out or is cancelled leaves the future alone.
+            await asyncio.wait_for(asyncio.shield(self._future), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return False
+        return True
+
+
+def _set_result(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-def remaining(flight: Flight) -> float | None:
-    """Seconds to wait before checking whether *flight* may be abandoned; None for never.
+class _TrioWaiter(_AsyncWaiter):
+    __slots__ = ("_event", "_token")
 
-    Never quite zero: past the deadline, a flight settled by someone else is only a log
-    line away from done, and waiters should nap, not spin, until then.
+    def __init__(self) -> None:
+        import trio  # noqa: PLC0415 -- only ever imported where trio is already running
+
+        self._token: Any = trio.lowlevel.current_trio_token()
+        self._event: Any = trio.Event()
+
+    def wake_threadsafe(self) -> None:
+        # The run may be over (RunFinishedError): nobody is waiting there any more.
+        with contextlib.suppress(RuntimeError):
+            self._token.run_sync_soon(self._event.set)
+
+    async def wait(self, timeout: float | None) -> bool:
+        import trio  # noqa: PLC0415
+
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            await self._event.wait()
+            return True
+        return False
+
+
+def remaining(flight: Flight, deadline: float | None = None) -> float | None:
+    """Seconds to wait before checking whether *flight* (or the caller) should give up.
+
+    The earlier of the flight's deadline and the caller's own *deadline*; None for
+    never. Never quite zero: past the deadline, a flight settled by someone else is
+    only a log line away from done, and waiters should nap, not spin, until then.
     """
-    if flight.deadline == math.inf:
+    end = flight.deadline if deadline is None else min(flight.deadline, deadline)
+    if end == math.inf:
         return None
-    return max(_NAP, flight.deadline - time.monotonic())
+    return max(_NAP, end - time.monotonic())
 
 
 _NAP = 0.005

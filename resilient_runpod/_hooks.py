@@ -64,8 +64,12 @@ def hook_budget(hook_timeout: float | None, hook: object) -> float | None:
 _HOOK_GRACE = 5.0
 
 
-def accept(result: object, name: str, rejected: str | None) -> tuple[str, str]:
-    """Check a hook's answer; return (key, source) or raise RecoveryError saying why not."""
+def accept(result: object, name: str) -> tuple[str, str]:
+    """Check a hook's answer; return (key, source) or raise RecoveryError saying why not.
+
+    The rejected key itself is a valid answer: the source has not changed (yet), and
+    the engine decides what that means.
+    """
     if result is None:
         raise RecoveryError(f"recovery hook {name!r} found no key")
     if isinstance(result, RecoveredKey):
@@ -80,11 +84,6 @@ def accept(result: object, name: str, rejected: str | None) -> tuple[str, str]:
         key = _keys.clean(raw)
     except ValueError as exc:
         raise RecoveryError(f"recovery hook {name!r} returned an unusable key: {exc}") from exc
-    if key == rejected:
-        raise RecoveryError(
-            f"recovery hook {name!r} returned the key RunPod just rejected "
-            f"({_keys.fingerprint(key)}): the source has not been updated yet"
-        )
     return key, source
 
 

@@ -59,22 +59,31 @@ class HostPolicy:
         for entry in entries:
             allowed |= _parse_allowed(entry)
         self._allowed = frozenset(allowed)
-        self._cache: dict[tuple[bytes, str, int | None], bool] = {}
+        self._cache: dict[object, bool] = {}
 
-    def allows(self, url: httpx.URL) -> bool:
-        """Whether a request to *url* may carry the key."""
-        raw = url.raw_scheme, url.raw_host.decode("ascii", "replace"), url.port
+    def allows(self, url: httpx.URL | str) -> bool:
+        """Whether a request to *url* may carry the key.
+
+        Verdicts are cached by origin, so the URL is parsed once per origin, not once
+        per request.
+        """
+        if isinstance(url, str):
+            # "scheme://authority/...": the first three pieces name the origin.
+            cache_key: object = tuple(url.split("/", 3)[:3])
+        else:
+            cache_key = (url.raw_scheme, url.raw_host, url.port)
         try:
-            return self._cache[raw]
+            return self._cache[cache_key]
         except KeyError:
-            verdict = _origin(url.scheme, url.host, url.port) in self._allowed
+            parsed = httpx.URL(url)
+            verdict = _origin(parsed.scheme, parsed.host, parsed.port) in self._allowed
             if len(self._cache) < 1024:  # noqa: PLR2004 -- a bound, not a tuning knob
-                self._cache[raw] = verdict
+                self._cache[cache_key] = verdict
             return verdict
 
     def allows_str(self, url: str) -> bool:
-        """`allows` for a URL given as text (the requests and aiohttp adapters)."""
-        return self.allows(httpx.URL(url))
+        """`allows` for a URL given as text."""
+        return self.allows(url)
 
     def __repr__(self) -> str:
         hosts = sorted(f"{s}://{h}:{p}" for s, h, p in self._allowed)

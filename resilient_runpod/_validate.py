@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ._hosts import HostPolicy, redact_url
+from ._hosts import RUNPOD_HOSTS, HostPolicy, redact_url
 from ._keys import fingerprint
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "Validation",
     "checked_graphql_url",
     "graphql_url",
+    "probe_url",
     "validate",
     "validate_async",
 ]
@@ -75,6 +76,21 @@ def checked_graphql_url(hosts: HostPolicy, api_url: str | None = None) -> str:
             "Add it with Credentials(hosts=[...]) if it is yours (an emulator, a proxy)."
         )
     return url
+
+
+def probe_url(hosts: HostPolicy, request_url: str) -> str | None:
+    """Where to ask whether the key of a request to *request_url* still works; None: nowhere.
+
+    RunPod's own hosts answer at RunPod's GraphQL API (``RUNPOD_API_BASE_URL`` or
+    ``api.runpod.io``); another allowed host (an emulator, a proxy) at its own
+    ``/graphql``. A URL the key may not be sent to is never asked.
+    """
+    url = httpx.URL(request_url)
+    if url.host in RUNPOD_HOSTS:
+        candidate = graphql_url()
+    else:
+        candidate = str(url.copy_with(path="/graphql", query=None, fragment=None))
+    return candidate if hosts.allows_str(candidate) else None
 
 
 def _request(key: str | None) -> dict[str, object]:

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from resilient_runpod import (
     AuthenticationError,
+    Breaker,
     CooldownError,
     Credentials,
     HookTimeoutError,
@@ -20,6 +21,7 @@ from resilient_runpod import (
     RecoveryContext,
     RecoveryError,
 )
+from resilient_runpod._flight import Outcome
 
 from .conftest import make_key
 
@@ -281,13 +283,17 @@ class TestBadHooks:
             "TestBadHooks.test_unusable_answers_fail_once_with_a_reason.<locals>.<lambda>",
         )
 
-    def test_same_key_again_is_refused(self):
-        """A hook that returns the rejected key is reported, not looped on."""
+    def test_same_key_is_sent_once_more_then_polled_within_the_window(self):
+        """A hook that returns the rejected key: first "unchanged", then polled, then refused."""
         key = make_key()
-        credentials = Credentials(key, lambda context: key)
+        hook = CountingHook(*([key] * 10))
+        credentials = Credentials(key, hook, recovery_window=0)
 
-        with pytest.raises(AuthenticationError, match="just rejected"):
+        first = credentials.recover(0, context_for(credentials))
+        with pytest.raises(AuthenticationError, match="still holds the rejected key"):
             credentials.recover(0, context_for(credentials))
+
+        assert (Outcome.UNCHANGED, 2, 0) == (first, hook.calls, credentials.generation)
 
     def test_hook_error_is_the_cause(self):
         """The hook's own exception is chained as __cause__ and its message is quoted."""
@@ -369,17 +375,46 @@ class TestCooldown:
         assert 3 == hook.calls
         assert 0 < info.value.retry_after <= 60
 
-    def test_recovered_keys_that_are_rejected_count_as_failures(self):
-        """A hook that keeps producing keys RunPod rejects is rested too."""
-        hook = CountingHook(*(make_key() for _ in range(10)))
-        credentials = Credentials(make_key(), hook)
-
-        for generation in range(3):
-            credentials.recover(generation, context_for(credentials))
+    def test_open_breaker_rereads_a_cheap_source_and_closes_on_a_new_key(self):
+        """While open, a source is re-read at most every probe_interval; a new key closes it."""
+        new = make_key()
+        hook = CountingHook(None, None, None, None, new)
+        credentials = Credentials(make_key(), hook, cooldown=60, probe_interval=0.2)
+        for _ in range(3):
+            with pytest.raises(AuthenticationError):
+                credentials.recover(0, context_for(credentials))
         with pytest.raises(CooldownError):
-            credentials.recover(3, context_for(credentials))
+            credentials.recover(0, context_for(credentials))  # too soon: no read
+        calls_while_resting = hook.calls
+        time.sleep(0.25)
+        with pytest.raises(CooldownError):
+            credentials.recover(0, context_for(credentials))  # read: still nothing
+        time.sleep(0.25)
 
-        assert 3 == hook.calls
+        outcome = credentials.recover(0, context_for(credentials))  # read: a new key
+
+        assert (3, 5, Outcome.NEW, new) == (
+            calls_while_resting,
+            hook.calls,
+            outcome,
+            credentials.api_key,
+        )
+        credentials._confirm(credentials.generation)
+        assert Breaker.CLOSED == credentials.breaker
+
+    def test_a_person_is_not_asked_while_the_breaker_is_open(self):
+        """An interactive hook is never re-read while the breaker is open."""
+        hook = CountingHook()
+        hook.interactive = True  # type: ignore[attr-defined]
+        credentials = Credentials(make_key(), hook, cooldown=60, probe_interval=0)
+        for _ in range(3):
+            with pytest.raises(AuthenticationError):
+                credentials.recover(0, context_for(credentials))
+        for _ in range(3):
+            with pytest.raises(CooldownError):
+                credentials.recover(0, context_for(credentials))
+
+        assert (3, Breaker.OPEN) == (hook.calls, credentials.breaker)
 
     def test_an_accepted_key_resets_the_count(self):
         """Once a request succeeds with the current key, earlier failures are forgotten."""

@@ -61,18 +61,20 @@ def test_no_key_at_all_is_recovered_too(sdk, runpod_emulator, vault):
 
 @pytest.mark.parametrize("clause", [AuthenticationError, runpod.error.AuthenticationError])
 def test_giving_up_is_bounded_and_caught_by_existing_clauses(sdk, runpod_emulator, vault, clause):
-    """Every recovered key rejected: a typed error after max_recoveries rounds, no loop."""
+    """A recovered key rejected too: sent once more, the source polled, then a typed error."""
     revoked = vault.key
     runpod_emulator.revoke(revoked)
     also_revoked = runpod_emulator.add_key()
     runpod_emulator.revoke(also_revoked)
     vault.key = also_revoked
-    credentials = Credentials(revoked, recovery=vault, hosts=[runpod_emulator.host])
+    credentials = Credentials(
+        revoked, recovery=vault, hosts=[runpod_emulator.host], recovery_window=0
+    )
     calls: list[str | None] = []
     with pytest.raises(clause):
         retry_init(calls.append, credentials)
-    assert [revoked, also_revoked] == calls
-    assert 2 == vault.calls  # max_recoveries rounds; the second finds nothing newer
+    assert [revoked, also_revoked, also_revoked] == calls
+    assert 3 == vault.calls  # the new key; "unchanged"; one poll in a window of 0
 
 
 def test_other_factory_errors_pass_through_untouched(sdk, runpod_emulator, vault):

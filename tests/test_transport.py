@@ -14,6 +14,7 @@ from resilient_runpod import (
     AsyncResilientTransport,
     AuthenticationError,
     BodyNotReplayableError,
+    Breaker,
     CooldownError,
     Credentials,
     HookTimeoutError,
@@ -169,21 +170,21 @@ def test_user_stop_can_only_shorten_the_rounds(runpod_emulator):
 
 
 def test_dead_key_cools_down_instead_of_hammering(runpod_emulator):
-    """After 3 recoveries without an accepted key, requests fail fast without the hook."""
-    hook = Counting(lambda context: make_key())
-    credentials = Credentials(
-        make_key(), hook, hosts=[runpod_emulator.host], wait=tenacity.wait_none()
-    )
+    """After 3 failed recoveries in a row, requests fail fast without the hook."""
+    hook = Counting(lambda context: None)
+    old = runpod_emulator.api_key
+    credentials = Credentials(old, hook, hosts=[runpod_emulator.host])
+    runpod_emulator.revoke(old)
 
     with client_for(runpod_emulator, credentials) as client:
-        for _ in range(2):
+        for _ in range(3):
             with pytest.raises(AuthenticationError):
                 client.get("/health")
         calls_before = hook.calls
         with pytest.raises(CooldownError):
             client.get("/health")
 
-    assert (3, 3) == (calls_before, hook.calls)
+    assert (3, 3, Breaker.OPEN) == (calls_before, hook.calls, credentials.breaker)
 
 
 def test_forbidden_is_not_recovered(runpod_emulator):
@@ -246,19 +247,19 @@ def test_failing_hooks_end_in_one_clear_error(runpod_emulator, hook, cause, frag
 
 
 def test_hook_returning_the_same_key_is_not_looped_on(runpod_emulator):
-    """A source that still holds the revoked key is reported as not updated yet."""
+    """A source that still holds the revoked key: sent once more, polled, then reported."""
     old = runpod_emulator.api_key
     counting = Counting(lambda context: old)
-    credentials = Credentials(old, counting, hosts=[runpod_emulator.host])
+    credentials = Credentials(old, counting, hosts=[runpod_emulator.host], recovery_window=0)
     runpod_emulator.revoke(old)
 
     with (
         client_for(runpod_emulator, credentials) as client,
-        pytest.raises(AuthenticationError, match="just rejected"),
+        pytest.raises(AuthenticationError, match="still holds the rejected key"),
     ):
         client.get("/health")
 
-    assert (1, 1) == (counting.calls, runpod_emulator.counters().total)
+    assert (2, 2) == (counting.calls, runpod_emulator.counters().total)
 
 
 def test_hanging_hook_times_out(runpod_emulator):
@@ -422,8 +423,8 @@ def test_runpod_auth_gives_up_like_the_transport(runpod_emulator):
     assert (2, 3) == (hook.calls, runpod_emulator.counters().total)
 
 
-def test_injected_5xx_passes_through(runpod_emulator):
-    """A server error is not an auth problem: returned to the caller, no recovery."""
+def test_injected_503_on_a_safe_route_is_retried_without_recovery(runpod_emulator):
+    """A server error is not an auth problem: a GET is retried, the hook never runs."""
     hook = Counting(lambda c: None)
     credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
     runpod_emulator.inject(503)
@@ -431,7 +432,11 @@ def test_injected_5xx_passes_through(runpod_emulator):
     with client_for(runpod_emulator, credentials) as client:
         response = client.get("/health")
 
-    assert (503, 0) == (response.status_code, hook.calls)
+    assert (200, 0, {503: 1, 200: 1}) == (
+        response.status_code,
+        hook.calls,
+        dict(runpod_emulator.counters().by_status),
+    )
 
 
 def test_missing_key_is_recovered_on_first_401(runpod_emulator, monkeypatch):

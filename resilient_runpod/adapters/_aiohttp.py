@@ -7,8 +7,10 @@ responses. Requests to any other host pass through untouched and never see the k
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
+import aiohttp
 from aiohttp.payload import BytesPayload
 
 from .._engine import run_async
@@ -37,6 +39,15 @@ def _replayable(request: ClientRequest) -> bool:
 
 def _status(response: ClientResponse) -> int:
     return response.status
+
+
+def _retry_after(response: ClientResponse) -> str | None:
+    return response.headers.get("Retry-After")
+
+
+# Connection errors raised before any of the request went out, and the others.
+_UNSENT = (aiohttp.ClientConnectorError,)
+_LOST = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
 
 async def _release(response: ClientResponse) -> None:
@@ -72,20 +83,17 @@ class ResilientMiddleware:
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send *request* through *handler*; to RunPod hosts with the current key."""
-        if not self.credentials.hosts.allows_str(str(request.url)):
-            return await handler(request)
-
-        async def send(key: str | None) -> ClientResponse:
-            _stamp(request, key)
-            return await handler(request)
-
         return await run_async(
             self.credentials,
             request.method,
             str(request.url),
-            send,
-            _status,
-            _release,
+            stamp=lambda key: _stamp(request, key),
+            send=lambda: handler(request),
+            status_of=_status,
+            discard=_release,
+            retry_after_of=_retry_after,
+            unsent_errors=_UNSENT,
+            lost_errors=_LOST,
             replayable=_replayable(request),
         )
 

@@ -1,23 +1,37 @@
 """httpx adapters: a transport middleware (sync and async) and an `httpx.Auth`.
 
-Both only translate between httpx and the engine (`_engine.negotiate`): they stamp
-the key on requests to RunPod's hosts, report statuses, close discarded responses.
-Requests to any other host pass through untouched and never see the key.
+Both only translate between httpx and the engine (`_engine`): they stamp the key on
+requests to RunPod's hosts, send, report statuses and ``Retry-After``, close discarded
+responses. Requests to any other host pass through untouched and never see the key.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+import sys
 from collections.abc import AsyncGenerator, Generator
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import httpx
 
-from .._engine import Negotiation, Recover, Send, Sleep, negotiate, run_async, run_sync
-from .._errors import AuthenticationError
+from .._engine import (
+    DISCARD,
+    FORBIDDEN,
+    UNAUTHORIZED,
+    Reply,
+    async_driver,
+    run_async,
+    run_sync,
+    sync_driver,
+    warn_foreign_401,
+)
 from .._hosts import with_api_key_param
 from .._logging import install_httpx_filter
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    from typing_extensions import Self
 
 if TYPE_CHECKING:
     from .._credentials import Credentials
@@ -46,105 +60,22 @@ def _stamp(request: httpx.Request, key: str | None) -> None:
             request.url = url
 
 
-class ResilientTransport(httpx.BaseTransport):
-    """Wrap an httpx transport so RunPod 401s recover the key and retry.
-
-    ::
-
-        credentials = Credentials(recovery=recovery.from_file("/var/run/secrets/runpod"))
-        client = httpx.Client(transport=ResilientTransport(credentials))
-
-    Args:
-        credentials: The key and the recovery policy, shareable by many clients.
-        transport: The transport that does the I/O (default: ``httpx.HTTPTransport()``).
-
-    Raises (from requests to RunPod hosts):
-        AuthenticationError: the key was rejected and recovery found none accepted.
-        PermissionDeniedError: RunPod answered 403: the key is valid but may not do this.
-        BodyNotReplayableError: recovered, but a streamed body cannot be resent.
-    """
-
-    def __init__(
-        self, credentials: Credentials, transport: httpx.BaseTransport | None = None
-    ) -> None:
-        self.credentials = credentials
-        self._transport = transport if transport is not None else httpx.HTTPTransport()
-        install_httpx_filter()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Send *request*; to RunPod hosts with the current key, recovering on 401."""
-        inner = self._transport
-        if not self.credentials.hosts.allows(request.url):
-            return inner.handle_request(request)
-
-        def send(key: str | None) -> httpx.Response:
-            _stamp(request, key)
-            return inner.handle_request(request)
-
-        return run_sync(
-            self.credentials,
-            request.method,
-            request.url,
-            send,
-            _status,
-            _close,
-            replayable=_replayable(request),
-        )
-
-    def close(self) -> None:
-        """Close the wrapped transport."""
-        self._transport.close()
-
-    def __repr__(self) -> str:
-        return f"<ResilientTransport {self.credentials!r} over {type(self._transport).__name__}>"
-
-
-class AsyncResilientTransport(httpx.AsyncBaseTransport):
-    """`ResilientTransport` for ``httpx.AsyncClient``; recovery never blocks the event loop."""
-
-    def __init__(
-        self, credentials: Credentials, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        self.credentials = credentials
-        self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
-        install_httpx_filter()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send *request*; to RunPod hosts with the current key, recovering on 401."""
-        inner = self._transport
-        if not self.credentials.hosts.allows(request.url):
-            return await inner.handle_async_request(request)
-
-        async def send(key: str | None) -> httpx.Response:
-            _stamp(request, key)
-            return await inner.handle_async_request(request)
-
-        return await run_async(
-            self.credentials,
-            request.method,
-            request.url,
-            send,
-            _status,
-            _aclose,
-            replayable=_replayable(request),
-        )
-
-    async def aclose(self) -> None:
-        """Close the wrapped transport."""
-        await self._transport.aclose()
-
-    def __repr__(self) -> str:
-        return (
-            f"<AsyncResilientTransport {self.credentials!r} over {type(self._transport).__name__}>"
-        )
+# Connection errors raised before any of the request went out, and the others.
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)
+_LOST = (httpx.TransportError,)
 
 
 def _status(response: httpx.Response) -> int:
     return response.status_code
 
 
+def _retry_after(response: httpx.Response) -> str | None:
+    value: str | None = response.headers.get("Retry-After")
+    return value
+
+
 def _close(response: httpx.Response) -> None:
-    # Reading the (small) 401 body first lets the connection go back to the pool.
+    # Reading the (small) error body first lets the connection go back to the pool.
     try:
         response.read()
     finally:
@@ -158,6 +89,119 @@ async def _aclose(response: httpx.Response) -> None:
         await response.aclose()
 
 
+class ResilientTransport(httpx.BaseTransport):
+    """Wrap an httpx transport so RunPod 401s recover the key and transient failures retry.
+
+    ::
+
+        credentials = Credentials(recovery=recovery.from_file("/var/run/secrets/runpod"))
+        client = httpx.Client(transport=ResilientTransport(credentials))
+
+    Args:
+        credentials: The key, the recovery and the retry policy, shareable by many clients.
+        transport: The transport that does the I/O (default: ``httpx.HTTPTransport()``).
+
+    Raises (from requests to RunPod hosts):
+        AuthenticationError: the key was rejected and recovery found none accepted.
+        PermissionDeniedError: RunPod answered 403: the key is valid but may not do this.
+        TransientError: 429/5xx/lost connections outlasted the retry policy, or a retry
+            would be unsafe (``POST …/run`` after a 502).
+        BodyNotReplayableError: a streamed body would have to be sent again.
+    """
+
+    def __init__(
+        self, credentials: Credentials, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.credentials = credentials
+        self._transport = transport if transport is not None else httpx.HTTPTransport()
+        install_httpx_filter()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send *request*; to RunPod hosts with the current key, recovering on 401."""
+        inner = self._transport
+        return run_sync(
+            self.credentials,
+            request.method,
+            request.url,
+            stamp=lambda key: _stamp(request, key),
+            send=lambda: inner.handle_request(request),
+            status_of=_status,
+            discard=_close,
+            retry_after_of=_retry_after,
+            unsent_errors=_UNSENT,
+            lost_errors=_LOST,
+            replayable=_replayable(request),
+        )
+
+    def __enter__(self) -> Self:
+        self._transport.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self._transport.__exit__(exc_type, exc_value, traceback)
+
+    def close(self) -> None:
+        """Close the wrapped transport."""
+        self._transport.close()
+
+    def __repr__(self) -> str:
+        return f"<ResilientTransport {self.credentials!r} over {type(self._transport).__name__}>"
+
+
+class AsyncResilientTransport(httpx.AsyncBaseTransport):
+    """`ResilientTransport` for ``httpx.AsyncClient`` on asyncio or trio; never blocks the loop."""
+
+    def __init__(
+        self, credentials: Credentials, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.credentials = credentials
+        self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+        install_httpx_filter()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send *request*; to RunPod hosts with the current key, recovering on 401."""
+        inner = self._transport
+        return await run_async(
+            self.credentials,
+            request.method,
+            request.url,
+            stamp=lambda key: _stamp(request, key),
+            send=lambda: inner.handle_async_request(request),
+            status_of=_status,
+            discard=_aclose,
+            retry_after_of=_retry_after,
+            unsent_errors=_UNSENT,
+            lost_errors=_LOST,
+            replayable=_replayable(request),
+        )
+
+    async def __aenter__(self) -> Self:
+        await self._transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self._transport.__aexit__(exc_type, exc_value, traceback)
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._transport.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"<AsyncResilientTransport {self.credentials!r} over {type(self._transport).__name__}>"
+        )
+
+
 class RunPodAuth(httpx.Auth):
     """The same recovery as an ``httpx.Auth``, for those who prefer ``auth=``.
 
@@ -165,78 +209,86 @@ class RunPodAuth(httpx.Auth):
 
         client = httpx.Client(auth=RunPodAuth(credentials))
 
-    Works with ``httpx.Client`` and ``httpx.AsyncClient`` alike. httpx keeps each
-    rejected response in the final response's ``history``.
+    Works with ``httpx.Client`` and ``httpx.AsyncClient`` (asyncio or trio). httpx keeps
+    each discarded response in the final response's ``history``. Statuses (401, 403,
+    429, 5xx) are handled as by the transports; a lost connection is not, as httpx
+    raises it past the auth flow: use the transport for that.
     """
 
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
         install_httpx_filter()
 
+    def _first(self, request: httpx.Request, response: httpx.Response) -> Reply | None:
+        """The first response's `Reply` if the engine must see it; None if it stands."""
+        status = response.status_code
+        if status in (UNAUTHORIZED, FORBIDDEN) or status in self.credentials.retry.statuses:
+            return Reply(status, _retry_after(response))
+        return None
+
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        """Drive the engine from httpx's sync auth hook."""
-        if not self.credentials.hosts.allows(request.url):
-            yield request
+        """Carry out the engine's sends from httpx's sync auth hook."""
+        credentials = self.credentials
+        if not credentials.hosts.allows(request.url):
+            if (yield request).status_code == UNAUTHORIZED:
+                warn_foreign_401(request.url)
             return
-        flow = self._negotiate(request)
-        reply: int | None = None
+        state = credentials.current
+        _stamp(request, state.key)
+        first = self._first(request, (yield request))
+        if first is None:
+            credentials._confirm(state.generation)  # noqa: SLF001 -- one unit with the engine
+            return
+        driver = sync_driver(
+            credentials, request.method, request.url, state, first, replayable=_replayable(request)
+        )
+        reply: Reply | None = None
         try:
             while True:
-                command = flow.send(reply)
+                command = driver.send(reply)
                 reply = None
-                if type(command) is Send:
-                    _stamp(request, command.key)
-                    reply = (yield request).status_code
-                elif type(command) is Recover:
-                    try:
-                        self.credentials.recover(command.generation, command.context)
-                    except AuthenticationError as exc:
-                        flow.throw(exc)
-                elif type(command) is Sleep:
-                    time.sleep(command.seconds)
-                # DISCARD: httpx reads each earlier response and keeps it in `history`.
+                if command is not DISCARD:  # httpx keeps discarded responses in `history`
+                    _stamp(request, command.key)  # type: ignore[union-attr]
+                    response = yield request
+                    reply = Reply(response.status_code, _retry_after(response))
         except StopIteration:
             return
         finally:
-            flow.close()
+            driver.close()
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        """Drive the engine from httpx's async auth hook."""
-        if not self.credentials.hosts.allows(request.url):
-            yield request
+        """Carry out the engine's sends from httpx's async auth hook."""
+        credentials = self.credentials
+        if not credentials.hosts.allows(request.url):
+            if (yield request).status_code == UNAUTHORIZED:
+                warn_foreign_401(request.url)
             return
-        flow = self._negotiate(request)
-        reply: int | None = None
+        state = credentials.current
+        _stamp(request, state.key)
+        first = self._first(request, (yield request))
+        if first is None:
+            credentials._confirm(state.generation)  # noqa: SLF001
+            return
+        driver = async_driver(
+            credentials, request.method, request.url, state, first, replayable=_replayable(request)
+        )
+        reply: Reply | None = None
         try:
             while True:
-                command = flow.send(reply)
+                command = await driver.asend(reply)
                 reply = None
-                if type(command) is Send:
-                    _stamp(request, command.key)
-                    reply = (yield request).status_code
-                elif type(command) is Recover:
-                    try:
-                        await self.credentials.arecover(command.generation, command.context)
-                    except AuthenticationError as exc:
-                        flow.throw(exc)
-                elif type(command) is Sleep:
-                    await asyncio.sleep(command.seconds)
-        except StopIteration:
+                if command is not DISCARD:
+                    _stamp(request, command.key)  # type: ignore[union-attr]
+                    response = yield request
+                    reply = Reply(response.status_code, _retry_after(response))
+        except StopAsyncIteration:
             return
         finally:
-            flow.close()
-
-    def _negotiate(self, request: httpx.Request) -> Negotiation:
-        return negotiate(
-            self.credentials,
-            request.method,
-            request.url,
-            replayable=_replayable(request),
-        )
+            await driver.aclose()
 
     def __repr__(self) -> str:
         return f"<RunPodAuth {self.credentials!r}>"

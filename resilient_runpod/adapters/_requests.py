@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import httpx
+import requests.exceptions
 from requests.adapters import BaseAdapter, HTTPAdapter
 
 from .._engine import run_sync
@@ -47,6 +48,16 @@ def _replayable(request: PreparedRequest) -> bool:
 
 def _status(response: Response) -> int:
     return response.status_code
+
+
+def _retry_after(response: Response) -> str | None:
+    value: str | None = response.headers.get("Retry-After")
+    return value
+
+
+# Connection errors raised before any of the request went out, and the others.
+_UNSENT = (requests.exceptions.ConnectTimeout,)
+_LOST = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 
 def _close(response: Response) -> None:
@@ -97,20 +108,17 @@ class ResilientHTTPAdapter(BaseAdapter):
     ) -> Response:
         """Send *request*; to RunPod hosts with the current key, recovering on 401."""
         inner = self.adapter
-        if not self.credentials.hosts.allows_str(request.url or ""):
-            return inner.send(request, stream, timeout, verify, cert, proxies)
-
-        def send(key: str | None) -> Response:
-            stamp(request, key)
-            return inner.send(request, stream, timeout, verify, cert, proxies)
-
         return run_sync(
             self.credentials,
             request.method or "GET",
             request.url or "",
-            send,
-            _status,
-            _close,
+            stamp=lambda key: stamp(request, key),
+            send=lambda: inner.send(request, stream, timeout, verify, cert, proxies),
+            status_of=_status,
+            discard=_close,
+            retry_after_of=_retry_after,
+            unsent_errors=_UNSENT,
+            lost_errors=_LOST,
             replayable=_replayable(request),
         )
 

@@ -95,8 +95,13 @@ def retry_init(
     credentials = credentials if credentials is not None else Credentials()
     url = checked_graphql_url(credentials.hosts, api_url) if validate_key else graphql_url(api_url)
     last: list[_Attempt[T]] = []
+    key_box = [credentials.api_key]
 
-    def send(key: str | None) -> _Attempt[T]:
+    def stamp(key: str | None) -> None:
+        key_box[0] = key
+
+    def send() -> _Attempt[T]:
+        key = key_box[0]
         try:
             value = factory(key)
         except Exception as exc:
@@ -113,7 +118,16 @@ def retry_init(
         return attempt
 
     try:
-        result = run_sync(credentials, "INIT", url, send, _status, _discard)
+        result = run_sync(
+            credentials,
+            "INIT",
+            url,
+            stamp=stamp,
+            send=send,
+            status_of=_status,
+            discard=_discard,
+            check_host=False,  # only `validate` sends the key, to a checked URL
+        )
     except AuthenticationError as exc:
         raise _give_up(exc) from (exc.__cause__ or (last[-1].error if last else None))
     return cast("T", result.value)

@@ -1,0 +1,135 @@
+"""`RetryPolicy`: which transient failures are retried, how often, and for how long.
+
+RunPod's serverless routes answer 429 when rate-limited; Cloudflare in front of them
+answers 502, 503 and 504 during incidents. Whether a request may be sent again depends
+on whether RunPod could have acted on it:
+
+- 429: never processed; always safe.
+- a connection that failed before the request was sent: never processed; always safe.
+- 502/503/504, or a connection lost after sending: safe only for requests that can be
+  repeated without effect: GET, HEAD, OPTIONS, and RunPod's status, stream, health,
+  cancel and purge-queue routes. ``POST …/run`` and ``…/runsync`` may already have
+  created a job, so they are retried only when the caller opts in.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+import tenacity
+
+__all__ = ["DEFAULT_POLICY", "RetryPolicy", "Verdict"]
+
+_ALWAYS_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+# Serverless routes that change nothing when repeated (cancel and purge are idempotent).
+_IDEMPOTENT_ROUTES: Final = ("/status/", "/stream/", "/health", "/cancel/", "/purge-queue")
+_TOO_MANY_REQUESTS: Final = 429
+
+
+class Verdict(enum.Enum):
+    """What to do about one transient failure."""
+
+    RETRY = "retry"
+    UNSAFE = "unsafe"  # the request may have been acted on, and the caller did not opt in
+    FINAL = "final"  # not a transient failure: the answer stands
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How transient failures (429, 502/503/504, lost connections) are retried.
+
+    The same budget covers key recovery: a 401 inside a transient retry, or a 429 inside
+    a recovery, is one loop with one count of sends and one deadline.
+
+    Args:
+        attempts: Sends per request for transient failures, the first included (``1``
+            turns transient retries off).
+        max_sends: The hard ceiling on sends per request, whatever the reason: a flapping
+            server never loops a request for ever. At a 10 % rate of spurious 401s, the
+            default of 8 loses about one request in a hundred million.
+        deadline: Seconds a request may take in all, recovery included; ``None``: no limit
+            beyond the counts.
+        max_retry_after: The longest ``Retry-After`` honoured, in seconds; longer ones
+            give up at once.
+        retry_unsafe: Also retry ``POST …/run`` and ``…/runsync`` after a 5xx or a lost
+            connection (the job may then exist twice).
+        statuses: The statuses that count as transient.
+        backoff: The wait between transient retries when the server names none:
+            exponential with full jitter, so a fleet does not retry in lockstep.
+    """
+
+    attempts: int = 5
+    max_sends: int = 8
+    deadline: float | None = None
+    max_retry_after: float = 60.0
+    retry_unsafe: bool = False
+    statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+    backoff: tenacity.wait.wait_base = field(
+        default_factory=lambda: tenacity.wait_random_exponential(multiplier=0.25, max=10.0)
+    )
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1 (1 turns transient retries off)")
+        if self.max_sends < max(2, self.attempts):
+            raise ValueError("max_sends must be at least 2, and at least attempts")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError("deadline must be a positive number of seconds, or None")
+
+    def verdict(self, method: str, path: str, status: int | None, *, sent: bool) -> Verdict:
+        """Whether a failure may be retried.
+
+        Args:
+            method: The request's method.
+            path: The request's URL path.
+            status: The HTTP status, or ``None`` for a lost connection.
+            sent: For a lost connection, whether any of the request may have gone out.
+        """
+        if status is not None and status not in self.statuses:
+            return Verdict.FINAL
+        if status == _TOO_MANY_REQUESTS or (status is None and not sent):
+            return Verdict.RETRY
+        if self.retry_unsafe or _repeatable(method, path):
+            return Verdict.RETRY
+        return Verdict.UNSAFE
+
+    def wait(self, transient_round: int, retry_after: str | None) -> float:
+        """Seconds before transient retry number *transient_round* (1-based); inf: give up."""
+        named = parse_retry_after(retry_after)
+        if named is not None:
+            return named if named <= self.max_retry_after else math.inf
+        state = tenacity.RetryCallState(_NO_RETRYING, None, (), {})
+        state.attempt_number = transient_round
+        return float(self.backoff(state))
+
+
+DEFAULT_POLICY: Final = RetryPolicy()
+# Wait strategies read only the attempt number from the state they are given.
+_NO_RETRYING: Final = tenacity.Retrying()
+
+
+def _repeatable(method: str, path: str) -> bool:
+    if method.upper() in _ALWAYS_SAFE_METHODS:
+        return True
+    return any(route in path for route in _IDEMPOTENT_ROUTES)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds: a number, or an HTTP date from now; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
