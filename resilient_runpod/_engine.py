@@ -213,7 +213,7 @@ def negotiate(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                         waited_for = None  # counted once, however often it is re-sent
                         rejected_recovered += 1
                         if rejected_recovered >= credentials.max_recoveries:
-                            raise _still_rejected(  # noqa: TRY301 -- not retried: final
+                            raise _still_rejected(
                                 credentials, state.key, method, url, rejected_recovered
                             )
                         yield Sleep((credentials.wait or _DEFAULT_WAIT)(attempt.retry_state))
