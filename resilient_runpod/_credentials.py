@@ -205,6 +205,8 @@ class Credentials:
         self._watch: int | None = None
         # The recovered key RunPod has not accepted yet, and its generation (see `accepted`).
         self._unaccepted: tuple[int, RecoveredKey] | None = None
+        # The newest recovered generation RunPod has accepted at least once.
+        self._accepted = -1
         _live.add(self)
         self._subscribe(recovery)
 
@@ -339,6 +341,7 @@ class Credentials:
             if generation != self._watch:
                 return
             self._watch = None
+            self._accepted = max(self._accepted, generation)
             if self._suspect == generation:
                 # A spurious 401: the key works. A flight polling for a new one can stop.
                 self._suspect = None
@@ -348,6 +351,10 @@ class Credentials:
             found, self._unaccepted = self._unaccepted, None
         if found is not None and found[0] == generation:
             tell_accepted(self._hook, found[1])
+
+    def _was_accepted(self, generation: int) -> bool:
+        """Whether RunPod accepted *generation*'s key at least once since it was recovered."""
+        return self._accepted >= generation
 
     def _close_locked(self) -> None:
         self._breaker, self._failures = Breaker.CLOSED, 0

@@ -209,8 +209,11 @@ def negotiate(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                 status = reply.status
                 if status == UNAUTHORIZED:
                     yield DISCARD
-                    if waited_for == state.generation:
-                        waited_for = None  # counted once, however often it is re-sent
+                    if waited_for == state.generation and not credentials._was_accepted(  # noqa: SLF001
+                        state.generation
+                    ):
+                        # A recovered key nobody got through with: counted once.
+                        waited_for = None
                         rejected_recovered += 1
                         if rejected_recovered >= credentials.max_recoveries:
                             raise _still_rejected(

@@ -11,6 +11,6 @@ count requests. The pytest plugin (installed with the package) provides the
 from __future__ import annotations
 
 from ._emulator import Emulator
-from ._state import Counters, KeyInfo, Scope
+from ._state import Chaos, Counters, KeyInfo, Scope
 
-__all__ = ["Counters", "Emulator", "KeyInfo", "Scope"]
+__all__ = ["Chaos", "Counters", "Emulator", "KeyInfo", "Scope"]

@@ -21,7 +21,7 @@ from resilient_runpod._keys import fingerprint
 
 from . import _graphql, _rest, _serverless
 from ._auth import error_response, presented_key, surface_of
-from ._state import EmulatorState, UnknownKeyError
+from ._state import RESET, Chaos, EmulatorState, Fault, UnknownKeyError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -67,14 +67,37 @@ class _Instrument:
                 self._state.count(key_fingerprint, message["status"])
             await send(message)
 
-        if (latency := self._state.latency) > 0:
+        self._state.arrived(+1)
+        try:
+            await self._serve(scope, receive, counting_send)
+        finally:
+            self._state.arrived(-1)
+
+    async def _serve(self, scope: Scope, receive: Receive, counting_send: Send) -> None:
+        if (latency := self._state.next_latency()) > 0:
             await asyncio.sleep(latency)
-        status = self._state.take_fault(scope["path"])
-        if status is not None:
-            response = error_response(status, surface_of(scope["path"]))
-            await response(scope, receive, counting_send)
+        fault = self._state.take_fault(scope["path"])
+        if fault is None:
+            await self._app(scope, receive, counting_send)
             return
-        await self._app(scope, receive, counting_send)
+        if fault.after:
+            # Served for real (a job is created), then the answer is lost on the way back.
+            await self._app(scope, receive, _swallow)
+        if fault.status == RESET:
+            await counting_send({"type": "http.response.start", "status": 200, "headers": []})
+            raise ConnectionResetByEmulator
+        response = error_response(
+            fault.status, surface_of(scope["path"]), retry_after=fault.retry_after
+        )
+        await response(scope, receive, counting_send)
+
+
+class ConnectionResetByEmulator(Exception):  # noqa: N818 -- named for what the client sees
+    """Raised mid-response so the server drops the connection: an injected reset."""
+
+
+async def _swallow(_message: Message) -> None:
+    return None
 
 
 class _Admin:
@@ -91,6 +114,7 @@ class _Admin:
             ("keys/rotate", self.rotate, "POST"),
             ("faults", self.inject, "POST"),
             ("faults", self.clear_faults, "DELETE"),
+            ("chaos", self.chaos, "POST"),
             ("latency", self.latency, "POST"),
             ("counters", self.counters, "GET"),
             ("counters", self.reset_counters, "DELETE"),
@@ -127,8 +151,23 @@ class _Admin:
     async def inject(self, request: Request) -> Response:
         body = await _json_object(request)
         status, count, prefix = body["status"], body.get("count", 1), body.get("path_prefix")
-        self._state.inject(status, count, prefix)
+        retry_after, after = body.get("retry_after"), bool(body.get("after", False))
+        self._state.inject(Fault(status, prefix, retry_after, after), count)
         return JSONResponse({"status": status, "count": count, "path_prefix": prefix})
+
+    async def chaos(self, request: Request) -> Response:
+        body = await _json_object(request)
+        latency = body.get("latency", (0.0, 0.0))
+        chaos = Chaos(
+            unauthorized=float(body.get("unauthorized", 0.0)),
+            server_error=float(body.get("server_error", 0.0)),
+            too_many=float(body.get("too_many", 0.0)),
+            latency=(float(latency[0]), float(latency[1])),
+            seed=body.get("seed"),
+            path_prefix=body.get("path_prefix"),
+        )
+        self._state.set_chaos(chaos)
+        return JSONResponse(body)
 
     async def clear_faults(self, _request: Request) -> Response:
         self._state.clear_faults()

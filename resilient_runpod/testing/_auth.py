@@ -77,15 +77,19 @@ def problem(status: int, detail: str, **extra: object) -> JSONResponse:
     return JSONResponse(body, status, media_type="application/problem+json")
 
 
-def error_response(status: int, surface: Surface) -> JSONResponse:
+def error_response(
+    status: int, surface: Surface, *, retry_after: str | None = None
+) -> JSONResponse:
     """Return the answer *surface* gives with *status*, whatever the reason.
 
     Used for rejected keys and for injected faults alike, so that a fault looks exactly
-    like the real thing to the client.
+    like the real thing to the client. *retry_after* overrides the ``Retry-After`` header.
     """
     phrase = HTTPStatus(status).phrase
     # Every surface names a rate-limit wait; REST v2 documents Retry-After.
     headers = {"Retry-After": "1"} if status == HTTPStatus.TOO_MANY_REQUESTS else None
+    if retry_after is not None:
+        headers = {"Retry-After": retry_after}
     if surface == "rest":
         detail = {
             HTTPStatus.UNAUTHORIZED: _REST_401_DETAIL,

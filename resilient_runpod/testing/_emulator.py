@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._state import Counters, EmulatorState, KeyInfo, Scope
+from ._state import RESET, Chaos, Counters, EmulatorState, Fault, KeyInfo, Scope
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -285,14 +285,37 @@ class Emulator:
 
     # -- faults -------------------------------------------------------------------------
 
-    def inject(self, status: int, count: int = 1, *, path_prefix: str | None = None) -> None:
+    def inject(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        path_prefix: str | None = None,
+        retry_after: str | None = None,
+        after: bool = False,
+    ) -> None:
         """Answer the next *count* requests (whose path starts with *path_prefix*) with *status*.
 
         The key is not looked at: an injected 401 is what a key revoked elsewhere looks
         like. The body is the one that surface sends with that status; 429 carries
-        ``Retry-After``. Faults queue up in the order they were injected.
+        ``Retry-After`` (*retry_after* sets it, for any status). With *after*, the request
+        is served first (a job is created) and the answer replaced: a gateway error on
+        the way back. Faults queue up in the order they were injected.
         """
-        self._state.inject(status, count, path_prefix)
+        self._state.inject(Fault(status, path_prefix, retry_after, after), count)
+
+    def inject_reset(
+        self, count: int = 1, *, path_prefix: str | None = None, after: bool = False
+    ) -> None:
+        """Drop the connection of the next *count* requests mid-response (after serving them)."""
+        self._state.inject(Fault(RESET, path_prefix, None, after), count)
+
+    def chaos(self, chaos: Chaos) -> None:
+        """Draw random trouble for every request from now on: spurious 401s, 5xx, 429, latency.
+
+        ``chaos(Chaos())`` (or `clear_faults`) ends it.
+        """
+        self._state.set_chaos(chaos)
 
     def set_latency(self, seconds: float) -> None:
         """Delay every request by *seconds* (without blocking other requests)."""
@@ -307,6 +330,15 @@ class Emulator:
     def counters(self) -> Counters:
         """Return a snapshot of the requests answered so far, keys named by fingerprint."""
         return self._state.counters()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests that arrived and are not answered yet: proof that a request is in flight."""
+        return self._state.in_flight
+
+    def job_inputs(self) -> list[Any]:
+        """The input of every job submitted so far, in order: duplicates show here."""
+        return self._state.jobs.inputs()
 
     def reset_counters(self) -> None:
         """Start counting from zero."""

@@ -65,6 +65,11 @@ class JobQueue:
             self._jobs.clear()
             self.job_seconds = job_seconds
 
+    def inputs(self) -> list[Any]:
+        """The input of every job ever submitted (and not purged), in submission order."""
+        with self._lock:
+            return [job.input for job in sorted(self._jobs.values(), key=lambda j: j.created)]
+
     def submit(self, endpoint_id: str, job_input: Any, *, sync: bool = False) -> dict[str, Any]:
         """Queue a job for *endpoint_id*; return ``{"id", "status"}``."""
         prefix = "sync-" if sync else ""

@@ -8,6 +8,7 @@ Nothing holds the lock across an ``await`` or any I/O.
 from __future__ import annotations
 
 import hashlib
+import random
 import secrets
 import string
 import threading
@@ -101,10 +102,55 @@ class _KeyRecord:
     active: bool
 
 
+RESET = 0
+"""A fault "status" meaning: drop the connection mid-response instead of answering."""
+
+
 @dataclass(frozen=True, slots=True)
-class _Fault:
+class Fault:
+    """One injected failure: *status* (or `RESET`), before or after the request is served.
+
+    Attributes:
+        status: The HTTP status to answer with, or `RESET` to drop the connection.
+        path_prefix: Only requests whose path starts with it; ``None`` for any.
+        retry_after: The ``Retry-After`` header to send, if any.
+        after: Serve the request first (a job is created), then fail: what a gateway
+            timing out on a healthy backend looks like.
+    """
+
     status: int
-    path_prefix: str | None
+    path_prefix: str | None = None
+    retry_after: str | None = None
+    after: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Chaos:
+    """Random trouble for every counted request: rates from 0 to 1, and a latency range.
+
+    Attributes:
+        unauthorized: Spurious 401s on keys that are valid.
+        server_error: 502, 503 or 504 before the request is served.
+        too_many: 429 with ``Retry-After: 0``.
+        latency: Seconds, drawn uniformly from this range.
+        seed: Makes a run repeatable.
+        path_prefix: Only requests whose path starts with it are troubled.
+    """
+
+    unauthorized: float = 0.0
+    server_error: float = 0.0
+    too_many: float = 0.0
+    latency: tuple[float, float] = (0.0, 0.0)
+    seed: int | None = None
+    path_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        rates = (self.unauthorized, self.server_error, self.too_many)
+        if any(not 0 <= r <= 1 for r in rates) or sum(rates) > 1:
+            raise ValueError("chaos rates must be between 0 and 1, and add up to at most 1")
+        low, high = self.latency
+        if not 0 <= low <= high:
+            raise ValueError("latency must be a range (low, high) with 0 <= low <= high")
 
 
 class UnknownKeyError(KeyError):
@@ -134,7 +180,10 @@ class EmulatorState:
     ) -> None:
         self._lock = threading.Lock()
         self._keys: dict[str, _KeyRecord] = {}
-        self._faults: list[_Fault] = []
+        self._faults: list[Fault] = []
+        self._chaos = Chaos()
+        self._random = random.Random()  # noqa: S311 -- test traffic, not secrets
+        self._in_flight = 0
         self._latency = 0.0
         self._by_key_status: Counter[tuple[str, int]] = Counter()
         self._job_seconds = job_seconds
@@ -210,23 +259,49 @@ class EmulatorState:
 
     # -- faults -------------------------------------------------------------------------
 
-    def inject(self, status: int, count: int, path_prefix: str | None) -> None:
-        """Queue *count* answers of *status* for requests whose path starts with the prefix."""
-        if not 400 <= status <= 599:  # noqa: PLR2004 (the range of HTTP error codes)
+    def inject(self, fault: Fault, count: int) -> None:
+        """Queue *count* copies of *fault*."""
+        status = fault.status
+        if status != RESET and not 400 <= status <= 599:  # noqa: PLR2004 (HTTP error codes)
             raise ValueError(f"an injected status must be an HTTP error (400-599), not {status}")
         if count < 1:
             raise ValueError(f"count must be at least 1, not {count}")
         with self._lock:
-            self._faults.extend([_Fault(status, path_prefix)] * count)
+            self._faults.extend([fault] * count)
 
-    def take_fault(self, path: str) -> int | None:
-        """Consume and return the first queued fault that applies to *path*, if any."""
+    def take_fault(self, path: str) -> Fault | None:
+        """Consume the first queued fault that applies to *path*, else draw one from chaos."""
         with self._lock:
             for index, fault in enumerate(self._faults):
                 if fault.path_prefix is None or path.startswith(fault.path_prefix):
                     del self._faults[index]
-                    return fault.status
+                    return fault
+            chaos = self._chaos
+            if chaos.path_prefix is not None and not path.startswith(chaos.path_prefix):
+                return None
+            draw = self._random.random()
+            if draw < chaos.unauthorized:
+                return Fault(401)
+            draw -= chaos.unauthorized
+            if draw < chaos.server_error:
+                return Fault(self._random.choice((502, 503, 504)))
+            draw -= chaos.server_error
+            if draw < chaos.too_many:
+                return Fault(429, retry_after="0")
         return None
+
+    def set_chaos(self, chaos: Chaos) -> None:
+        """Draw random trouble for every request from now on (``Chaos()`` for none)."""
+        with self._lock:
+            self._chaos = chaos
+            self._random = random.Random(chaos.seed)  # noqa: S311 -- test traffic
+
+    def next_latency(self) -> float:
+        """The delay for the next request: the fixed latency plus chaos's random part."""
+        with self._lock:
+            low, high = self._chaos.latency
+            extra = self._random.uniform(low, high) if high > 0 else 0.0
+            return self._latency + extra
 
     @property
     def latency(self) -> float:
@@ -242,12 +317,24 @@ class EmulatorState:
             self._latency = float(seconds)
 
     def clear_faults(self) -> None:
-        """Drop every queued fault and the latency."""
+        """Drop every queued fault, the chaos and the latency."""
         with self._lock:
             self._faults.clear()
+            self._chaos = Chaos()
             self._latency = 0.0
 
     # -- counters -----------------------------------------------------------------------
+
+    def arrived(self, delta: int) -> None:
+        """A counted request arrived (+1) or was answered (-1)."""
+        with self._lock:
+            self._in_flight += delta
+
+    @property
+    def in_flight(self) -> int:
+        """Counted requests that arrived and are not answered yet."""
+        with self._lock:
+            return self._in_flight
 
     def count(self, key_fingerprint: str, status: int) -> None:
         """Record one answered request."""
@@ -286,6 +373,7 @@ class EmulatorState:
                 key: _KeyRecord(scope, active=True) for key, scope in self._initial.items()
             }
             self._faults.clear()
+            self._chaos = Chaos()
             self._latency = 0.0
             self._by_key_status.clear()
         self.jobs.reset(self._job_seconds)

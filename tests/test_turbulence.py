@@ -1,0 +1,258 @@
+"""Riding through turbulence: spurious 401s, stale secret stores, fast rotations, the breaker.
+
+Every test runs against the emulator over real sockets, at default settings unless the
+test is about a setting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from resilient_runpod import (
+    AuthenticationError,
+    Breaker,
+    CooldownError,
+    Credentials,
+    RecoveryContext,
+    fingerprint,
+    recovery,
+)
+from resilient_runpod.testing import Chaos, Emulator
+
+from .test_transport import Counting, client_for
+
+
+@pytest.fixture
+def secret(tmp_path: Path, runpod_emulator: Emulator) -> Path:
+    path = tmp_path / "runpod-key"
+    path.write_text(runpod_emulator.api_key + "\n")
+    return path
+
+
+def file_credentials(
+    emulator: Emulator, secret: Path, **kwargs: object
+) -> tuple[Counting, Credentials]:
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(
+        emulator.api_key,
+        hook,
+        hosts=[emulator.host],
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return hook, credentials
+
+
+def test_a_spurious_401_on_a_valid_key_is_ridden_through(runpod_emulator, secret):
+    """The source still holds the key: the request is sent once more with it, and succeeds."""
+    hook, credentials = file_credentials(runpod_emulator, secret)
+    runpod_emulator.inject(401)
+
+    with client_for(runpod_emulator, credentials) as client:
+        response = client.get("/health")
+
+    assert (200, 1, 0) == (response.status_code, hook.calls, credentials.generation)
+    assert {401: 1, 200: 1} == dict(runpod_emulator.counters().by_status)
+
+
+def test_spurious_401s_never_open_the_breaker(runpod_emulator, secret):
+    """Many spurious 401s in a row on a valid key: every request succeeds, recovery stays closed."""
+    hook, credentials = file_credentials(runpod_emulator, secret)
+
+    with client_for(runpod_emulator, credentials) as client:
+        statuses = []
+        for _ in range(10):
+            runpod_emulator.inject(401)
+            statuses.append(client.get("/health").status_code)
+
+    assert ([200] * 10, Breaker.CLOSED) == (statuses, credentials.breaker)
+    assert 10 == hook.calls
+
+
+def test_a_stale_source_is_polled_by_one_flight_until_it_changes(runpod_emulator, secret):
+    """Revoked before the store updates: requests wait on one polling flight, none is lost."""
+    _, credentials = file_credentials(runpod_emulator, secret)
+    old = runpod_emulator.api_key
+    new = runpod_emulator.add_key()
+    runpod_emulator.revoke(old)  # the store still holds `old` for a while
+    results: list[int] = []
+    errors: list[BaseException] = []
+    started = threading.Barrier(9)
+
+    def worker(client: httpx.Client) -> None:
+        started.wait()
+        try:
+            results.append(client.get("/health").status_code)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with client_for(runpod_emulator, credentials) as client, capture_logs() as logs:
+        threads = [threading.Thread(target=worker, args=(client,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        started.wait()
+        polling = _wait_for(lambda: credentials._suspect is not None)
+        secret.write_text(new)  # the store catches up
+        for t in threads:
+            t.join()
+
+    recovered = [e for e in logs if e["event"] == "runpod.auth.recovered"]
+    assert (True, [], [200] * 8) == (polling, errors, results)
+    assert (1, new) == (len(recovered), credentials.api_key)
+
+
+def test_a_person_is_not_asked_while_the_key_still_works(runpod_emulator):
+    """An interactive hook after a spurious 401: RunPod is asked first, the person never."""
+
+    def person(context: RecoveryContext) -> str:
+        raise AssertionError("the person must not be asked")
+
+    hook = Counting(person)
+    hook.interactive = True  # type: ignore[attr-defined]
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    runpod_emulator.inject(401, path_prefix="/v2/")
+
+    with client_for(runpod_emulator, credentials) as client:
+        response = client.get("/health")
+
+    assert (200, 0) == (response.status_code, hook.calls)
+
+
+def test_rotations_made_by_others_cost_a_request_nothing(runpod_emulator, secret):
+    """A request rejected with a key two rotations old is sent with the current one, no hook."""
+    hook, credentials = file_credentials(runpod_emulator, secret)
+    old = runpod_emulator.api_key
+    runpod_emulator.set_latency(0.3)
+    outcome: list[int] = []
+
+    with client_for(runpod_emulator, credentials) as client:
+        thread = threading.Thread(target=lambda: outcome.append(client.get("/health").status_code))
+        thread.start()
+        in_flight = _wait_for(lambda: runpod_emulator.in_flight == 1)
+        middle = runpod_emulator.add_key()
+        credentials.set_key(middle)
+        newest = runpod_emulator.add_key()
+        credentials.set_key(newest)
+        runpod_emulator.revoke(old)
+        runpod_emulator.revoke(middle)
+        thread.join()
+
+    by_key = runpod_emulator.counters().by_key_status
+    assert (True, [200], 0) == (in_flight, outcome, hook.calls)
+    assert ({401: 1}, {200: 1}) == (by_key[fingerprint(old)], by_key[fingerprint(newest)])
+
+
+def test_the_breaker_opens_fails_fast_and_closes_on_a_new_key(runpod_emulator, secret):
+    """3 failed recoveries open it; rejected requests fail at once; a new key closes it."""
+    _, credentials = file_credentials(
+        runpod_emulator, secret, recovery_window=0, probe_interval=0.2
+    )
+    old = runpod_emulator.api_key
+    runpod_emulator.revoke(old)
+    secret.unlink()  # the source fails outright
+
+    with client_for(runpod_emulator, credentials) as client:
+        for _ in range(3):
+            with pytest.raises(AuthenticationError):
+                client.get("/health")
+        with pytest.raises(CooldownError):
+            client.get("/health")
+        state_while_open = credentials.breaker
+        new = runpod_emulator.add_key()
+        secret.write_text(new)
+        time.sleep(0.25)  # the next re-read is due
+        response = client.get("/health")
+
+    assert (Breaker.OPEN, 200, Breaker.CLOSED) == (
+        state_while_open,
+        response.status_code,
+        credentials.breaker,
+    )
+
+
+def test_a_flapping_server_is_bounded_by_the_ceiling_on_sends(runpod_emulator, secret):
+    """401 on every send, though RunPod says the key is valid: it ends after max_sends sends."""
+    _, credentials = file_credentials(runpod_emulator, secret)
+    runpod_emulator.chaos(Chaos(unauthorized=1.0, path_prefix="/v2/"))
+
+    with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError):
+        client.get("/health")
+
+    assert credentials.retry.max_sends == runpod_emulator.counters().by_status[401]
+    assert Breaker.CLOSED == credentials.breaker  # a valid key is no failed recovery
+
+
+def test_soak_in_small_loses_nothing_and_duplicates_nothing(runpod_emulator, secret):
+    """Rotations, 10 % spurious 401s, 5xx and 429, 8 threads: every job exactly once."""
+    _, credentials = file_credentials(runpod_emulator, secret)
+    runpod_emulator.chaos(
+        Chaos(unauthorized=0.1, server_error=0.02, too_many=0.02, latency=(0, 0.005), seed=7)
+    )
+    per_thread, threads = 40, 8
+    done: list[int] = []
+    lost: list[BaseException] = []
+    stop = threading.Event()
+
+    def rotate() -> None:
+        while not stop.wait(0.3):
+            old = credentials.api_key or ""
+            new = runpod_emulator.add_key()
+            secret.write_text(new)
+            runpod_emulator.revoke(old)
+
+    def worker(client: httpx.Client, base: int) -> None:
+        for n in range(base, base + per_thread):
+            try:
+                job = _submit(client, n)
+                status = client.get(f"/status/{job}").json()["status"]
+                assert status in {"IN_QUEUE", "IN_PROGRESS", "COMPLETED"}
+                done.append(n)
+            except BaseException as exc:
+                lost.append(exc)
+
+    rotator = threading.Thread(target=rotate)
+    with client_for(runpod_emulator, credentials) as client:
+        rotator.start()
+        workers = [
+            threading.Thread(target=worker, args=(client, i * per_thread)) for i in range(threads)
+        ]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        stop.set()
+        rotator.join()
+
+    created = runpod_emulator.job_inputs()
+    assert ([], list(range(threads * per_thread))) == (lost, sorted(done))
+    assert sorted(done) == sorted(i["n"] for i in created)  # no job created twice
+
+
+def _submit(client: httpx.Client, n: int) -> str:
+    """POST /run; a 5xx before the job exists is resubmitted here, as the caller must."""
+    from resilient_runpod import TransientError
+
+    for _ in range(5):
+        try:
+            response = client.post("/run", json={"input": {"n": n}})
+        except TransientError as exc:
+            if exc.reason != "unsafe":
+                raise
+            continue
+        job: str = response.json()["id"]
+        return job
+    raise AssertionError("POST /run kept failing")
+
+
+def _wait_for(condition: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
