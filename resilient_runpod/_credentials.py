@@ -46,6 +46,7 @@ from ._errors import (
     HookTimeoutError,
     InvalidKeyError,
     RecoveryError,
+    SourceError,
 )
 from ._flight import Flight, Mode, Outcome, on_asyncio, remaining
 from ._hooks import (
@@ -487,7 +488,15 @@ class Credentials:
             pause = _FIRST_POLL
             window_end = time.monotonic() + self.recovery_window
             while True:
-                key, source = accept(call(), hook_name(self._hook))
+                try:
+                    key, source = self._read(call)
+                except RecoveryError:
+                    if flight.mode is not Mode.POLL or time.monotonic() + pause > window_end:
+                        raise
+                    # Polling a source that is being updated: it may fail for a moment.
+                    time.sleep(pause)
+                    pause = min(pause * 2, _MAX_POLL)
+                    continue
                 if key != flight.rejected_key:
                     self._finish(flight, context, outcome=Outcome.NEW, key=key, source=source)
                     return
@@ -505,6 +514,21 @@ class Credentials:
                 pause = min(pause * 2, _MAX_POLL)
         except BaseException as exc:
             self._finish(flight, context, outcome=Outcome.FAILED, error=exc)
+
+    def _read(self, call: Callable[[], object]) -> tuple[str, str]:
+        """Ask the hook for a key; a failing source is read once more before it counts.
+
+        A source caught mid-update (a file rewritten in place) fails for a moment.
+        """
+        name = hook_name(self._hook)
+        try:
+            return accept(call(), name)
+        except RecoveryError as exc:
+            source_failed = isinstance(exc, SourceError) or isinstance(exc.__cause__, SourceError)
+            if not source_failed or getattr(self._hook, "interactive", False):
+                raise
+        time.sleep(_REREAD)
+        return accept(call(), name)
 
     def _probe(self, key: str | None, context: RecoveryContext) -> bool:
         """Whether RunPod still accepts *key*: one GraphQL ``myself`` on the same API."""
@@ -600,6 +624,8 @@ class Credentials:
 # doubling up to the maximum.
 _FIRST_POLL = 0.1
 _MAX_POLL = 5.0
+# Before reading a failing source once more.
+_REREAD = 0.05
 
 
 def _call_sync(hook: RecoveryHook, context: RecoveryContext) -> object:
