@@ -146,9 +146,7 @@ def test_awscurrent_wins_when_it_is_not_the_rejected_key(aws):
     """A pending version is not used while AWSCURRENT differs from the rejected key."""
     current, pending = make_key(), make_key()
     name = aws.secret(current)
-    aws.client.put_secret_value(
-        SecretId=name, SecretString=pending, VersionStages=["AWSPENDING"]
-    )
+    aws.client.put_secret_value(SecretId=name, SecretString=pending, VersionStages=["AWSPENDING"])
 
     found = aws.hook(name)(context_for(make_key()))
 

@@ -3,7 +3,7 @@
 `FileWatcher` follows one file for any number of subscribers (each a `Credentials`'
 push callback). It watches the file's *directory* with ``watchfiles`` (inotify, FSEvents,
 ReadDirectoryChangesW; polling where those are missing) and, on any change there or
-once a second anyway, reads the file through its path and compares what it now holds:
+twice a second anyway, reads the file through its path and compares what it now holds:
 
 - a temporary file renamed over the file, or the file edited in place;
 - a Kubernetes Secret volume, where ``key`` is a symlink to ``..data/key`` and ``..data``
@@ -35,8 +35,8 @@ __all__ = ["FileWatcher"]
 
 # Even without an event, the file is read again this often: a filesystem that sends no
 # events (NFS, some container mounts) or a watched directory that was replaced is
-# still followed within about a second.
-_RECHECK_MS = 1_000
+# still followed within half a second.
+_RECHECK_MS = 500
 # An in-place write is read again after this long, and pushed only if both reads agree.
 _SETTLE_SECONDS = 0.05
 _POLL_DELAY_MS = 300
@@ -128,7 +128,7 @@ class FileWatcher:
             self._push(key)
 
     def _changes(self, stop: threading.Event) -> Iterator[None]:
-        """Yield whenever the directory may have changed, and at least once a second."""
+        """Yield whenever the directory may have changed, and at least twice a second."""
         directory = self.path.parent
         force_polling: bool | None = None
         while not stop.is_set():
