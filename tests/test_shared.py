@@ -404,3 +404,69 @@ def test_a_holder_stuck_past_the_hook_timeout_is_taken_over(emulator_process, tm
 
     assert ["200"] * (WORKERS - 1) == survivors
     assert 2 == hook_calls(calls)
+
+
+# -- quiet guests -------------------------------------------------------------------------
+
+
+def test_no_key_in_events_records_errors_or_reprs(runpod_emulator, tmp_path, caplog):
+    """A recovery run, one reused and one pushed by a watched file: no key appears in any
+    event, log record, repr or error, though the answer file holds one.
+    """
+    import logging
+
+    secret = tmp_path / "key"
+    old = runpod_emulator.api_key
+    secret.write_text(old)
+    shown: list[object] = []
+    with caplog.at_level(logging.DEBUG), capture_logs() as events:
+        pair = [
+            Credentials(
+                old,
+                recovery.shared(recovery.from_file(secret, watch=True)),
+                hosts=[runpod_emulator.host],
+            )
+            for _ in range(2)
+        ]
+        new = runpod_emulator.rotate(old)
+        secret.write_text(new)
+        # Both are rejected: one runs the hook, the other reuses its answer.
+        for credentials in pair:
+            with httpx.Client(transport=ResilientTransport(credentials)) as client:
+                shown.append(client.get(f"{runpod_emulator.serverless_url}/ep/health"))
+        pushed = runpod_emulator.add_key()
+        secret.write_text(pushed)
+        deadline = time.monotonic() + PATIENCE
+        while any(c.api_key != pushed for c in pair) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            recovery.shared(recovery.from_command(["false"]))(context_for(new))
+        except SourceError as exc:
+            shown.append(exc)
+        shown += [*pair, *(c.recovery for c in pair)]
+    names = {e["event"] for e in events}
+
+    assert {"runpod.auth.shared_reused", "runpod.auth.key_pushed"} <= names
+    assert [pushed, pushed] == [c.api_key for c in pair]
+    haystack = repr(events) + "".join(r.getMessage() for r in caplog.records)
+    haystack += "".join(f"{o!s}{o!r}" for o in shown)
+    assert [] == [fingerprint(k) for k in (old, new, pushed) if k in haystack]
+
+
+def test_importing_the_package_loads_no_fleet_library(child_env):
+    """filelock, watchfiles and boto3 load only when a shared, watched or AWS hook runs."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys, resilient_runpod\n"
+        "from resilient_runpod import recovery\n"
+        "print(sorted(m for m in ('filelock', 'watchfiles', 'boto3') if m in sys.modules))\n"
+    )
+    env = {**child_env, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, check=True
+    )
+
+    assert "[]\n" == done.stdout

@@ -32,6 +32,7 @@ from typing import Any
 
 from .._errors import InvalidKeyError, SourceError
 from .._hooks import describe, hook_name, tell_accepted
+from .._hosts import redact_text
 from .._keys import clean, fingerprint, key_id
 from .._logging import logger
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
@@ -141,7 +142,6 @@ class Shared:
                 logger.warning(
                     "runpod.auth.shared_lock_taken_over",
                     hook=self.name,
-                    share=self.share,
                     fingerprint=context.fingerprint,
                     waited=self.lock_timeout,
                 )
@@ -154,7 +154,7 @@ class Shared:
             finally:
                 lock.release()
         raise SourceError(
-            f"the shared recovery {self.share!r} stayed locked by other processes for "
+            f"the shared recovery {redact_text(self.share)!r} stayed locked by other processes for "
             f"{self.timeout:.0f} seconds without an answer; look for a stuck process "
             f"running {self.name!r}"
         )
@@ -182,7 +182,6 @@ class Shared:
         logger.info(
             "runpod.auth.shared_reused",
             hook=self.name,
-            share=self.share,
             rejected=context.fingerprint,
             fingerprint=fingerprint(key),
         )
@@ -216,7 +215,6 @@ class Shared:
             logger.warning(
                 "runpod.auth.shared_record_failed",
                 hook=self.name,
-                share=self.share,
                 error=f"{type(exc).__name__}: {exc.strerror or exc}",
             )
 
@@ -229,7 +227,8 @@ class Shared:
         return subscribe_all((self.hook,), callback)
 
     def __repr__(self) -> str:
-        return f"shared({_identity(self.hook)}, name={self.share!r})"
+        # A command's argv may carry a token: shown scrubbed, as from_command shows it.
+        return redact_text(f"shared({_identity(self.hook)}, name={self.share!r})")
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
