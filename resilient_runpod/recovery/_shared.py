@@ -267,6 +267,7 @@ def shared(hook: RecoveryHook, *, name: str | None = None) -> Shared:
     it; one stuck past the hook's ``timeout`` (30 s if it declares none) is taken over.
 
     The found key is kept for the others in a file of mode 0600 in a 0700 per-user
-    directory (`runtime_dir`), and deleted once older than 10 minutes.
+    directory (`runtime_dir`). An answer older than 10 minutes is not used, and the next
+    recovery deletes it.
     """
     return Shared(hook, name=name)
