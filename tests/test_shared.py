@@ -199,27 +199,37 @@ def test_stale_answers_are_neither_used_nor_kept(tmp_path, monkeypatch):
     assert (new, 2, False) == (found.key, hook_calls(calls), other.exists())
 
 
-def test_a_failure_is_shared_with_those_who_waited_for_it(tmp_path):
-    """The hook fails while others wait on the lock: they get that failure, not a new call."""
+@pytest.mark.parametrize(
+    ("outcome", "said"),
+    [("raise", "SourceError: vault is sealed"), ("none", "found no key")],
+)
+def test_a_failure_is_shared_with_those_who_waited_for_it(outcome, said, tmp_path):
+    """The hook fails, or finds nothing, while others wait on the lock: they get that
+    outcome as a SourceError, not a hook call each.
+    """
     calls = tmp_path / "calls"
     release = threading.Event()
     entered = threading.Event()
 
     class Failing:
-        def __call__(self, context: RecoveryContext) -> str:
+        def __call__(self, context: RecoveryContext) -> str | None:
             with calls.open("a") as handle:
                 handle.write("call\n")
             entered.set()
             release.wait(PATIENCE)
-            raise SourceError("vault is sealed")
+            if outcome == "raise":
+                raise SourceError("vault is sealed")
+            return None
 
         def __repr__(self) -> str:
             return "Failing()"
 
     old = make_key()
     errors: list[str] = []
+    asking = threading.Semaphore(0)
 
     def ask() -> None:
+        asking.release()
         try:
             recovery.shared(Failing())(context_for(old))
         except SourceError as exc:
@@ -231,15 +241,16 @@ def test_a_failure_is_shared_with_those_who_waited_for_it(tmp_path):
     waiters = [threading.Thread(target=ask) for _ in range(3)]
     for t in waiters:
         t.start()
-    time.sleep(0.3)  # the waiters are now blocked on the lock
+    assert all(asking.acquire(timeout=PATIENCE) for _ in range(4))
+    time.sleep(0.3)  # let them reach the lock; one arriving late would show as a 2nd call
     release.set()
     for t in [holder, *waiters]:
         t.join(PATIENCE)
 
-    assert (1, 4) == (hook_calls(calls), len(errors))
-    assert 3 == sum(
-        "failed in another process just now: SourceError: vault is sealed" in e for e in errors
-    )
+    assert 1 == hook_calls(calls)
+    assert [f"Failing failed in another process just now: {said}"] * 3 == [
+        e for e in errors if "another process" in e
+    ]
 
 
 def test_default_names_are_the_same_in_every_process(tmp_path):

@@ -196,6 +196,9 @@ class Shared:
             self._record(answer_file, {"error": describe(exc), "at": time.time()})
             raise
         if found is None:
+            # Those waiting for this recovery learn that it found nothing, as they would in
+            # one process, instead of each asking the same empty source again.
+            self._record(answer_file, {"error": "found no key", "at": time.time()})
             return None
         try:
             key = clean(found.key)
