@@ -1,19 +1,22 @@
 """Recovery hooks: where to find a new key when RunPod rejects the current one.
 
 A hook is any callable taking a `RecoveryContext` and returning a key (or ``None``).
-These cover the usual places: the environment, a mounted secret file, RunPod's config
-file, a secret manager's command, and a person (`prompt`). `chain` combines them,
-`persist` saves what one found for the next run, and `default` is what `Credentials`
-uses when given no hook.
+These cover the usual places: the environment, a mounted secret file (watched, if
+asked), RunPod's config file, a secret manager's command or AWS Secrets Manager, and a
+person (`prompt`). `chain` combines them, `persist` saves what one found for the next
+run, `shared` runs one recovery for all the processes on a host, and `default` is what
+`Credentials` uses when given no hook.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._aws import from_aws_secrets_manager
 from ._command import from_command
 from ._persist import persist, save_key
 from ._prompt import NO_PROMPT_VARIABLE, prompt, where_to_ask
+from ._shared import shared
 from ._sources import (
     callback,
     chain,
@@ -30,6 +33,7 @@ __all__ = [
     "callback",
     "chain",
     "default",
+    "from_aws_secrets_manager",
     "from_command",
     "from_env",
     "from_file",
@@ -37,6 +41,7 @@ __all__ = [
     "persist",
     "prompt",
     "save_key",
+    "shared",
     "where_to_ask",
 ]
 

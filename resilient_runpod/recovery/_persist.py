@@ -13,6 +13,7 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +27,7 @@ from .._hooks import hook_name
 from .._keys import check, clean, fingerprint
 from .._logging import logger
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
-from ._sources import _as_key, _resolve
+from ._sources import _as_key, _resolve, subscribe_all
 
 __all__ = ["Persist", "persist", "save_key", "save_to_config", "save_to_file"]
 
@@ -170,6 +171,10 @@ class Persist:
         accepted = getattr(self.hook, "accepted", None)
         if callable(accepted):
             accepted(found)
+
+    def subscribe(self, callback: Callable[[RecoveredKey], None]) -> Callable[[], None]:
+        """Forward to the wrapped hook, if it can announce new keys (a watched file)."""
+        return subscribe_all((self.hook,), callback)
 
     def _save(self, key: str) -> None:
         # A save that fails is logged and the key kept in use: losing a working key

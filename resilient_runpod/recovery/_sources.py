@@ -19,6 +19,7 @@ from .._errors import ConfigError, InvalidKeyError, RecoveryError, SourceError
 from .._hooks import awaited, hook_name
 from .._keys import clean, fingerprint
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
+from ._watch import FileWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -29,11 +30,13 @@ __all__ = [
     "FromEnv",
     "FromFile",
     "FromRunPodConfig",
+    "WatchedFile",
     "callback",
     "chain",
     "from_env",
     "from_file",
     "from_runpod_config",
+    "subscribe_all",
 ]
 
 DEFAULT_VARIABLES = ("RUNPOD_API_KEY", "RUNPOD_AI_API_KEY")
@@ -80,6 +83,7 @@ class FromFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.name = f"file:{self.path}"
+        self.watch = False
 
     def __call__(self, context: RecoveryContext | None = None) -> RecoveredKey:
         """Return the file's key, stripped of its trailing newline.
@@ -103,13 +107,37 @@ class FromFile:
         return f"from_file({str(self.path)!r})"
 
 
-def from_file(path: str | os.PathLike[str]) -> FromFile:
+class WatchedFile(FromFile):
+    """A `FromFile` that also pushes each new key written to the file. See `from_file`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        self.watch = True
+        self._watcher = FileWatcher(self.path, self.name)
+
+    def subscribe(self, callback: Callable[[RecoveredKey], None]) -> Callable[[], None]:
+        """Call *callback* with each new key written to the file; return how to stop."""
+        return self._watcher.subscribe(callback)
+
+    def __repr__(self) -> str:
+        return f"from_file({str(self.path)!r}, watch=True)"
+
+
+def from_file(path: str | os.PathLike[str], *, watch: bool = False) -> FromFile:
     """A hook that re-reads a secret file (Kubernetes or Docker secrets, a Vault agent's sink).
 
     Mounted secrets are updated in place when the key rotates; the file is read afresh
     each time, and its trailing newline removed.
+
+    With ``watch=True``, a new key written to the file is also pushed to the
+    `Credentials` using this hook (as `Credentials.set_key` would) within about a
+    second, so a rotation written before the old key is revoked causes no 401. This
+    works inside `chain`, `persist` and `shared` too. Atomic renames, in-place edits,
+    Kubernetes Secret volumes (``..data`` symlink swaps) and a file deleted and created
+    again are all followed. The watching thread is a daemon, and stops once no
+    `Credentials` uses the hook.
     """
-    return FromFile(path)
+    return WatchedFile(path) if watch else FromFile(path)
 
 
 class FromRunPodConfig:
@@ -225,8 +253,31 @@ class Chain:
             if callable(accepted):
                 accepted(found)
 
+    def subscribe(self, callback: Callable[[RecoveredKey], None]) -> Callable[[], None]:
+        """Subscribe to every hook in the chain that announces new keys (a watched file)."""
+        return subscribe_all(self.hooks, callback)
+
     def __repr__(self) -> str:
         return self.name
+
+
+def subscribe_all(
+    hooks: Sequence[object], callback: Callable[[RecoveredKey], None]
+) -> Callable[[], None]:
+    """Subscribe *callback* to each of *hooks* that announces new keys; return one unsubscribe."""
+    unsubscribes: list[Callable[[], object]] = []
+    for hook in hooks:
+        subscribe = getattr(hook, "subscribe", None)
+        if callable(subscribe):
+            unsubscribe = subscribe(callback)
+            if callable(unsubscribe):
+                unsubscribes.append(unsubscribe)
+
+    def unsubscribe_all() -> None:
+        for unsubscribe in unsubscribes:
+            unsubscribe()
+
+    return unsubscribe_all
 
 
 def chain(*hooks: RecoveryHook) -> Chain:

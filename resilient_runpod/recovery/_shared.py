@@ -1,0 +1,276 @@
+"""`shared`: one recovery per rejected key for all the processes of a user on one host.
+
+Worker processes (gunicorn, Celery prefork, a multiprocessing pool) each hold their own
+`Credentials`, so single flight stops at the process boundary: without this, a rotation
+runs the hook once per process. `shared` puts a file lock and a result file in front of
+the hook, both named after the hook and the rejected key's irreversible id:
+
+- The first process to ask about rejected key K takes K's lock and runs the hook; the
+  others wait on that lock and then read the key it found from K's result file.
+- The result file holds a key, so it lives in a per-user directory that nobody else can
+  enter (``$XDG_RUNTIME_DIR/resilient-runpod`` or a 0700 directory under the temporary
+  directory), is written atomically with mode 0600, and is deleted once stale.
+- The lock is ``filelock``'s ``fcntl``/``msvcrt`` lock: the kernel releases it when its
+  holder dies, so a crashed or SIGKILLed holder never wedges the others. A holder that
+  is alive but stuck past the hook's timeout is taken over: the waiters move to a
+  second lock for the same key, and one of them runs the hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .._errors import InvalidKeyError, SourceError
+from .._hooks import describe, hook_name, tell_accepted
+from .._hosts import redact_text
+from .._keys import clean, fingerprint, key_id
+from .._logging import logger
+from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
+from ._persist import _write_private
+from ._sources import _as_key, _resolve, subscribe_all
+
+__all__ = ["RUNTIME_SUBDIR", "Shared", "runtime_dir", "shared"]
+
+RUNTIME_SUBDIR = "resilient-runpod"
+# What a hook that declares no timeout is waited for: `Credentials`' default hook_timeout.
+_DEFAULT_HOOK_SECONDS = 30.0
+# An answer older than this is not reused: the key it names may have rotated again since.
+_ANSWER_MAX_AGE = 600.0
+# Lock 0 is the normal one; lock 1 is where waiters go when lock 0's holder is stuck.
+_LOCK_LEVELS = 2
+_PRIVATE = 0o077
+
+
+def runtime_dir() -> Path:
+    """The private per-user directory for shared recoveries, created 0700 if missing.
+
+    ``$XDG_RUNTIME_DIR/resilient-runpod`` where the session has one (a tmpfs only this
+    user can enter), else ``resilient-runpod-<uid>`` in the temporary directory.
+
+    Raises:
+        SourceError: the directory belongs to someone else, is a symlink, or others can
+            enter it; it is not used, since the result files in it hold keys.
+    """
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and Path(base).is_dir():
+        directory = Path(base) / RUNTIME_SUBDIR
+    else:
+        user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+        directory = Path(tempfile.gettempdir()) / f"{RUNTIME_SUBDIR}-{user}"
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+        directory.chmod(0o700)  # mkdir's mode is filtered by the umask
+    _check_private(directory)
+    return directory
+
+
+def _check_private(directory: Path) -> None:
+    info = directory.lstat()
+    fix = (
+        "remove it or set XDG_RUNTIME_DIR to a private directory; "
+        f"no key was written to {directory}"
+    )
+    if not stat.S_ISDIR(info.st_mode):
+        raise SourceError(f"{directory} is not a directory (a symlink?): {fix}")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise SourceError(f"{directory} belongs to another user (uid {info.st_uid}): {fix}")
+    if hasattr(os, "getuid") and stat.S_IMODE(info.st_mode) & _PRIVATE:
+        raise SourceError(
+            f"{directory} can be entered by other users (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}): chmod 700 it, or {fix}"
+        )
+
+
+def _identity(hook: object) -> str:
+    """What names *hook* the same way in every process: a repr, never an address."""
+    if inspect.isfunction(hook) or inspect.ismethod(hook) or inspect.isbuiltin(hook):
+        return f"{hook.__module__}.{hook.__qualname__}"
+    if type(hook).__repr__ is object.__repr__:  # "<X object at 0x…>" differs per process
+        return f"{type(hook).__module__}.{type(hook).__qualname__}:{hook_name(hook)}"
+    return repr(hook)
+
+
+class Shared:
+    """A hook wrapper whose recovery is shared by the processes on a host. See `shared`."""
+
+    def __init__(self, hook: RecoveryHook, *, name: str | None = None) -> None:
+        self.hook = hook
+        self.share = name if name is not None else _identity(hook)
+        self.name = hook_name(hook)
+        declared = getattr(hook, "timeout", None)
+        # How long a holder may keep the lock before it counts as stuck: the hook's own bound.
+        self.lock_timeout = (
+            float(declared) if isinstance(declared, (int, float)) else _DEFAULT_HOOK_SECONDS
+        )
+        # Worst case: wait out a stuck holder, then wait for (or be) the one who takes over.
+        self.timeout = self.lock_timeout * _LOCK_LEVELS
+        self._stem = hashlib.sha256(self.share.encode()).hexdigest()[:16]
+
+    def __call__(self, context: RecoveryContext) -> HookResult:
+        """Return the key another process found for this rejected key, else run the hook.
+
+        Raises:
+            SourceError: the runtime directory is not private, the hook failed in the
+                process that ran it while this one waited, or the lock was held by stuck
+                processes at every level.
+        """
+        # Imported here: a program that never shares a recovery never loads it.
+        from filelock import FileLock, Timeout  # noqa: PLC0415
+
+        directory = runtime_dir()
+        slot = context.key_id or "nokey"
+        answer_file = directory / f"{self._stem}-{slot}.json"
+        asked = time.time()
+        found = self._answer(answer_file, context, asked)
+        if found is not None:
+            return found
+        for level in range(_LOCK_LEVELS):
+            lock = FileLock(directory / f"{self._stem}-{slot}-{level}.lock", mode=0o600)
+            try:
+                lock.acquire(timeout=self.lock_timeout)
+            except Timeout:
+                logger.warning(
+                    "runpod.auth.shared_lock_taken_over",
+                    hook=self.name,
+                    fingerprint=context.fingerprint,
+                    waited=self.lock_timeout,
+                )
+                continue
+            try:
+                found = self._answer(answer_file, context, asked)
+                if found is not None:
+                    return found
+                return self._run(answer_file, context, directory)
+            finally:
+                lock.release()
+        raise SourceError(
+            f"the shared recovery {redact_text(self.share)!r} stayed locked by other processes for "
+            f"{self.timeout:.0f} seconds without an answer; look for a stuck process "
+            f"running {self.name!r}"
+        )
+
+    def _answer(
+        self, answer_file: Path, context: RecoveryContext, asked: float
+    ) -> RecoveredKey | None:
+        """What another process recorded for this rejected key, if still fresh."""
+        record = _read_record(answer_file)
+        if record is None:
+            return None
+        at = record.get("at")
+        if not isinstance(at, (int, float)) or time.time() - at > _ANSWER_MAX_AGE:
+            return None
+        error = record.get("error")
+        if isinstance(error, str) and at >= asked:
+            # It failed while we waited for it: that was our recovery too. Say so, without
+            # hammering the same broken source once per process.
+            raise SourceError(f"{self.name} failed in another process just now: {error}")
+        key, source = record.get("key"), record.get("source")
+        if not isinstance(key, str) or not isinstance(source, str):
+            return None
+        if key_id(key) == context.key_id:
+            return None
+        logger.info(
+            "runpod.auth.shared_reused",
+            hook=self.name,
+            rejected=context.fingerprint,
+            fingerprint=fingerprint(key),
+        )
+        return RecoveredKey(key, source)
+
+    def _run(self, answer_file: Path, context: RecoveryContext, directory: Path) -> HookResult:
+        try:
+            found = _as_key(_resolve(self.hook, context), self.name)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self._record(answer_file, {"error": describe(exc), "at": time.time()})
+            raise
+        if found is None:
+            # Those waiting for this recovery learn that it found nothing, as they would in
+            # one process, instead of each asking the same empty source again.
+            self._record(answer_file, {"error": "found no key", "at": time.time()})
+            return None
+        try:
+            key = clean(found.key)
+        except InvalidKeyError:
+            return found  # Credentials refuses it and says why; nothing worth sharing
+        if key_id(key) != context.key_id:
+            # The same key back means the source has not changed yet: not an answer to share.
+            self._record(answer_file, {"key": key, "source": found.source, "at": time.time()})
+        _remove_stale(directory, self._stem)
+        return RecoveredKey(key, found.source)
+
+    def _record(self, answer_file: Path, record: dict[str, Any]) -> None:
+        # A record that cannot be written costs the other processes a hook call each, no more.
+        try:
+            _write_private(answer_file, json.dumps(record), tighten_dir=False)
+        except OSError as exc:
+            logger.warning(
+                "runpod.auth.shared_record_failed",
+                hook=self.name,
+                error=f"{type(exc).__name__}: {exc.strerror or exc}",
+            )
+
+    def accepted(self, found: RecoveredKey) -> None:
+        """Pass RunPod's acceptance of *found* on to the wrapped hook."""
+        tell_accepted(self.hook, found)
+
+    def subscribe(self, callback: Callable[[RecoveredKey], None]) -> Callable[[], None]:
+        """Forward to the wrapped hook, if it can announce new keys (a watched file)."""
+        return subscribe_all((self.hook,), callback)
+
+    def __repr__(self) -> str:
+        # A command's argv may carry a token: shown scrubbed, as from_command shows it.
+        return redact_text(f"shared({_identity(self.hook)}, name={self.share!r})")
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None  # a torn or foreign file: ignore it, the next answer replaces it
+    return record if isinstance(record, dict) else None
+
+
+def _remove_stale(directory: Path, stem: str) -> None:
+    """Delete this share's answers and locks older than an answer may be reused."""
+    cutoff = time.time() - max(_ANSWER_MAX_AGE, 4 * _DEFAULT_HOOK_SECONDS)
+    for path in directory.glob(f"{stem}-*"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+
+
+def shared(hook: RecoveryHook, *, name: str | None = None) -> Shared:
+    """Share *hook*'s recoveries among the processes of this user on this host.
+
+    Each worker process of a server or a pool has its own `Credentials`; wrapped in
+    ``shared``, their hook runs once per rejected key on the host, not once per process::
+
+        Credentials(recovery=recovery.shared(recovery.from_command(["vault", ...])))
+
+    The first process rejected with key K runs the hook while holding a file lock;
+    the others wait on that lock and use the key it found. Processes share when they
+    use the same *name*; by default it is the hook's repr, e.g.
+    ``from_file('/run/secrets/runpod')``. A process that dies holding the lock releases
+    it; one stuck past the hook's ``timeout`` (30 s if it declares none) is taken over.
+
+    The found key is kept for the others in a file of mode 0600 in a 0700 per-user
+    directory (`runtime_dir`). An answer older than 10 minutes is not used, and the next
+    recovery deletes it.
+    """
+    return Shared(hook, name=name)

@@ -1,0 +1,483 @@
+"""`recovery.shared`: one recovery per rejected key for all the worker processes of a host."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from resilient_runpod import (
+    Credentials,
+    RecoveryContext,
+    ResilientTransport,
+    SourceError,
+    recovery,
+)
+from resilient_runpod._keys import fingerprint, key_id
+from resilient_runpod.recovery._shared import runtime_dir
+
+from .conftest import EmulatorProcess, make_key
+
+WORKERS = 8
+ROTATIONS = 3
+# Bounds on waits that failed; nothing here is timed.
+PATIENCE = 60.0
+
+
+@pytest.fixture(autouse=True)
+def runtime_base(tmp_path, monkeypatch) -> Path:
+    """Each test shares recoveries in its own runtime directory, as a login session would."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    return run
+
+
+def context_for(key: str, attempt: int = 1) -> RecoveryContext:
+    return RecoveryContext(
+        fingerprint(key), attempt, 401, "GET", "https://api.runpod.ai/v2/ep/health", key_id(key)
+    )
+
+
+class SecretFileHook:
+    """Reads the key from a secret file and appends one line per call to a calls file.
+
+    Picklable, so that workers started with ``spawn`` build the same hook; its repr (the
+    default shared name) is the same in every process. With *hang*, the first call on the
+    host writes its pid there and hangs, to be killed or outwaited.
+    """
+
+    def __init__(
+        self, secret: Path, calls: Path, hang: Path | None = None, timeout: float | None = None
+    ) -> None:
+        self.secret, self.calls, self.hang = str(secret), str(calls), hang
+        if timeout is not None:
+            self.timeout = timeout
+
+    def __call__(self, context: RecoveryContext) -> str:
+        with Path(self.calls).open("a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        if self.hang is not None and len(Path(self.calls).read_text().splitlines()) == 1:
+            self.hang.write_text(str(os.getpid()))
+            time.sleep(600)
+        return Path(self.secret).read_text().strip()
+
+    def __repr__(self) -> str:
+        return f"SecretFileHook({self.secret!r})"
+
+
+def hook_calls(calls: Path) -> int:
+    return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+
+# -- one process ------------------------------------------------------------------------
+
+
+def test_a_recorded_answer_is_used_without_calling_the_hook(tmp_path):
+    """A second process (here: a second hook object) rejected with the same key reuses the
+    first one's answer; the hook runs once.
+    """
+    secret, calls = tmp_path / "key", tmp_path / "calls"
+    new = make_key()
+    secret.write_text(new)
+    old = make_key()
+
+    first = recovery.shared(SecretFileHook(secret, calls))(context_for(old))
+    with capture_logs() as events:
+        second = recovery.shared(SecretFileHook(secret, calls))(context_for(old))
+
+    assert (new, new, 1) == (first.key, second.key, hook_calls(calls))
+    reused = [e for e in events if e["event"] == "runpod.auth.shared_reused"]
+    assert [fingerprint(new)] == [e["fingerprint"] for e in reused]
+    assert new not in repr(events)
+
+
+def test_answers_are_per_rejected_key(tmp_path):
+    """A different rejected key is a different recovery: the hook runs again."""
+    secret, calls = tmp_path / "key", tmp_path / "calls"
+    secret.write_text(make_key())
+    hook = recovery.shared(SecretFileHook(secret, calls))
+
+    hook(context_for(make_key()))
+    hook(context_for(make_key()))
+
+    assert 2 == hook_calls(calls)
+
+
+def test_the_rejected_key_itself_is_not_recorded(tmp_path):
+    """A source not updated yet returns the rejected key: returned, but never shared."""
+    secret, calls = tmp_path / "key", tmp_path / "calls"
+    old = make_key()
+    secret.write_text(old)
+    hook = recovery.shared(SecretFileHook(secret, calls))
+
+    found = hook(context_for(old))
+    again = hook(context_for(old))
+
+    assert (old, old, 2) == (found.key, again.key, hook_calls(calls))
+    assert [] == list(runtime_dir().glob("*.json"))
+
+
+def test_the_answer_file_is_private(tmp_path, runtime_base):
+    """The directory is 0700 and the answer (and lock) files 0600."""
+    secret = tmp_path / "key"
+    secret.write_text(make_key())
+
+    recovery.shared(recovery.from_file(secret))(context_for(make_key()))
+
+    directory = runtime_dir()
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()}
+    assert (runtime_base / "resilient-runpod", 0o700) == (
+        directory,
+        stat.S_IMODE(directory.stat().st_mode),
+    )
+    assert {0o600} == modes
+    assert {".json", ".lock"} == {p.suffix for p in directory.iterdir()}
+
+
+def test_without_xdg_runtime_dir_a_per_user_temporary_directory_is_used(tmp_path, monkeypatch):
+    """No XDG_RUNTIME_DIR: a 0700 directory named after the user in the temporary directory."""
+    import tempfile
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    directory = runtime_dir()
+
+    assert (tmp_path / f"resilient-runpod-{os.getuid()}", 0o700) == (
+        directory,
+        stat.S_IMODE(directory.stat().st_mode),
+    )
+
+
+def test_a_directory_others_can_enter_is_refused(tmp_path, runtime_base):
+    """A runtime directory open to others is not used; the error says how to fix it."""
+    secret, calls = tmp_path / "key", tmp_path / "calls"
+    secret.write_text(make_key())
+    (runtime_base / "resilient-runpod").mkdir(mode=0o755)
+    (runtime_base / "resilient-runpod").chmod(0o755)
+
+    with pytest.raises(SourceError) as raised:
+        recovery.shared(SecretFileHook(secret, calls))(context_for(make_key()))
+
+    assert "chmod 700" in str(raised.value)
+    assert 0 == hook_calls(calls)
+
+
+def test_stale_answers_are_neither_used_nor_kept(tmp_path, monkeypatch):
+    """An answer older than ten minutes is ignored and the hook runs; old files are deleted."""
+    from resilient_runpod.recovery import _shared
+
+    secret, calls = tmp_path / "key", tmp_path / "calls"
+    new = make_key()
+    secret.write_text(new)
+    hook = recovery.shared(SecretFileHook(secret, calls))
+    old = make_key()
+    hook(context_for(old))
+    answer = next(runtime_dir().glob("*.json"))
+    stale = json.loads(answer.read_text())
+    stale["at"] -= 601
+    answer.write_text(json.dumps(stale))
+    other = answer.with_name(f"{answer.name.split('-')[0]}-{'0' * 24}.json")
+    other.write_text(json.dumps({"key": make_key(), "source": "x", "at": time.time() - 3600}))
+    os.utime(other, (time.time() - 3600, time.time() - 3600))
+    monkeypatch.setattr(_shared, "_ANSWER_MAX_AGE", 600.0)
+
+    found = hook(context_for(old))
+
+    assert (new, 2, False) == (found.key, hook_calls(calls), other.exists())
+
+
+@pytest.mark.parametrize(
+    ("outcome", "said"),
+    [("raise", "SourceError: vault is sealed"), ("none", "found no key")],
+)
+def test_a_failure_is_shared_with_those_who_waited_for_it(outcome, said, tmp_path):
+    """The hook fails, or finds nothing, while others wait on the lock: they get that
+    outcome as a SourceError, not a hook call each.
+    """
+    calls = tmp_path / "calls"
+    release = threading.Event()
+    entered = threading.Event()
+
+    class Failing:
+        def __call__(self, context: RecoveryContext) -> str | None:
+            with calls.open("a") as handle:
+                handle.write("call\n")
+            entered.set()
+            release.wait(PATIENCE)
+            if outcome == "raise":
+                raise SourceError("vault is sealed")
+            return None
+
+        def __repr__(self) -> str:
+            return "Failing()"
+
+    old = make_key()
+    errors: list[str] = []
+    asking = threading.Semaphore(0)
+
+    def ask() -> None:
+        asking.release()
+        try:
+            recovery.shared(Failing())(context_for(old))
+        except SourceError as exc:
+            errors.append(str(exc))
+
+    holder = threading.Thread(target=ask)
+    holder.start()
+    assert entered.wait(PATIENCE)
+    waiters = [threading.Thread(target=ask) for _ in range(3)]
+    for t in waiters:
+        t.start()
+    assert all(asking.acquire(timeout=PATIENCE) for _ in range(4))
+    time.sleep(0.3)  # let them reach the lock; one arriving late would show as a 2nd call
+    release.set()
+    for t in [holder, *waiters]:
+        t.join(PATIENCE)
+
+    assert 1 == hook_calls(calls)
+    assert [f"Failing failed in another process just now: {said}"] * 3 == [
+        e for e in errors if "another process" in e
+    ]
+
+
+def test_default_names_are_the_same_in_every_process(tmp_path):
+    """The default shared name is the hook's repr, never an address that differs per process."""
+
+    def fetch() -> str:
+        return make_key()
+
+    assert (
+        f"from_file({str(tmp_path / 'k')!r})"
+        == recovery.shared(recovery.from_file(tmp_path / "k")).share
+    )
+    assert f"{__name__}.test_default_names_are_the_same_in_every_process.<locals>.fetch" == (
+        recovery.shared(fetch).share
+    )
+    assert "runpod" == recovery.shared(fetch, name="runpod").share
+
+
+# -- many processes -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker process is told: where RunPod is, its first key, its hook, its rounds."""
+
+    url: str
+    host: str
+    key: str
+    hook: SecretFileHook
+    rounds: int
+
+
+def _worker(job: Job, start: Any, results: Any) -> None:
+    """One worker process: its own Credentials and client, one request per round."""
+    url, host, key, hook, rounds = job.url, job.host, job.key, job.hook, job.rounds
+    credentials = Credentials(key, recovery.shared(hook), hosts=[host])
+    with httpx.Client(transport=ResilientTransport(credentials), timeout=PATIENCE) as client:
+        for round_ in range(rounds):
+            start.wait(PATIENCE)
+            try:
+                status: int | str = client.get(f"{url}/v2/ep/health").status_code
+            except Exception as exc:
+                status = type(exc).__name__
+            results.put((os.getpid(), round_, status))
+
+
+class Fleet:
+    """Worker processes started with one method, driven round by round from the test."""
+
+    def __init__(self, method: str, emulator: EmulatorProcess, hook: SecretFileHook, rounds: int):
+        context = multiprocessing.get_context(method)
+        self.start = context.Barrier(WORKERS + 1)
+        self.results = context.Queue()
+        job = Job(emulator.url, emulator.host, emulator.key, hook, rounds)
+        self.processes = [
+            context.Process(
+                target=_worker,
+                args=(job, self.start, self.results),
+                daemon=True,
+            )
+            for _ in range(WORKERS)
+        ]
+        for process in self.processes:
+            process.start()
+
+    def round(self, expected: int = WORKERS, before_collect: Any = None) -> list[Any]:
+        """Let every worker send one request; return the statuses of *expected* of them."""
+        self.start.wait(PATIENCE)
+        if before_collect is not None:
+            before_collect()
+        return sorted(str(self.results.get(timeout=PATIENCE)[2]) for _ in range(expected))
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.join(PATIENCE)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _rotate(emulator: EmulatorProcess, secret: Path, old: str) -> str:
+    """A hard rotation: the new key in the secret store, the old one revoked at once."""
+    new = emulator.add_key()
+    secret.write_text(new)
+    emulator.revoke(old)
+    return new
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_eight_workers_share_one_recovery_per_rotation(method, emulator_process, tmp_path):
+    """8 worker processes, 3 rotations, every worker rejected each time: 3 hook calls in
+    all, and every request succeeds.
+    """
+    secret, calls = tmp_path / "key", tmp_path / "calls"
+    secret.write_text(emulator_process.key)
+    fleet = Fleet(method, emulator_process, SecretFileHook(secret, calls), ROTATIONS + 1)
+    try:
+        statuses = [fleet.round()]  # every worker is up and its key accepted
+        old = emulator_process.key
+        for _ in range(ROTATIONS):
+            old = _rotate(emulator_process, secret, old)
+            statuses.append(fleet.round())
+    finally:
+        fleet.close()
+
+    assert [["200"] * WORKERS] * (ROTATIONS + 1) == statuses
+    assert ROTATIONS == hook_calls(calls)
+    assert WORKERS * ROTATIONS == emulator_process.status_counts()[401]
+
+
+def test_a_holder_killed_while_holding_the_lock_does_not_wedge_the_others(
+    emulator_process, tmp_path
+):
+    """The worker running the hook is SIGKILLed mid-call: the kernel frees its lock, one of
+    the others runs the hook, and all seven survivors' requests succeed.
+    """
+    secret, calls, hang = tmp_path / "key", tmp_path / "calls", tmp_path / "holder"
+    secret.write_text(emulator_process.key)
+    # A hook timeout far beyond the test's patience: only the kernel's release of the dead
+    # holder's lock, not a takeover after the timeout, can let the survivors through.
+    hook = SecretFileHook(secret, calls, hang, timeout=PATIENCE * 10)
+    fleet = Fleet("fork", emulator_process, hook, 2)
+    killed: list[int] = []
+
+    def kill_the_holder() -> None:
+        deadline = time.monotonic() + PATIENCE
+        while not hang.exists() or not hang.read_text():
+            assert time.monotonic() < deadline, "no worker ran the hook"
+            time.sleep(0.01)
+        killed.append(int(hang.read_text()))
+        os.kill(killed[0], signal.SIGKILL)
+
+    try:
+        first = fleet.round()
+        _rotate(emulator_process, secret, emulator_process.key)
+        survivors = fleet.round(WORKERS - 1, before_collect=kill_the_holder)
+    finally:
+        fleet.close()
+
+    assert (["200"] * WORKERS, ["200"] * (WORKERS - 1)) == (first, survivors)
+    assert 2 == hook_calls(calls)  # the killed call, and the one that replaced it
+    exit_codes = {p.pid: p.exitcode for p in fleet.processes}
+    assert -signal.SIGKILL == exit_codes[killed[0]]
+
+
+def test_a_holder_stuck_past_the_hook_timeout_is_taken_over(emulator_process, tmp_path):
+    """The worker running the hook hangs, alive, past the hook's 1 s timeout: the others take
+    the recovery over, with one more hook call between them, and succeed.
+    """
+    secret, calls, hang = tmp_path / "key", tmp_path / "calls", tmp_path / "holder"
+    secret.write_text(emulator_process.key)
+    hook = SecretFileHook(secret, calls, hang, timeout=1.0)
+    fleet = Fleet("fork", emulator_process, hook, 2)
+    try:
+        fleet.round()
+        _rotate(emulator_process, secret, emulator_process.key)
+        survivors = fleet.round(WORKERS - 1)
+        stuck = int(hang.read_text())
+        os.kill(stuck, signal.SIGKILL)
+    finally:
+        fleet.close()
+
+    assert ["200"] * (WORKERS - 1) == survivors
+    assert 2 == hook_calls(calls)
+
+
+# -- quiet guests -------------------------------------------------------------------------
+
+
+def test_no_key_in_events_records_errors_or_reprs(runpod_emulator, tmp_path, caplog):
+    """A recovery run, one reused and one pushed by a watched file: no key appears in any
+    event, log record, repr or error, though the answer file holds one.
+    """
+    import logging
+
+    secret = tmp_path / "key"
+    old = runpod_emulator.api_key
+    secret.write_text(old)
+    shown: list[object] = []
+    with caplog.at_level(logging.DEBUG), capture_logs() as events:
+        pair = [
+            Credentials(
+                old,
+                recovery.shared(recovery.from_file(secret, watch=True)),
+                hosts=[runpod_emulator.host],
+            )
+            for _ in range(2)
+        ]
+        new = runpod_emulator.rotate(old)
+        secret.write_text(new)
+        # Both are rejected: one runs the hook, the other reuses its answer.
+        for credentials in pair:
+            with httpx.Client(transport=ResilientTransport(credentials)) as client:
+                shown.append(client.get(f"{runpod_emulator.serverless_url}/ep/health"))
+        pushed = runpod_emulator.add_key()
+        secret.write_text(pushed)
+        deadline = time.monotonic() + PATIENCE
+        while any(c.api_key != pushed for c in pair) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            recovery.shared(recovery.from_command(["false"]))(context_for(new))
+        except SourceError as exc:
+            shown.append(exc)
+        shown += [*pair, *(c.recovery for c in pair)]
+    names = {e["event"] for e in events}
+
+    assert {"runpod.auth.shared_reused", "runpod.auth.key_pushed"} <= names
+    assert [pushed, pushed] == [c.api_key for c in pair]
+    haystack = repr(events) + "".join(r.getMessage() for r in caplog.records)
+    haystack += "".join(f"{o!s}{o!r}" for o in shown)
+    assert [] == [fingerprint(k) for k in (old, new, pushed) if k in haystack]
+
+
+def test_importing_the_package_loads_no_fleet_library(child_env):
+    """filelock, watchfiles and boto3 load only when a shared, watched or AWS hook runs."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys, resilient_runpod\n"
+        "from resilient_runpod import recovery\n"
+        "print(sorted(m for m in ('filelock', 'watchfiles', 'boto3') if m in sys.modules))\n"
+    )
+    env = {**child_env, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, check=True
+    )
+
+    assert "[]\n" == done.stdout
