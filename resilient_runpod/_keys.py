@@ -11,20 +11,26 @@ from __future__ import annotations
 import hashlib
 import re
 
-from ._errors import InvalidKeyError
+from ._errors import KEYS_PAGE, InvalidKeyError
 
 __all__ = [
     "API_KEY_PREFIX",
+    "KEYS_PAGE",
+    "KEY_VARIABLES",
     "S3_KEY_PREFIX",
     "check",
     "clean",
     "fingerprint",
     "key_id",
     "shape_problems",
+    "unquote",
 ]
 
 API_KEY_PREFIX = "rpa_"
 S3_KEY_PREFIX = "rps_"
+# The variables RunPod's tools read the key from: the first by runpodctl, the SDK and most
+# scripts, the second inside serverless workers.
+KEY_VARIABLES = ("RUNPOD_API_KEY", "RUNPOD_AI_API_KEY")
 
 # A public secret-scanning rule for keys made since 2024-11: 50 characters in all.
 _RPA_SHAPE = re.compile(r"rpa_[A-Z0-9]{40}[A-Za-z0-9]{6}")
@@ -103,7 +109,7 @@ def check(key: str) -> str:
     if fatal:
         raise InvalidKeyError(
             f"API key {fingerprint(key.strip())} cannot be used: {'; '.join(fatal)}. "
-            "Copy the key again from https://www.runpod.io/console/user/settings.",
+            f"Copy the key again from {KEYS_PAGE}.",
             fingerprint=fingerprint(key.strip()),
         )
     return key
@@ -116,7 +122,15 @@ def clean(raw: str) -> str:
     pair of matching surrounding quotes are removed: those are artefacts of how the key
     travelled, not part of it.
     """
-    key = raw.strip()
-    if len(key) >= 2 and key[0] == key[-1] and key[0] in _QUOTES:  # noqa: PLR2004
-        key = key[1:-1].strip()
-    return check(key)
+    return check(unquote(raw))
+
+
+def unquote(raw: str) -> str:
+    """*raw* without surrounding whitespace and one pair of matching surrounding quotes.
+
+    What a key picks up on its way through a shell, a ``.env`` file or a paste.
+    """
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES:  # noqa: PLR2004
+        text = text[1:-1].strip()
+    return text

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._config import config_path, keys_in_config
 from .._errors import ConfigError, InvalidKeyError, RecoveryError, SourceError
 from .._hooks import awaited, hook_name
-from .._keys import clean, fingerprint
+from .._keys import KEY_VARIABLES, clean, fingerprint
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ __all__ = [
     "from_runpod_config",
 ]
 
-DEFAULT_VARIABLES = ("RUNPOD_API_KEY", "RUNPOD_AI_API_KEY")
+DEFAULT_VARIABLES = KEY_VARIABLES
 
 
 def _clean_or_raise(raw: str, where: str) -> str:
