@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections import deque
 
 from ._errors import KEYS_PAGE, InvalidKeyError
 
@@ -22,6 +24,8 @@ __all__ = [
     "clean",
     "fingerprint",
     "key_id",
+    "known_keys",
+    "note_key",
     "shape_problems",
     "unquote",
 ]
@@ -39,6 +43,28 @@ _FORBIDDEN = re.compile(r"[\s\"'`<>\\]|[^\x21-\x7e]")
 _QUOTES = "\"'`"
 # Below this length, even the last four characters say too much about the key.
 _MIN_FINGERPRINT_LEN = 12
+
+# Keys this process has held, so that keys without a prefix to match (legacy keys) can be
+# scrubbed from text too. Bounded: a long-lived worker rotating every hour must not grow
+# it forever; the newest keys are the ones still in flight.
+_known_keys: deque[str] = deque(maxlen=64)
+_known_lock = threading.Lock()
+
+
+def note_key(key: str | None) -> bool:
+    """Remember *key* as a secret to scrub from text; True if it was not known yet."""
+    if not key:
+        return False
+    with _known_lock:
+        if key in _known_keys:
+            return False
+        _known_keys.append(key)
+        return True
+
+
+def known_keys() -> tuple[str, ...]:
+    """The keys `note_key` was told about, newest last, for exact-match scrubbing."""
+    return tuple(_known_keys)
 
 
 def fingerprint(key: str | None) -> str:

@@ -22,6 +22,7 @@ from tomlkit.items import InlineTable, Table
 
 from .._config import config_path, parse_config
 from .._errors import ConfigError, InvalidKeyError
+from .._files import FileRefusedError, refuse_unless_regular
 from .._hooks import hook_name
 from .._keys import check, clean, fingerprint
 from .._logging import logger
@@ -77,6 +78,7 @@ def save_to_file(key: str, path: str | os.PathLike[str]) -> Path:
 
     Raises:
         InvalidKeyError: *key* cannot be sent.
+        ConfigError: *path* is not a regular file (a FIFO, a device, a directory).
         OSError: the file cannot be written.
 
     """
@@ -98,6 +100,16 @@ def save_key(
 def _write_private(target: Path, text: str, *, tighten_dir: bool) -> None:
     # Follow a symlinked file (dotfile managers) so the link survives the rename.
     real = Path(os.path.realpath(target))
+    try:
+        # A link to /dev/zero or a FIFO is not a file to replace: the rename would put
+        # a regular file where a device or a pipe was, in a directory not ours.
+        refuse_unless_regular(real)
+    except FileRefusedError as exc:
+        raise ConfigError(
+            f"refusing to save the key to {target}: {exc.reason}. Save it to a regular "
+            "file, or remove what is at that path.",
+            path=str(target),
+        ) from None
     directory = real.parent
     if not directory.exists():
         directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)

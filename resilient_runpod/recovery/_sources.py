@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import config_path, keys_in_config
 from .._errors import ConfigError, InvalidKeyError, RecoveryError, SourceError
+from .._files import read_secret_file
 from .._hooks import awaited, hook_name
+from .._hosts import redact_text
 from .._keys import KEY_VARIABLES, clean, fingerprint
+from .._redact import scrubbed_exception
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
@@ -89,7 +92,7 @@ class FromFile:
 
         """
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            raw = read_secret_file(self.path)
         except FileNotFoundError:
             raise SourceError(f"secret file {self.path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -204,7 +207,8 @@ class Chain:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # one broken source must not hide the next
-                notes.append(f"{name}: {exc}")
+                # A hook's message may quote what it read: never repeat a key.
+                notes.append(f"{name}: {redact_text(str(exc))}")
                 last_error = exc
                 continue
             if found is None:
@@ -215,7 +219,9 @@ class Chain:
                 return found
         if last_error is not None:
             summary = "; ".join(notes)
-            raise RecoveryError(f"no source had a new key ({summary})") from last_error
+            raise RecoveryError(f"no source had a new key ({summary})") from scrubbed_exception(
+                last_error
+            )
         return None
 
     def accepted(self, found: RecoveredKey) -> None:
