@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ResilientHTTPAdapter", "stamp"]
 
+# The wrapper's own attributes; every other attribute is the wrapped adapter's.
+_OWN = frozenset({"credentials", "adapter"})
+
 _Timeout = float | tuple[float, float] | tuple[float, None] | None
 _Cert = bytes | str | tuple[bytes | str, bytes | str] | None
 
@@ -74,6 +77,11 @@ class ResilientHTTPAdapter(BaseAdapter):
         adapter: The adapter that does the I/O (default: a new ``HTTPAdapter()``); pass
             ``session.get_adapter(url)`` to keep an adapter's retries and pool settings.
 
+    Attributes other than ``credentials`` and ``adapter`` are the wrapped adapter's, read
+    and written through: ``session.get_adapter(url).max_retries = Retry(...)`` configures
+    the adapter that sends. Setting one the wrapped adapter does not have raises
+    `AttributeError` rather than being silently ignored.
+
     Raises (from requests to RunPod hosts):
         AuthenticationError: the key was rejected and recovery found none accepted.
         PermissionDeniedError: RunPod answered 403: the key is valid but may not do this.
@@ -117,6 +125,26 @@ class ResilientHTTPAdapter(BaseAdapter):
     def close(self) -> None:
         """Close the wrapped adapter."""
         self.adapter.close()
+
+    def __getattr__(self, name: str) -> object:
+        """Read what the wrapper lacks (``max_retries``, ``config``) from the wrapped adapter."""
+        # Only called when normal lookup failed. Before __init__ has set ``adapter``
+        # (unpickling, copying) there is nothing to delegate to.
+        if name in _OWN or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.adapter, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Set the wrapper's own attributes here, every other one on the wrapped adapter."""
+        if name in _OWN or name.startswith("__"):
+            object.__setattr__(self, name, value)
+        elif hasattr(self.adapter, name):
+            setattr(self.adapter, name, value)
+        else:
+            raise AttributeError(
+                f"{type(self.adapter).__name__} has no attribute {name!r}: setting it on "
+                "ResilientHTTPAdapter would change nothing. Set it on the adapter you wrap."
+            )
 
     def __repr__(self) -> str:
         return f"<ResilientHTTPAdapter {self.credentials!r} over {type(self.adapter).__name__}>"

@@ -10,7 +10,24 @@ count requests. The pytest plugin (installed with the package) provides the
 
 from __future__ import annotations
 
-from ._emulator import Emulator
-from ._state import Counters, KeyInfo, Scope
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._emulator import Emulator
+    from ._state import Counters, KeyInfo, Scope
 
 __all__ = ["Counters", "Emulator", "KeyInfo", "Scope"]
+
+# Imported on first use, as in the package itself: the pytest plugin below this package
+# is loaded by every pytest run.
+_HOMES = {"Counters": "._state", "Emulator": "._emulator", "KeyInfo": "._state", "Scope": "._state"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module the first time it is used."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name], __name__), name)
+    globals()[name] = value
+    return value
