@@ -77,10 +77,9 @@ class ResilientHTTPAdapter(BaseAdapter):
         adapter: The adapter that does the I/O (default: a new ``HTTPAdapter()``); pass
             ``session.get_adapter(url)`` to keep an adapter's retries and pool settings.
 
-    Attributes other than ``credentials`` and ``adapter`` are the wrapped adapter's, read
-    and written through: ``session.get_adapter(url).max_retries = Retry(...)`` configures
-    the adapter that sends. Setting one the wrapped adapter does not have raises
-    `AttributeError` rather than being silently ignored.
+    The wrapped adapter's attributes are read and written through the wrapper:
+    ``session.get_adapter(url).max_retries = Retry(...)`` configures the adapter that
+    sends, as it would without the wrapper.
 
     Raises (from requests to RunPod hosts):
         AuthenticationError: the key was rejected and recovery found none accepted.
@@ -135,16 +134,12 @@ class ResilientHTTPAdapter(BaseAdapter):
         return getattr(self.adapter, name)
 
     def __setattr__(self, name: str, value: object) -> None:
-        """Set the wrapper's own attributes here, every other one on the wrapped adapter."""
-        if name in _OWN or name.startswith("__"):
+        """Set an attribute the wrapped adapter has on it; any other one here."""
+        inner = self.__dict__.get("adapter")
+        if name in _OWN or inner is None or not hasattr(inner, name):
             object.__setattr__(self, name, value)
-        elif hasattr(self.adapter, name):
-            setattr(self.adapter, name, value)
         else:
-            raise AttributeError(
-                f"{type(self.adapter).__name__} has no attribute {name!r}: setting it on "
-                "ResilientHTTPAdapter would change nothing. Set it on the adapter you wrap."
-            )
+            setattr(inner, name, value)
 
     def __repr__(self) -> str:
         return f"<ResilientHTTPAdapter {self.credentials!r} over {type(self.adapter).__name__}>"
