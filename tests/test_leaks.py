@@ -118,9 +118,25 @@ def hook_that_quotes_the_key_in_its_error(emulator, tmp_path, monkeypatch):
     credentials = Credentials(old, hook, hosts=[emulator.host])
     emulator.revoke(old)
     with _client(emulator, credentials) as client:
-        errors = _attempt(lambda: client.get("/health"))
-    # Our error must not repeat it; the hook's own exception is the hook's business.
-    return [credentials, *(str(e) for e in errors), *(repr(e) for e in errors)]
+        # The whole chain is searched: the error must not carry the hook's text as it was.
+        return [credentials, *_attempt(lambda: client.get("/health"))]
+
+
+@scenario
+def chained_hooks_that_quote_the_key(emulator, tmp_path, monkeypatch):
+    old = emulator.api_key
+
+    def vault(context: RecoveryContext) -> str:
+        try:
+            raise KeyError(old)  # noqa: TRY301 -- a chain, as a vault client builds one
+        except KeyError as exc:  # the key in the context of the error, too
+            raise ValueError(f"vault refused: token {old} is wrong") from exc
+
+    hook = recovery.chain(recovery.callback(vault, name="vault"), recovery.from_env())
+    credentials = Credentials(old, hook, hosts=[emulator.host])
+    emulator.revoke(old)
+    with _client(emulator, credentials) as client:
+        return [credentials, hook, *_attempt(lambda: client.get("/health"))]
 
 
 @scenario
@@ -188,14 +204,37 @@ def cross_origin(emulator, tmp_path, monkeypatch):
 
 
 def _texts(obj: object) -> list[str]:
-    texts = [str(obj), repr(obj)]
-    cause = getattr(obj, "__cause__", None)
-    if isinstance(obj, ResilientRunPodError) and isinstance(cause, ResilientRunPodError):
-        texts += _texts(cause)
+    """str and repr of *obj* and, for an exception, of everything in its chain."""
+    texts: list[str] = []
+    pending, seen = [obj], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current)]
+        if isinstance(current, BaseException):
+            texts += [repr(arg) for arg in current.args]
+            pending += [current.__cause__, current.__context__]
     return texts
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+# The engine chains a hook's own exception as it was; it must chain
+# `resilient_runpod._redact.scrubbed_exception(error)` instead (in `_hooks.give_up_error`).
+_ENGINE_CHAINS_RAW_HOOK_ERRORS = pytest.mark.xfail(
+    strict=True, reason="the engine chains the hook's exception unscrubbed"
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=_ENGINE_CHAINS_RAW_HOOK_ERRORS)
+        if n == "hook_that_quotes_the_key_in_its_error"
+        else n
+        for n in sorted(SCENARIOS)
+    ],
+)
 def test_no_key_in_logs_errors_or_reprs(name, runpod_emulator, tmp_path, monkeypatch, caplog):
     """Run the scenario; no key it used appears in any log line, error or repr."""
     with caplog.at_level(logging.DEBUG), capture_logs() as events:
