@@ -148,8 +148,12 @@ def remember_key(key: str | None) -> None:
 
 
 def install_httpx_filter() -> None:
-    """Kept for the httpx adapters' constructors: the same as `guard_loggers`."""
-    guard_loggers()
+    """Does nothing; kept while the httpx adapters' constructors still call it.
+
+    The loggers are guarded when a `Credentials` first holds a key (`remember_key`),
+    which every adapter's `Credentials` has done by the time it is built: a constructor
+    has no logging of the process to change.
+    """
 
 
 class _Events:

@@ -12,7 +12,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from resilient_runpod import scrub_secrets
-from resilient_runpod._logging import install_httpx_filter, remember_key
+from resilient_runpod._logging import remember_key
 
 from .conftest import make_key
 
@@ -71,7 +71,7 @@ class _ListLogger:
 def test_httpx_log_line_carries_no_key(caplog):
     """httpx's own INFO line ("HTTP Request: GET ...?api_key=...") is scrubbed."""
     key = make_key()
-    install_httpx_filter()
+    remember_key(key)
     client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
 
     with caplog.at_level(logging.INFO, logger="httpx"):
@@ -224,10 +224,13 @@ def test_child_loggers_created_later_are_guarded_at_the_next_key(caplog):
 
 
 def test_importing_the_library_changes_no_logging():
-    """Importing the package and its adapters attaches no filter and no handler anywhere."""
+    """Importing the package and its adapters, or building an adapter over a Credentials
+    without a key, attaches no filter and no handler anywhere.
+    """
     code = (
         "import logging, resilient_runpod, resilient_runpod.adapters\n"
         "from resilient_runpod import Credentials, ResilientTransport\n"
+        "ResilientTransport(Credentials(recovery=lambda context: None))\n"
         "names = ['', 'httpx', 'httpcore', 'httpcore.http11', 'urllib3']\n"
         "print([(n, logging.getLogger(n).filters, logging.getLogger(n).handlers) for n in names])"
     )
