@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_getattr as _lazy_getattr
 
 if TYPE_CHECKING:
     from . import recovery
@@ -24,12 +25,11 @@ if TYPE_CHECKING:
     from ._keys import fingerprint
     from ._logging import scrub_secrets
     from ._validate import KeyStatus, Validation
+    from ._version import __version__
     from .adapters._httpx import AsyncResilientTransport, ResilientTransport, RunPodAuth
     from .sdk import wrap
     from .sdk._retry_init import retry_init
     from .typing import RecoveredKey, RecoveryContext, RecoveryHook
-
-    __version__: str
 
 __all__ = [
     "AsyncResilientTransport",
@@ -60,10 +60,9 @@ __all__ = [
     "wrap",
 ]
 
-# Where each public name is defined. They are imported on first use (PEP 562): the pytest
-# plugin loads this package in every test run of every project that installs it, and
-# must not bring httpx, structlog, tenacity and tomlkit along.
+# Where each public name is defined: imported on first use (see `_lazy`).
 _HOMES = {
+    "__version__": "._version",
     "AsyncResilientTransport": ".adapters._httpx",
     "AuthenticationError": "._errors",
     "BodyNotReplayableError": "._errors",
@@ -91,22 +90,4 @@ _HOMES = {
     "wrap": ".sdk",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module the first time it is used."""
-    if name == "__version__":
-        from importlib.metadata import version  # noqa: PLC0415 -- on first use, as the rest
-
-        value: Any = version("resilient-runpod")
-    elif name in _HOMES:
-        module = importlib.import_module(_HOMES[name], __name__)
-        value = module if name == "recovery" else getattr(module, name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The module's names, the ones not imported yet included."""
-    return sorted({*globals(), *__all__})
+__getattr__ = _lazy_getattr(__name__, _HOMES)

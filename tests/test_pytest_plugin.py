@@ -4,9 +4,16 @@ loading it must cost pytest nothing beyond the plugin itself.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
+
+
+def _python(code: str) -> str:
+    """What *code* prints, run by a fresh interpreter (nothing imported yet)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
 
 
 def test_loading_the_plugin_imports_nothing_of_the_library():
@@ -19,13 +26,13 @@ def test_loading_the_plugin_imports_nothing_of_the_library():
         "heavy = ('resilient_runpod', 'tomlkit', 'httpx', 'structlog', 'tenacity')\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     expected = [
         "resilient_runpod",
+        "resilient_runpod._lazy",  # the first-use import hook, standard library only
         "resilient_runpod.testing",
         "resilient_runpod.testing._pytest_plugin",
     ]
-    assert expected == json.loads(done.stdout)
+    assert expected == json.loads(_python(code))
 
 
 def test_the_fixture_still_serves_the_emulator(runpod_emulator):
@@ -42,7 +49,7 @@ def test_public_names_resolve_on_first_use():
         "import resilient_runpod, resilient_runpod.testing as t\n"
         "missing = [n for n in resilient_runpod.__all__ if getattr(resilient_runpod, n) is None]\n"
         "missing += [n for n in t.__all__ if getattr(t, n) is None]\n"
-        "print(missing, resilient_runpod.Credentials.__module__)"
+        "print(missing, resilient_runpod.Credentials.__module__, resilient_runpod.__version__)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "[] resilient_runpod._credentials" == done.stdout.strip()
+    version = importlib.metadata.version("resilient-runpod")
+    assert f"[] resilient_runpod._credentials {version}" == _python(code)

@@ -10,8 +10,9 @@ count requests. The pytest plugin (installed with the package) provides the
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr as _lazy_getattr
 
 if TYPE_CHECKING:
     from ._emulator import Emulator
@@ -19,15 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Counters", "Emulator", "KeyInfo", "Scope"]
 
-# Imported on first use, as in the package itself: the pytest plugin below this package
-# is loaded by every pytest run.
-_HOMES = {"Counters": "._state", "Emulator": "._emulator", "KeyInfo": "._state", "Scope": "._state"}
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module the first time it is used."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name], __name__), name)
-    globals()[name] = value
-    return value
+# Imported on first use (see `resilient_runpod._lazy`): the pytest plugin below this
+# package is loaded by every pytest run.
+__getattr__ = _lazy_getattr(
+    __name__,
+    {"Counters": "._state", "Emulator": "._emulator", "KeyInfo": "._state", "Scope": "._state"},
+)
