@@ -357,8 +357,9 @@ def prompt(
     `AuthenticationError` and the terminal is left as it was.
 
     Args:
-        timeout: Seconds the person has to answer; ``None`` waits for ever. Give
-            `Credentials` a ``hook_timeout`` at least this long.
+        timeout: Seconds the person has to answer; ``None`` waits for ever.
+            `Credentials` waits for the prompt that long (and a little more) whatever
+            its ``hook_timeout``, so this is the one setting to change.
         validate: Check each answer against RunPod (``myself { id }``) and ask again if
             RunPod rejects it.
         api_url: RunPod's API base for *validate* (an emulator's ``api_url`` in tests).
