@@ -109,10 +109,12 @@ def scrubbed_exception(error: BaseException) -> BaseException:
 
 
 def _scrubbed(error: BaseException, depth: int) -> BaseException:
-    if depth >= _MAX_CHAIN or not _chain_leaks(error):
+    if not _chain_leaks(error):
         return error
     stand_in = RecoveryError(redact_text(f"{type(error).__name__}: {error}"))
     stand_in.__traceback__ = error.__traceback__
+    if depth >= _MAX_CHAIN:  # a cycle, or a chain nobody reads that far: cut it here
+        return stand_in
     cause, context = error.__cause__, error.__context__
     stand_in.__cause__ = _scrubbed(cause, depth + 1) if cause is not None else None
     stand_in.__context__ = _scrubbed(context, depth + 1) if context is not None else None
