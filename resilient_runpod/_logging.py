@@ -105,7 +105,10 @@ class _RedactingFilter(logging.Filter):
     """Rewrites a record whose message or traceback shows a key; never drops one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken log call: the handler reports it, as without us
+            return True
         scrubbed = redact_text(message)
         if scrubbed != message:
             record.msg, record.args = scrubbed, ()

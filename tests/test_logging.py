@@ -237,3 +237,23 @@ def test_importing_the_library_changes_no_logging():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     names = ["", "httpx", "httpcore", "httpcore.http11", "urllib3"]
     assert repr([(name, [], []) for name in names]) == done.stdout.strip()
+
+
+def test_a_broken_log_call_elsewhere_is_not_turned_into_an_exception(monkeypatch):
+    """A guarded library's record whose arguments do not fit its format still reaches the
+    handlers (which report it) instead of raising out of the library's log call.
+    """
+    remember_key(make_key())
+    reached: list[tuple[object, object]] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: reached.append((record.msg, record.args))  # type: ignore[method-assign]
+    child = logging.getLogger("httpcore.http11")
+    monkeypatch.setattr(child, "propagate", False)  # pytest's own handler would raise
+    monkeypatch.setattr(child, "level", logging.DEBUG)
+    child.addHandler(handler)
+    try:
+        child.debug("%s and %s", "only one")
+    finally:
+        child.removeHandler(handler)
+
+    assert [("%s and %s", ("only one",))] == reached
