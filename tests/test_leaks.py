@@ -140,6 +140,16 @@ def chained_hooks_that_quote_the_key(emulator, tmp_path, monkeypatch):
 
 
 @scenario
+def key_in_the_url_path(emulator, tmp_path, monkeypatch):
+    old = emulator.api_key
+    credentials = Credentials(old, lambda c: None, hosts=[emulator.host])
+    emulator.revoke(old)
+    with _client(emulator, credentials) as client:
+        # An endpoint id mixed up with the key: the URL in events and errors holds it.
+        return _attempt(lambda: client.get(f"{emulator.serverless_url}/{old}/health"))
+
+
+@scenario
 def hook_returning_the_rejected_key(emulator, tmp_path, monkeypatch):
     old = emulator.api_key
     credentials = Credentials(old, lambda c: old, hosts=[emulator.host])
