@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
+from typing import TYPE_CHECKING
 
-from . import recovery
-from ._credentials import Breaker, Credentials, KeyState
-from ._errors import (
-    AuthenticationError,
-    BodyNotReplayableError,
-    ConfigError,
-    CooldownError,
-    HookTimeoutError,
-    InvalidKeyError,
-    NonInteractiveError,
-    PermissionDeniedError,
-    RecoveryError,
-    ResilientRunPodError,
-    SourceError,
-    TransientError,
-)
-from ._keys import fingerprint
-from ._logging import scrub_secrets
-from ._policy import RetryPolicy
-from ._validate import KeyStatus, Validation
-from .adapters._httpx import AsyncResilientTransport, ResilientTransport, RunPodAuth
-from .sdk import wrap  # imports runpod only when called
-from .sdk._retry_init import retry_init
-from .typing import RecoveredKey, RecoveryContext, RecoveryHook
+from ._lazy import lazy_getattr as _lazy_getattr
+
+if TYPE_CHECKING:
+    from . import recovery
+    from ._credentials import Breaker, Credentials, KeyState
+    from ._errors import (
+        AuthenticationError,
+        BodyNotReplayableError,
+        ConfigError,
+        CooldownError,
+        HookTimeoutError,
+        InvalidKeyError,
+        NonInteractiveError,
+        PermissionDeniedError,
+        RecoveryError,
+        ResilientRunPodError,
+        SourceError,
+        TransientError,
+    )
+    from ._keys import fingerprint
+    from ._logging import scrub_secrets
+    from ._policy import RetryPolicy
+    from ._validate import KeyStatus, Validation
+    from ._version import __version__
+    from .adapters._httpx import AsyncResilientTransport, ResilientTransport, RunPodAuth
+    from .sdk import wrap
+    from .sdk._retry_init import retry_init
+    from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 __all__ = [
     "AsyncResilientTransport",
@@ -62,4 +66,38 @@ __all__ = [
     "wrap",
 ]
 
-__version__ = version("resilient-runpod")
+# Where each public name is defined: imported on first use (see `_lazy`).
+_HOMES = {
+    "__version__": "._version",
+    "AsyncResilientTransport": ".adapters._httpx",
+    "AuthenticationError": "._errors",
+    "BodyNotReplayableError": "._errors",
+    "Breaker": "._credentials",
+    "ConfigError": "._errors",
+    "CooldownError": "._errors",
+    "Credentials": "._credentials",
+    "HookTimeoutError": "._errors",
+    "InvalidKeyError": "._errors",
+    "KeyState": "._credentials",
+    "KeyStatus": "._validate",
+    "NonInteractiveError": "._errors",
+    "PermissionDeniedError": "._errors",
+    "RecoveredKey": ".typing",
+    "RecoveryContext": ".typing",
+    "RecoveryError": "._errors",
+    "RecoveryHook": ".typing",
+    "ResilientRunPodError": "._errors",
+    "ResilientTransport": ".adapters._httpx",
+    "RetryPolicy": "._policy",
+    "RunPodAuth": ".adapters._httpx",
+    "SourceError": "._errors",
+    "TransientError": "._errors",
+    "Validation": "._validate",
+    "fingerprint": "._keys",
+    "recovery": ".recovery",
+    "retry_init": ".sdk._retry_init",
+    "scrub_secrets": "._logging",
+    "wrap": ".sdk",
+}
+
+__getattr__ = _lazy_getattr(__name__, _HOMES)

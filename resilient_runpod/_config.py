@@ -14,9 +14,21 @@ import tomlkit
 import tomlkit.exceptions
 
 from ._errors import ConfigError
+from ._files import CONFIG_LIMIT, FileProblem, FileRefusedError, read_small_file
 from ._keys import fingerprint
 
 __all__ = ["ConfigKey", "config_path", "keys_in_config", "load_config", "parse_config"]
+
+
+_REFUSAL_FIXES = {
+    FileProblem.NOT_REGULAR: (
+        "Replace it with a regular file (`resilient-runpod login` writes one), or remove it."
+    ),
+    FileProblem.TOO_LARGE: (
+        "RunPod's config file is a few lines: move this one away and run "
+        "`resilient-runpod login` to write a new one."
+    ),
+}
 
 
 def config_path() -> Path:
@@ -54,9 +66,14 @@ def parse_config(path: Path | None = None) -> tomlkit.TOMLDocument | None:
     """
     path = path or config_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_file(path, CONFIG_LIMIT)
     except FileNotFoundError:
         return None
+    except FileRefusedError as exc:
+        raise ConfigError(
+            f"refusing to read {path}: {exc.reason}. {_REFUSAL_FIXES[exc.problem]}",
+            path=str(path),
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"cannot read {path}: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}. "

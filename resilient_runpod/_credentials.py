@@ -532,6 +532,8 @@ class Credentials:
 
     def _probe(self, key: str | None, context: RecoveryContext) -> bool:
         """Whether RunPod still accepts *key*: one GraphQL ``myself`` on the same API."""
+        if key is None:
+            return False  # no key works
         url = probe_url(self.hosts, context.url)
         return url is not None and validate(key, url).status is KeyStatus.ACCEPTED
 

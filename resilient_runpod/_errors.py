@@ -42,12 +42,14 @@ __all__ = [
     "TransientError",
 ]
 
+KEYS_PAGE = "https://www.runpod.io/console/user/settings"
+"""Where a person creates (and revokes) RunPod API keys."""
+
 # The fixes RunPod's own troubleshooting page gives, in its order.
 NEXT_STEPS = (
     "Check that RUNPOD_API_KEY is set and spelled right "
     "(`resilient-runpod doctor` finds near misses); "
-    "if the key was revoked or expired, create a new one at "
-    "https://www.runpod.io/console/user/settings; "
+    f"if the key was revoked or expired, create a new one at {KEYS_PAGE}; "
     "if it was pasted, copy it again without quotes, spaces or a trailing newline."
 )
 

@@ -15,6 +15,7 @@ from . import _keys
 from ._errors import NEXT_STEPS, AuthenticationError, RecoveryError
 from ._hosts import redact_text
 from ._logging import known_keys, logger
+from ._redact import scrubbed_exception
 from .typing import RecoveredKey, RecoveryContext
 
 __all__ = [
@@ -119,7 +120,8 @@ def give_up_error(
         attempts=context.attempt,
         hooks=(name,),
     )
-    exc.__cause__ = error
+    # A hook's own exception may quote what it read: chained only once scrubbed.
+    exc.__cause__ = scrubbed_exception(error) if error is not None else None
     return exc
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import httpx
 
-from ._keys import fingerprint
+from ._keys import fingerprint, known_keys
 
 __all__ = ["RUNPOD_HOSTS", "HostPolicy", "redact_text", "redact_url", "with_api_key_param"]
 
@@ -106,7 +106,11 @@ _SECRET_PARAMS = frozenset({"api_key", "apikey", "key", "token", "access_token"}
 
 
 def redact_url(url: httpx.URL | str) -> str:
-    """*url* as text, without user info and with secret query values replaced."""
+    """*url* as text, without user info, secret query values, or a key anywhere else.
+
+    A key can sit in the path too (``/v2/<key>/run`` from a mix-up of endpoint id and
+    key, a proxy that routes by key): the whole text then goes through `redact_text`.
+    """
     url = httpx.URL(url)
     if url.userinfo:
         url = url.copy_with(username=None, password=None)
@@ -116,7 +120,7 @@ def redact_url(url: httpx.URL | str) -> str:
             for k, v in url.params.multi_items()
         ]
         url = url.copy_with(params=params)
-    return str(url)
+    return redact_text(str(url))
 
 
 _RPA_KEY = re.compile(r"\brp[as]_[A-Za-z0-9]{8,}")
@@ -127,9 +131,10 @@ _QUERY_SECRET = re.compile(r"(?i)\b(api_key|apikey|access_token|token)=([^&\s\"'
 def redact_text(text: str, known: Iterable[str] = ()) -> str:
     """Replace every key-looking thing in *text*: RunPod keys, auth values, secret params.
 
-    *known* lists exact secrets to remove as well (legacy keys have no prefix to match).
+    Every key this process has held (`_keys.known_keys`) is removed as well, as is each
+    exact secret in *known* (legacy keys have no prefix to match).
     """
-    for secret in known:
+    for secret in (*known, *known_keys()):
         if secret and secret in text:
             text = text.replace(secret, fingerprint(secret))
     text = _RPA_KEY.sub(lambda m: fingerprint(m.group(0)), text)

@@ -10,21 +10,31 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections import deque
 
-from ._errors import InvalidKeyError
+from ._errors import KEYS_PAGE, InvalidKeyError
 
 __all__ = [
     "API_KEY_PREFIX",
+    "KEYS_PAGE",
+    "KEY_VARIABLES",
     "S3_KEY_PREFIX",
     "check",
     "clean",
     "fingerprint",
     "key_id",
+    "known_keys",
+    "note_key",
     "shape_problems",
+    "unquote",
 ]
 
 API_KEY_PREFIX = "rpa_"
 S3_KEY_PREFIX = "rps_"
+# The variables RunPod's tools read the key from: the first by runpodctl, the SDK and most
+# scripts, the second inside serverless workers.
+KEY_VARIABLES = ("RUNPOD_API_KEY", "RUNPOD_AI_API_KEY")
 
 # A public secret-scanning rule for keys made since 2024-11: 50 characters in all.
 _RPA_SHAPE = re.compile(r"rpa_[A-Z0-9]{40}[A-Za-z0-9]{6}")
@@ -33,6 +43,28 @@ _FORBIDDEN = re.compile(r"[\s\"'`<>\\]|[^\x21-\x7e]")
 _QUOTES = "\"'`"
 # Below this length, even the last four characters say too much about the key.
 _MIN_FINGERPRINT_LEN = 12
+
+# Keys this process has held, so that keys without a prefix to match (legacy keys) can be
+# scrubbed from text too. Bounded: a long-lived worker rotating every hour must not grow
+# it forever; the newest keys are the ones still in flight.
+_known_keys: deque[str] = deque(maxlen=64)
+_known_lock = threading.Lock()
+
+
+def note_key(key: str | None) -> bool:
+    """Remember *key* as a secret to scrub from text; True if it was not known yet."""
+    if not key:
+        return False
+    with _known_lock:
+        if key in _known_keys:
+            return False
+        _known_keys.append(key)
+        return True
+
+
+def known_keys() -> tuple[str, ...]:
+    """The keys `note_key` was told about, newest last, for exact-match scrubbing."""
+    return tuple(_known_keys)
 
 
 def fingerprint(key: str | None) -> str:
@@ -103,7 +135,7 @@ def check(key: str) -> str:
     if fatal:
         raise InvalidKeyError(
             f"API key {fingerprint(key.strip())} cannot be used: {'; '.join(fatal)}. "
-            "Copy the key again from https://www.runpod.io/console/user/settings.",
+            f"Copy the key again from {KEYS_PAGE}.",
             fingerprint=fingerprint(key.strip()),
         )
     return key
@@ -116,7 +148,15 @@ def clean(raw: str) -> str:
     pair of matching surrounding quotes are removed: those are artefacts of how the key
     travelled, not part of it.
     """
-    key = raw.strip()
-    if len(key) >= 2 and key[0] == key[-1] and key[0] in _QUOTES:  # noqa: PLR2004
-        key = key[1:-1].strip()
-    return check(key)
+    return check(unquote(raw))
+
+
+def unquote(raw: str) -> str:
+    """*raw* without surrounding whitespace and one pair of matching surrounding quotes.
+
+    What a key picks up on its way through a shell, a ``.env`` file or a paste.
+    """
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES:  # noqa: PLR2004
+        text = text[1:-1].strip()
+    return text

@@ -1,71 +1,221 @@
-"""structlog events, and keeping keys out of every log line.
+"""The library's events, sent where the application logs; no key in any library's records.
 
-Events are fixed dotted names on the ``resilient_runpod`` logger:
+Events are fixed dotted names with key/value fields:
 
 - ``runpod.auth.rejected`` (warning): RunPod answered 401 to a key.
 - ``runpod.auth.recovered`` (info): a recovery hook produced a new key, now in use.
 - ``runpod.auth.recovery_failed`` (error): a request gave up; ``reason`` says why.
 
-Fields name keys by fingerprint only. `scrub_secrets` is a processor users can add to
-their own chain so that keys logged by *other* code are removed too.
+**Where they go.** If the application has configured structlog
+(``structlog.is_configured()``), through its processors, on the ``resilient_runpod``
+logger. Otherwise through stdlib `logging`, on the ``resilient_runpod`` logger, whose
+level and handlers the application controls; the record carries the event name in
+``record.event`` and the fields in ``record.fields``. That logger has only a
+``NullHandler`` of its own (the stdlib's advice for libraries), so an application that
+configured nothing sees nothing, and nothing is ever written to stdout. The choice is
+made per event, so configuring structlog later takes effect at once.
+
+**Keys in other libraries' records.** httpx, httpcore, urllib3, requests, aiohttp, the
+runpod SDK and uvicorn log URLs and headers at DEBUG, where a key can sit
+(``?api_key=``, an echoed header). A `logging.Filter` only sees the records of the
+logger it is attached to, not those of its children (``httpcore`` does not see
+``httpcore.http11``'s), and a filter on the application's handlers or a global record
+factory would change logging for the whole process. So a scrub-only filter is attached
+to each logger those libraries emit from, enumerated from their source (`EMITTERS`),
+plus any logger under their names that exists by then, when a `Credentials` first
+holds a key (`remember_key`), and again for each new key so that loggers created since
+are covered. The filter rewrites a record's text only when it shows a key; it never
+drops a record and changes no level or handler. Events of our own are scrubbed before
+they are emitted, whichever way they go.
+
+`scrub_secrets` is the same cleaning as a structlog processor, for applications whose own
+events may carry keys.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
 from ._hosts import redact_text
+from ._keys import known_keys, note_key
+from ._redact import scrub_exc_info, scrub_field
 
-__all__ = ["install_httpx_filter", "known_keys", "logger", "remember_key", "scrub_secrets"]
+__all__ = [
+    "EMITTERS",
+    "LOGGER_NAME",
+    "guard_loggers",
+    "known_keys",
+    "logger",
+    "remember_key",
+    "scrub_secrets",
+]
 
-logger = structlog.get_logger("resilient_runpod")
+LOGGER_NAME = "resilient_runpod"
+"""The logger (stdlib or structlog) the library's events are emitted on."""
 
-# Keys this process has held, so that legacy keys (no rpa_ prefix to match) can be
-# scrubbed too. Bounded: a long-lived worker rotating every hour must not grow it forever.
-_known_keys: deque[str] = deque(maxlen=64)
-_known_lock = threading.Lock()
+EMITTERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+    "urllib3",
+    "urllib3.connection",
+    "urllib3.connectionpool",
+    "urllib3.poolmanager",
+    "urllib3.response",
+    "urllib3.util.retry",
+    "requests",
+    "aiohttp.access",
+    "aiohttp.client",
+    "aiohttp.internal",
+    "aiohttp.server",
+    "aiohttp.web",
+    "aiohttp.websocket",
+    "runpod",
+    "runpod upload utility",
+    "uvicorn",
+    "uvicorn.access",
+    "uvicorn.error",
+    LOGGER_NAME,
+)
+"""The loggers the libraries in the stack create records on, read from their source."""
+
+# Loggers created under these names later (a new module of one of those libraries) are
+# guarded at the next new key.
+_FAMILIES = ("httpx", "httpcore", "urllib3", "requests", "aiohttp", "runpod", "uvicorn")
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites a record whose message or traceback shows a key; never drops one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken log call: the handler reports it, as without us
+            return True
+        scrubbed = redact_text(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, ()
+        if record.exc_info:
+            text = scrub_exc_info(record.exc_info)
+            if text is not None:  # the formatter would print the key: print this instead
+                record.exc_info, record.exc_text = None, text
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
+        return True
+
+
+_filter = _RedactingFilter(LOGGER_NAME)
+_guard_lock = threading.Lock()
+
+
+def guard_loggers() -> None:
+    """Attach the scrubbing filter to every logger in `EMITTERS` and their families.
+
+    Idempotent; loggers that do not exist yet are created (as their library would on
+    import), so they carry the filter from their first record.
+    """
+    with _guard_lock:
+        names = set(EMITTERS)
+        for name in list(logging.Logger.manager.loggerDict):
+            if any(name == f or name.startswith(f + ".") for f in _FAMILIES):
+                names.add(name)
+        for name in names:
+            stdlib_logger = logging.getLogger(name)
+            if _filter not in stdlib_logger.filters:
+                stdlib_logger.addFilter(_filter)
 
 
 def remember_key(key: str | None) -> None:
-    """Let `scrub_secrets` and the httpx filter remove *key* wherever it shows up."""
-    if key:
-        with _known_lock:
-            if key not in _known_keys:
-                _known_keys.append(key)
+    """Scrub *key* wherever it shows up from now on: events, errors, other libraries' logs."""
+    if note_key(key):
+        guard_loggers()
 
 
-def known_keys() -> tuple[str, ...]:
-    """The keys `remember_key` was told about, for exact-match scrubbing."""
-    return tuple(_known_keys)
+class _Events:
+    """The library's event logger: ``logger.warning("runpod.auth.rejected", status=401)``.
+
+    Goes through structlog when the application configured it, else through stdlib
+    logging; fields are scrubbed either way.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._stdlib = logging.getLogger(name)
+        self._stdlib.addHandler(logging.NullHandler())
+        self._structlog = structlog.get_logger(name)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        """Emit *event* at DEBUG."""
+        self._emit("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Emit *event* at INFO."""
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Emit *event* at WARNING."""
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Emit *event* at ERROR."""
+        self._emit("error", event, fields)
+
+    def critical(self, event: str, **fields: Any) -> None:
+        """Emit *event* at CRITICAL."""
+        self._emit("critical", event, fields)
+
+    def _emit(self, method: str, event: str, fields: dict[str, Any]) -> None:
+        if structlog.is_configured():
+            clean = {name: scrub_field(name, value) for name, value in fields.items()}
+            getattr(self._structlog, method)(redact_text(event), **clean)
+            return
+        level = _LEVELS[method]
+        if not self._stdlib.isEnabledFor(level):
+            return  # the common case at INFO and DEBUG: format nothing
+        clean = {name: scrub_field(name, value) for name, value in fields.items()}
+        event = redact_text(event)
+        self._stdlib.log(
+            level,
+            "%s",
+            _render(event, clean),
+            extra={"event": event, "fields": clean},
+            stacklevel=3,  # the line that emitted the event, not this module
+        )
+
+    def __repr__(self) -> str:
+        return f"<resilient_runpod events on logger {self._name!r}>"
 
 
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact_text(value, tuple(_known_keys))
-    if isinstance(value, dict):
-        return {k: _scrub_field(k, v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_scrub(v) for v in value)
-    if isinstance(value, BaseException):
-        # Exceptions are rendered later by format_exc_info; scrub their text now.
-        text = redact_text(str(value), tuple(_known_keys))
-        return value if text == str(value) else f"{type(value).__name__}: {text}"
-    return value
+def _render(event: str, fields: dict[str, Any]) -> str:
+    """``event key=value ...``, quoting values with spaces, as logfmt does."""
+    parts = [event]
+    for name, value in fields.items():
+        text = value if isinstance(value, str) else repr(value)
+        if not text or any(c in text for c in ' "='):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(f"{name}={text}")
+    return " ".join(parts)
 
 
-_SECRET_FIELDS = frozenset({"api_key", "apikey", "authorization", "key", "token", "password"})
-
-
-def _scrub_field(name: Any, value: Any) -> Any:
-    if isinstance(name, str) and name.lower() in _SECRET_FIELDS and isinstance(value, str):
-        return "[REDACTED]"
-    return _scrub(value)
+logger = _Events(LOGGER_NAME)
 
 
 def scrub_secrets(
@@ -75,33 +225,19 @@ def scrub_secrets(
 
     Removes ``rpa_``/``rps_`` keys (replaced by their fingerprint), ``Authorization``
     values, ``api_key=``-style query values, fields named like secrets (``api_key``,
-    ``authorization``, ...) and any key a `Credentials` in this process has held. Put it
-    before the renderer::
+    ``authorization``, ...) and any key a `Credentials` in this process has held, from
+    strings, bytes, containers and objects whose ``repr`` shows one. An ``exc_info`` whose
+    traceback shows a key is replaced by the cleaned traceback in ``exception``, so it
+    works before or after ``format_exc_info``. Put it before the renderer::
 
         structlog.configure(processors=[..., resilient_runpod.scrub_secrets, renderer])
     """
+    exc_info = event_dict.get("exc_info")
+    if exc_info:
+        text = scrub_exc_info(exc_info)
+        if text is not None:
+            del event_dict["exc_info"]
+            event_dict["exception"] = text
     for name in list(event_dict):
-        event_dict[name] = _scrub_field(name, event_dict[name])
+        event_dict[name] = scrub_field(name, event_dict[name])
     return event_dict
-
-
-class _RedactingFilter(logging.Filter):
-    """Rewrites httpx's own "HTTP Request: GET https://...?api_key=..." lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        scrubbed = redact_text(message, tuple(_known_keys))
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, ()
-        return True
-
-
-_filter = _RedactingFilter("resilient_runpod")
-
-
-def install_httpx_filter() -> None:
-    """Make sure httpx's and httpcore's log records never carry a key. Idempotent."""
-    for name in ("httpx", "httpcore"):
-        stdlib_logger = logging.getLogger(name)
-        if _filter not in stdlib_logger.filters:
-            stdlib_logger.addFilter(_filter)

@@ -92,3 +92,21 @@ class TestRedaction:
         assert key not in text
         assert legacy not in text
         assert "a=b" in text
+
+
+def test_redact_url_removes_a_key_in_the_path():
+    """An rpa_ key anywhere in a URL, the path included, is replaced by its fingerprint."""
+    key = make_key()
+    shown = redact_url(f"https://api.runpod.ai/v2/{key}/run")
+    assert f"https://api.runpod.ai/v2/rpa_…{key[-4:]}/run" == shown
+
+
+def test_redact_url_removes_a_held_legacy_key_in_the_path():
+    """A key with no prefix to match is removed once this process has held it."""
+    from resilient_runpod._keys import note_key
+
+    legacy = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5"
+    note_key(legacy)
+    assert "https://proxy.example/…c4d5/v2/ep/run" == redact_url(
+        f"https://proxy.example/{legacy}/v2/ep/run"
+    )

@@ -8,12 +8,18 @@ httpx's and httpcore's included.
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Callable
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 import tenacity
 from structlog.testing import capture_logs
 
@@ -29,6 +35,8 @@ from resilient_runpod import (
     recovery,
 )
 from resilient_runpod.testing import Emulator
+
+from .conftest import make_key
 
 Scenario = Callable[[Emulator, Path, pytest.MonkeyPatch], list[object]]
 SCENARIOS: dict[str, Scenario] = {}
@@ -110,15 +118,41 @@ def hook_that_quotes_the_key_in_its_error(emulator, tmp_path, monkeypatch):
     credentials = Credentials(old, hook, hosts=[emulator.host])
     emulator.revoke(old)
     with _client(emulator, credentials) as client:
-        errors = _attempt(lambda: client.get("/health"))
-    # Our error must not repeat it; the hook's own exception is the hook's business.
-    return [credentials, *(str(e) for e in errors), *(repr(e) for e in errors)]
+        # The whole chain is searched: the error must not carry the hook's text as it was.
+        return [credentials, *_attempt(lambda: client.get("/health"))]
+
+
+@scenario
+def chained_hooks_that_quote_the_key(emulator, tmp_path, monkeypatch):
+    old = emulator.api_key
+
+    def vault(context: RecoveryContext) -> str:
+        try:
+            raise KeyError(old)  # noqa: TRY301 -- a chain, as a vault client builds one
+        except KeyError as exc:  # the key in the context of the error, too
+            raise ValueError(f"vault refused: token {old} is wrong") from exc
+
+    hook = recovery.chain(recovery.callback(vault, name="vault"), recovery.from_env())
+    credentials = Credentials(old, hook, hosts=[emulator.host])
+    emulator.revoke(old)
+    with _client(emulator, credentials) as client:
+        return [credentials, hook, *_attempt(lambda: client.get("/health"))]
+
+
+@scenario
+def key_in_the_url_path(emulator, tmp_path, monkeypatch):
+    old = emulator.api_key
+    credentials = Credentials(old, lambda c: None, hosts=[emulator.host])
+    emulator.revoke(old)
+    with _client(emulator, credentials) as client:
+        # An endpoint id mixed up with the key: the URL in events and errors holds it.
+        return _attempt(lambda: client.get(f"{emulator.serverless_url}/{old}/health"))
 
 
 @scenario
 def hook_returning_the_rejected_key(emulator, tmp_path, monkeypatch):
     old = emulator.api_key
-    credentials = Credentials(old, lambda c: old, hosts=[emulator.host])
+    credentials = Credentials(old, lambda c: old, hosts=[emulator.host], recovery_window=0.2)
     emulator.revoke(old)
     with _client(emulator, credentials) as client:
         return _attempt(lambda: client.get("/health"))
@@ -180,10 +214,18 @@ def cross_origin(emulator, tmp_path, monkeypatch):
 
 
 def _texts(obj: object) -> list[str]:
-    texts = [str(obj), repr(obj)]
-    cause = getattr(obj, "__cause__", None)
-    if isinstance(obj, ResilientRunPodError) and isinstance(cause, ResilientRunPodError):
-        texts += _texts(cause)
+    """str and repr of *obj* and, for an exception, of everything in its chain."""
+    texts: list[str] = []
+    pending, seen = [obj], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current)]
+        if isinstance(current, BaseException):
+            texts += [repr(arg) for arg in current.args]
+            pending += [current.__cause__, current.__context__]
     return texts
 
 
@@ -208,3 +250,224 @@ def _all_keys(emulator: Emulator) -> set[str]:
     records = getattr(state, "_keys", None)
     assert isinstance(records, dict), "emulator state layout changed: update this helper"
     return set(records)
+
+
+# -- every adapter, at DEBUG, whatever the application did with logging ------------------
+#
+# Each adapter below is driven through a recovery (its first key revoked, the vault holds
+# the next) with the key in ``?api_key=`` too, then through a server that echoes the key
+# back in a response header. The first key has no ``rpa_`` prefix, so only the library's
+# memory of the keys it held can remove it. Everything a person could read is searched:
+# every line any logger wrote, stdout and stderr, exception chains and reprs.
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    """Answers 200, repeating the bearer token in a header, as a careless server might."""
+
+    def do_GET(self) -> None:
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.send_response(200)
+        self.send_header("X-Seen-Key", token)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 -- the stdlib's name
+        """Quiet: a test server's access log is not the library's output."""
+
+
+@pytest.fixture(scope="module")
+def echo_host() -> Iterator[str]:
+    """``HOST:PORT`` of a real HTTP server on loopback that echoes the key it is sent."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _OnceVault:
+    """A recovery hook that hands out one new key, then nothing."""
+
+    name = "vault"
+
+    def __init__(self, key: str) -> None:
+        self.key: str | None = key
+
+    def __call__(self, _context: object) -> str | None:
+        key, self.key = self.key, None
+        return key
+
+
+def _legacy_key() -> str:
+    """A key of the old shape, with no prefix a pattern could match."""
+    return secrets.token_hex(16)
+
+
+Drive = Callable[[Credentials, str, str], list[object]]
+ADAPTERS: dict[str, Drive] = {}
+
+
+def adapter(fn: Drive) -> Drive:
+    ADAPTERS[fn.__name__] = fn
+    return fn
+
+
+@adapter
+def httpx_transport(credentials: Credentials, run_url: str, echo_url: str) -> list[object]:
+    transport = ResilientTransport(credentials)
+    with httpx.Client(transport=transport) as client:
+        assert 200 == client.post(run_url, json={"input": {}}).status_code
+        assert 200 == client.get(echo_url).status_code
+    return [transport]
+
+
+@adapter
+def httpx_async_transport(credentials: Credentials, run_url: str, echo_url: str) -> list[object]:
+    import asyncio
+
+    transport = AsyncResilientTransport(credentials)
+
+    async def run() -> None:
+        async with httpx.AsyncClient(transport=transport) as client:
+            assert 200 == (await client.post(run_url, json={"input": {}})).status_code
+            assert 200 == (await client.get(echo_url)).status_code
+
+    asyncio.run(run())
+    return [transport]
+
+
+@adapter
+def httpx_auth(credentials: Credentials, run_url: str, echo_url: str) -> list[object]:
+    auth = RunPodAuth(credentials)
+    with httpx.Client(auth=auth) as client:
+        assert 200 == client.post(run_url, json={"input": {}}).status_code
+        assert 200 == client.get(echo_url).status_code
+    return [auth]
+
+
+@adapter
+def requests_adapter(credentials: Credentials, run_url: str, echo_url: str) -> list[object]:
+    import requests
+
+    from resilient_runpod.adapters import ResilientHTTPAdapter
+
+    mounted = ResilientHTTPAdapter(credentials)
+    with requests.Session() as session:
+        session.mount("http://", mounted)
+        assert 200 == session.post(run_url, json={"input": {}}).status_code
+        assert 200 == session.get(echo_url).status_code
+    return [mounted]
+
+
+@adapter
+def aiohttp_middleware(credentials: Credentials, run_url: str, echo_url: str) -> list[object]:
+    import asyncio
+
+    import aiohttp
+
+    from resilient_runpod.adapters import ResilientMiddleware
+
+    middleware = ResilientMiddleware(credentials)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
+            async with session.post(run_url, json={"input": {}}) as response:
+                assert 200 == response.status
+            async with session.get(echo_url) as response:
+                assert 200 == response.status
+
+    asyncio.run(run())
+    return [middleware]
+
+
+@adapter
+def wrapped_sdk(credentials: Credentials, run_url: str, echo_url: str) -> list[object]:
+    import runpod
+
+    from resilient_runpod import wrap
+
+    get_user = wrap(runpod.get_user, credentials)  # GraphQL, through requests and urllib3
+    get_user()
+    return [get_user]
+
+
+class _Sink(io.StringIO):
+    """Where a configured application's log lines end up."""
+
+
+@contextmanager
+def _logging_setup(kind: str, sink: _Sink) -> Iterator[None]:
+    """Logging as an application leaves it: untouched, stdlib at DEBUG, or structlog."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    # Importing runpod quiets urllib3; an application debugging its requests turns it back.
+    urllib3_logger = logging.getLogger("urllib3")
+    urllib3_level = urllib3_logger.level
+    if kind != "unconfigured":
+        urllib3_logger.setLevel(logging.DEBUG)
+    try:
+        if kind == "stdlib":
+            logging.basicConfig(level=logging.DEBUG, stream=sink, force=True)
+        elif kind == "structlog":
+            renderer = structlog.processors.JSONRenderer()
+            structlog.configure(
+                processors=[
+                    structlog.processors.add_log_level,
+                    structlog.processors.format_exc_info,
+                    renderer,
+                ],
+                logger_factory=structlog.PrintLoggerFactory(sink),
+            )
+            handler = logging.StreamHandler(sink)
+            handler.setFormatter(structlog.stdlib.ProcessorFormatter(processors=[renderer]))
+            logging.basicConfig(level=logging.DEBUG, handlers=[handler], force=True)
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        urllib3_logger.setLevel(urllib3_level)
+
+
+@pytest.mark.parametrize("setup", ["unconfigured", "stdlib", "structlog"])
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_no_adapter_shows_the_key_at_debug(  # noqa: PLR0917 -- fixtures
+    name, setup, runpod_emulator, echo_host, monkeypatch, capfd
+):
+    """Through every adapter, at DEBUG: no key in any library's log line, on stdout or
+    stderr, or in any repr; nothing at all on stdout; the events reach the app's logging.
+    """
+    first, second = _legacy_key(), make_key()
+    for key in (first, second):
+        runpod_emulator.add_key(key)
+    runpod_emulator.revoke(first)
+    monkeypatch.setattr("runpod.api_key", first)
+    for variable, value in runpod_emulator.sdk_env.items():
+        monkeypatch.setenv(variable, value)
+    credentials = Credentials(
+        first, recovery=_OnceVault(second), hosts=[runpod_emulator.host, echo_host]
+    )
+    run_url = f"{runpod_emulator.serverless_url}/ep/run?api_key={first}"
+    sink = _Sink()
+
+    with _logging_setup(setup, sink):
+        shown = ADAPTERS[name](credentials, run_url, f"http://{echo_host}/echo")
+    out, err = capfd.readouterr()
+
+    assert second == credentials.api_key  # the recovery happened
+    assert "" == out
+    haystacks = [sink.getvalue(), err, repr(credentials), *map(repr, shown)]
+    assert [] == [k for k in (first, second) for h in haystacks if k in h]
+    if setup != "unconfigured":
+        assert "runpod.auth.recovered" in sink.getvalue()
+        # The libraries did log the risky lines at DEBUG: there was a key to remove.
+        if name.startswith("httpx"):  # httpcore.http11, the echoed header included
+            assert "X-Seen-Key" in sink.getvalue()
+        elif name == "requests_adapter":  # urllib3, the ?api_key= URL
+            assert "api_key=[REDACTED]" in sink.getvalue()
+        elif name == "wrapped_sdk":  # urllib3 (the SDK sends the key in a header)
+            assert "POST /graphql" in sink.getvalue()

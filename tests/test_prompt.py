@@ -290,21 +290,25 @@ def test_one_prompt_for_256_threads_and_200_tasks(pipe, screen, emulator_process
     hook = Counting(asking(pipe, screen))
     credentials = Credentials(old, recovery=hook, hosts=[emulator.host], hook_timeout=None)
     url = f"{emulator.url}/v2/prompt-storm/health"
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     statuses: list[int | str] = []
     lock = threading.Lock()
-
-    client = httpx.Client(transport=ResilientTransport(credentials), limits=limits, timeout=120)
+    tls = ssl.create_default_context()  # made once: each client would otherwise build its own
 
     def in_thread() -> None:
+        # A client per thread, not one shared by all: httpcore's sync pool can close a
+        # connection it has just handed to one thread, because another thread's pass still
+        # sees it idle (expired or surplus), under the request (encode/httpcore#1110); the
+        # thread then fails with ReadError('[Errno 9] Bad file descriptor'). Plain httpx
+        # with 64 threads on one client does it too. The long wait on the prompt, then
+        # 256 threads at once on connections idle since their 401, made it likely here.
+        transport = ResilientTransport(credentials, httpx.HTTPTransport(verify=tls))
         try:
-            status: int | str = client.get(url).status_code
+            with httpx.Client(transport=transport, timeout=120) as client:
+                status: int | str = client.get(url).status_code
         except Exception as exc:  # recorded so the assertion shows it
             status = repr(exc)
         with lock:
             statuses.append(status)
-
-    tls = ssl.create_default_context()  # made once: each client would otherwise build its own
 
     async def in_task() -> int:
         # A client per task: one pool queueing 200 requests spends its time in bookkeeping.
@@ -331,7 +335,6 @@ def test_one_prompt_for_256_threads_and_200_tasks(pipe, screen, emulator_process
     finally:
         for thread in threads:
             thread.join(120)
-        client.close()
     assert 456 == rejected_before_answer
     assert 1 == hook.calls
     assert [200] * 456 == statuses + task_statuses

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError
 from resilient_runpod.adapters import ResilientHTTPAdapter
@@ -87,3 +89,32 @@ def test_the_adapter_closes_the_adapter_it_wraps():
     adapter = ResilientHTTPAdapter(Credentials("rpa_" + "A" * 46, recovery=lambda _: None), Inner())
     adapter.close()
     assert [True] == closed
+
+
+def test_retries_set_through_get_adapter_reach_the_adapter_that_sends(runpod_emulator, vault):
+    """``session.get_adapter(url).max_retries = Retry(...)`` after mounting takes effect:
+    two injected 503s are retried by urllib3 and the third answer is the 200.
+    """
+    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
+    url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
+    with session_for(credentials) as session:
+        session.get_adapter(url).max_retries = Retry(
+            total=3, status_forcelist=[503], backoff_factor=0, allowed_methods=None
+        )
+        runpod_emulator.inject(503, count=2)
+        response = session.get(url)
+
+    assert 200 == response.status_code
+    assert {503: 2, 200: 1} == dict(runpod_emulator.counters().by_status)
+
+
+def test_attributes_of_the_wrapped_adapter_read_through_the_wrapper(runpod_emulator):
+    """What the wrapped adapter holds is what the wrapper shows, and a write lands there."""
+    inner = HTTPAdapter(max_retries=2)
+    adapter = ResilientHTTPAdapter(Credentials(runpod_emulator.api_key), inner)
+
+    adapter.max_retries = Retry(total=5)
+
+    assert 5 == inner.max_retries.total
+    assert inner.max_retries is adapter.max_retries
+    assert inner is adapter.adapter

@@ -270,3 +270,35 @@ def test_failing_command_fails_the_request_without_leaking(runpod_emulator):
         client.get(url)
     assert "vault: token expired" in str(caught.value)
     assert old not in str(caught.value)
+
+
+def test_chain_error_and_its_cause_never_quote_a_key(key):
+    """A hook quoting the key (in its message and its own cause) is reported scrubbed,
+    and what chain() chains as the cause is a scrubbed stand-in naming the hook's type.
+    """
+
+    def vault() -> str:
+        try:
+            raise KeyError(key)  # noqa: TRY301 -- a chain, as a vault client builds one
+        except KeyError as exc:
+            raise ValueError(f"token {key} refused") from exc
+
+    hook = recovery.chain(recovery.callback(vault, name="vault"))
+    with pytest.raises(RecoveryError) as caught:
+        hook(RecoveryContext("rpa_…OLD1", 1, 401, "GET", "https://api.runpod.ai/x"))
+
+    chain: list[BaseException] = []
+    error: BaseException | None = caught.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert [] == [e for e in chain if key in f"{e} {e!r}"]
+    assert f"ValueError: token rpa_…{key[-4:]} refused" == str(chain[1])
+    assert 3 == len(chain)
+
+
+def test_command_repr_hides_a_key_in_its_arguments(key):
+    """repr(from_command([...])) shows a key among the arguments by fingerprint only."""
+    hook = recovery.from_command(["vault", "login", key])
+    assert key not in repr(hook)
+    assert f"rpa_…{key[-4:]}" in repr(hook)

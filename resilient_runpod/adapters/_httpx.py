@@ -26,7 +26,6 @@ from .._engine import (
     warn_foreign_401,
 )
 from .._hosts import with_api_key_param
-from .._logging import install_httpx_filter
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -114,7 +113,6 @@ class ResilientTransport(httpx.BaseTransport):
     ) -> None:
         self.credentials = credentials
         self._transport = transport if transport is not None else httpx.HTTPTransport()
-        install_httpx_filter()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send *request*; to RunPod hosts with the current key, recovering on 401."""
@@ -161,7 +159,6 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self.credentials = credentials
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
-        install_httpx_filter()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send *request*; to RunPod hosts with the current key, recovering on 401."""
@@ -217,7 +214,6 @@ class RunPodAuth(httpx.Auth):
 
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
-        install_httpx_filter()
 
     def _first(self, request: httpx.Request, response: httpx.Response) -> Reply | None:
         """The first response's `Reply` if the engine must see it; None if it stands."""

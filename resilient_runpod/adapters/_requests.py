@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ResilientHTTPAdapter", "stamp"]
 
+# The wrapper's own attributes; every other attribute is the wrapped adapter's.
+_OWN = frozenset({"credentials", "adapter"})
+
 _Timeout = float | tuple[float, float] | tuple[float, None] | None
 _Cert = bytes | str | tuple[bytes | str, bytes | str] | None
 
@@ -85,6 +88,10 @@ class ResilientHTTPAdapter(BaseAdapter):
         adapter: The adapter that does the I/O (default: a new ``HTTPAdapter()``); pass
             ``session.get_adapter(url)`` to keep an adapter's retries and pool settings.
 
+    The wrapped adapter's attributes are read and written through the wrapper:
+    ``session.get_adapter(url).max_retries = Retry(...)`` configures the adapter that
+    sends, as it would without the wrapper.
+
     Raises (from requests to RunPod hosts):
         AuthenticationError: the key was rejected and recovery found none accepted.
         PermissionDeniedError: RunPod answered 403: the key is valid but may not do this.
@@ -125,6 +132,22 @@ class ResilientHTTPAdapter(BaseAdapter):
     def close(self) -> None:
         """Close the wrapped adapter."""
         self.adapter.close()
+
+    def __getattr__(self, name: str) -> object:
+        """Read what the wrapper lacks (``max_retries``, ``config``) from the wrapped adapter."""
+        # Only called when normal lookup failed. Before __init__ has set ``adapter``
+        # (unpickling, copying) there is nothing to delegate to.
+        if name in _OWN or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.adapter, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Set an attribute the wrapped adapter has on it; any other one here."""
+        inner = self.__dict__.get("adapter")
+        if name in _OWN or inner is None or not hasattr(inner, name):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(inner, name, value)
 
     def __repr__(self) -> str:
         return f"<ResilientHTTPAdapter {self.credentials!r} over {type(self.adapter).__name__}>"

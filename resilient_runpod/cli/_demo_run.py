@@ -34,6 +34,7 @@ from .._hooks import hook_name
 from .._keys import fingerprint
 from .._logging import scrub_secrets
 from ..adapters._httpx import AsyncResilientTransport, ResilientTransport
+from ..recovery._prompt import is_tty
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -126,7 +127,7 @@ def _console_logging(out: TextIO, *, quiet: bool) -> Iterator[None]:
     quieted = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
     for name in quieted:
         logging.getLogger(name).setLevel(logging.WARNING)
-    colors = _is_tty(out) and "NO_COLOR" not in os.environ
+    colors = is_tty(out) and "NO_COLOR" not in os.environ
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -146,13 +147,6 @@ def _console_logging(out: TextIO, *, quiet: bool) -> Iterator[None]:
         structlog.configure(**previous)
         for name, level in quieted.items():
             logging.getLogger(name).setLevel(level)
-
-
-def _is_tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError, OSError):
-        return False
 
 
 class _Stage:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .._config import config_path, keys_in_config, load_config
-from .._errors import ConfigError, InvalidKeyError
-from .._keys import API_KEY_PREFIX, clean, fingerprint, shape_problems
+from .._errors import KEYS_PAGE, ConfigError, InvalidKeyError
+from .._keys import API_KEY_PREFIX, KEY_VARIABLES, clean, fingerprint, shape_problems, unquote
 from .._validate import KeyStatus, Validation, validate
 
 if TYPE_CHECKING:
@@ -47,13 +47,13 @@ __all__ = [
     "winners",
 ]
 
-CONSOLE_URL = "https://www.runpod.io/console/user/settings"
+CONSOLE_URL = KEYS_PAGE
 
 Severity = Literal["error", "warning", "info", "ok"]
 
 # The variables RunPod's tools read: the first by runpodctl, this library and most scripts,
 # the second inside serverless workers.
-_EXPECTED = ("RUNPOD_API_KEY", "RUNPOD_AI_API_KEY")
+_EXPECTED = KEY_VARIABLES
 _EXPECTED_SQUASHED = {"RUNPODAPIKEY", "RUNPODAIAPIKEY"}
 # Words that make a RUNPOD-ish variable look like it was meant to hold the key.
 _KEYISH = ("KEY", "TOKEN", "APIKEY")
@@ -85,10 +85,7 @@ class KeySource:
     @property
     def fingerprint(self) -> str:
         """The key's fingerprint, without the whitespace and quotes it may have been pasted with."""
-        text = self.raw.strip()
-        if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":  # noqa: PLR2004
-            text = text[1:-1].strip()
-        return fingerprint(text)
+        return fingerprint(unquote(self.raw))
 
     @property
     def sendable(self) -> str | None:

@@ -90,7 +90,9 @@ class FromCommand:
         return RecoveredKey(key, self.name)
 
     def __repr__(self) -> str:
-        return f"from_command({list(self.argv)!r}, timeout={self.timeout!r})"
+        # An argument may be the secret itself (a token flag): show none of them raw.
+        argv = [redact_text(argument) for argument in self.argv]
+        return f"from_command({argv!r}, timeout={self.timeout!r})"
 
 
 def _stderr_note(stderr: bytes | str | None, stdout: bytes | str | None) -> str:

@@ -23,6 +23,7 @@ from tomlkit.items import InlineTable, Table
 
 from .._config import config_path, parse_config
 from .._errors import ConfigError, InvalidKeyError
+from .._files import FileRefusedError, refuse_unless_regular
 from .._hooks import hook_name
 from .._keys import check, clean, fingerprint
 from .._logging import logger
@@ -78,6 +79,7 @@ def save_to_file(key: str, path: str | os.PathLike[str]) -> Path:
 
     Raises:
         InvalidKeyError: *key* cannot be sent.
+        ConfigError: *path* is not a regular file (a FIFO, a device, a directory).
         OSError: the file cannot be written.
 
     """
@@ -99,6 +101,16 @@ def save_key(
 def _write_private(target: Path, text: str, *, tighten_dir: bool) -> None:
     # Follow a symlinked file (dotfile managers) so the link survives the rename.
     real = Path(os.path.realpath(target))
+    try:
+        # A link to /dev/zero or a FIFO is not a file to replace: the rename would put
+        # a regular file where a device or a pipe was, in a directory not ours.
+        refuse_unless_regular(real)
+    except FileRefusedError as exc:
+        raise ConfigError(
+            f"refusing to save the key to {target}: {exc.reason}. Save it to a regular "
+            "file, or remove what is at that path.",
+            path=str(target),
+        ) from None
     directory = real.parent
     if not directory.exists():
         directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
@@ -146,6 +158,7 @@ class Persist:
         self.name = hook_name(hook)
         # A prompt declares how long the person has; pass that on to whoever reads it.
         self.timeout: float | None = getattr(hook, "timeout", None)
+        self.interactive: bool = getattr(hook, "interactive", False)
         self._found: str | None = None  # the last key found, until RunPod accepts it
 
     def __call__(self, context: RecoveryContext) -> HookResult:

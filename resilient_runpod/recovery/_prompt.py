@@ -27,8 +27,14 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from .._errors import HookTimeoutError, InvalidKeyError, NonInteractiveError, RecoveryError
-from .._keys import S3_KEY_PREFIX, clean, fingerprint, shape_problems
+from .._errors import (
+    KEYS_PAGE,
+    HookTimeoutError,
+    InvalidKeyError,
+    NonInteractiveError,
+    RecoveryError,
+)
+from .._keys import S3_KEY_PREFIX, clean, fingerprint, shape_problems, unquote
 from .._validate import KeyStatus, Validation, validate
 from ..typing import RecoveredKey, RecoveryContext
 
@@ -38,16 +44,21 @@ if TYPE_CHECKING:
     from prompt_toolkit.input import Input
     from prompt_toolkit.output import Output
 
-__all__ = ["CI_VARIABLES", "KEYS_PAGE", "NO_PROMPT_VARIABLE", "Prompt", "prompt", "where_to_ask"]
+__all__ = [
+    "CI_VARIABLES",
+    "KEYS_PAGE",
+    "NO_PROMPT_VARIABLE",
+    "Prompt",
+    "is_tty",
+    "prompt",
+    "where_to_ask",
+]
 
 NO_PROMPT_VARIABLE = "RESILIENT_RUNPOD_NO_PROMPT"
 """Set this variable (to anything but ``0``/``false``/``no``) to never prompt."""
 
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD")
 """Variables CI services set: where one is set, nobody is there to answer."""
-
-KEYS_PAGE = "https://www.runpod.io/console/user/settings"
-"""Where a person creates a RunPod API key."""
 
 _FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 _WHAT_TO_SET = (
@@ -68,7 +79,8 @@ def _is_set(name: str) -> bool:
     return value is not None and value.strip().lower() not in _FALSE_WORDS
 
 
-def _is_tty(stream: Any) -> bool:
+def is_tty(stream: Any) -> bool:
+    """Whether *stream* is an open terminal; odd, closed or detached streams are not."""
     try:
         return stream is not None and not stream.closed and bool(stream.isatty())
     except (AttributeError, ValueError, OSError):  # detached, closed or odd stream objects
@@ -116,9 +128,9 @@ def where_to_ask() -> Where:
         return "notebook"
     if sys.stdin is None:
         raise NonInteractiveError(f"there is no stdin to read an answer from. {_WHAT_TO_SET}")
-    if not _is_tty(sys.stdin):
+    if not is_tty(sys.stdin):
         raise NonInteractiveError(f"stdin is not a terminal. {_WHAT_TO_SET}")
-    if not _is_tty(sys.stderr):
+    if not is_tty(sys.stderr):
         raise NonInteractiveError(f"stderr is not a terminal to show a prompt on. {_WHAT_TO_SET}")
     return "terminal"
 
@@ -169,6 +181,8 @@ class Prompt:
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds, or None")
         self.timeout = timeout
+        # A person: asked once per recovery, never polled, not while the key still works.
+        self.interactive = True
         self.validate = validate
         self.api_url = api_url
         self.attempts = attempts
@@ -226,7 +240,7 @@ class Prompt:
         try:
             key = clean(answer)
         except InvalidKeyError:
-            problems = shape_problems(_unwrapped(answer))
+            problems = shape_problems(unquote(answer))
             return None, _refusal(problems)
         problems = shape_problems(key)
         # A wrong length for an rpa_ key is most often a truncated paste, so ask once
@@ -316,13 +330,6 @@ def _header(context: RecoveryContext | None) -> str:
     )
 
 
-def _unwrapped(answer: str) -> str:
-    text = answer.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":  # noqa: PLR2004
-        text = text[1:-1].strip()
-    return text
-
-
 def _refusal(problems: list[str]) -> str:
     if problems and problems[0].startswith("the key starts with 'rps_'"):
         return (
@@ -352,8 +359,9 @@ def prompt(
     `AuthenticationError` and the terminal is left as it was.
 
     Args:
-        timeout: Seconds the person has to answer; ``None`` waits for ever. Give
-            `Credentials` a ``hook_timeout`` at least this long.
+        timeout: Seconds the person has to answer; ``None`` waits for ever.
+            `Credentials` waits for the prompt that long (and a little more) whatever
+            its ``hook_timeout``, so this is the one setting to change.
         validate: Check each answer against RunPod (``myself { id }``) and ask again if
             RunPod rejects it.
         api_url: RunPod's API base for *validate* (an emulator's ``api_url`` in tests).

@@ -114,6 +114,7 @@ class Shared:
         )
         # Worst case: wait out a stuck holder, then wait for (or be) the one who takes over.
         self.timeout = self.lock_timeout * _LOCK_LEVELS
+        self.interactive: bool = getattr(hook, "interactive", False)
         self._stem = hashlib.sha256(self.share.encode()).hexdigest()[:16]
 
     def __call__(self, context: RecoveryContext) -> HookResult:

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import config_path, keys_in_config
 from .._errors import ConfigError, InvalidKeyError, RecoveryError, SourceError
+from .._files import read_secret_file
 from .._hooks import awaited, hook_name
-from .._keys import clean, fingerprint
+from .._hosts import redact_text
+from .._keys import KEY_VARIABLES, clean, fingerprint, key_id
+from .._redact import scrubbed_exception
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
 from ._watch import FileWatcher
 
@@ -39,7 +42,7 @@ __all__ = [
     "subscribe_all",
 ]
 
-DEFAULT_VARIABLES = ("RUNPOD_API_KEY", "RUNPOD_AI_API_KEY")
+DEFAULT_VARIABLES = KEY_VARIABLES
 
 
 def _clean_or_raise(raw: str, where: str) -> str:
@@ -93,7 +96,7 @@ class FromFile:
 
         """
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            raw = read_secret_file(self.path)
         except FileNotFoundError:
             raise SourceError(f"secret file {self.path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -226,25 +229,36 @@ class Chain:
         """
         notes: list[str] = []
         last_error: BaseException | None = None
+        unchanged: RecoveredKey | None = None
         for hook, name in zip(self.hooks, self._names, strict=False):
             try:
                 found = _as_key(_resolve(hook, context), name)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # one broken source must not hide the next
-                notes.append(f"{name}: {exc}")
+                # A hook's message may quote what it read: never repeat a key.
+                notes.append(f"{name}: {redact_text(str(exc))}")
                 last_error = exc
                 continue
             if found is None:
                 notes.append(f"{name}: no key")
-            elif fingerprint(found.key.strip()) == context.fingerprint:
+            elif _is_rejected(found.key, context):
                 notes.append(f"{name}: only the rejected key ({context.fingerprint})")
+                unchanged = unchanged or found
             else:
                 return found
         if last_error is not None:
             summary = "; ".join(notes)
-            raise RecoveryError(f"no source had a new key ({summary})") from last_error
-        return None
+            raise RecoveryError(f"no source had a new key ({summary})") from scrubbed_exception(
+                last_error
+            )
+        # Sources that still hold the rejected key: "not updated yet", for the engine.
+        return unchanged
+
+    @property
+    def interactive(self) -> bool:
+        """Whether one of the hooks asks a person (then the chain is never polled)."""
+        return any(getattr(hook, "interactive", False) for hook in self.hooks)
 
     def accepted(self, found: RecoveredKey) -> None:
         """Pass RunPod's acceptance of *found* on to the hooks that want to know."""
@@ -280,11 +294,20 @@ def subscribe_all(
     return unsubscribe_all
 
 
+def _is_rejected(key: str, context: RecoveryContext) -> bool:
+    """Whether *key* is the one RunPod rejected (by its id; by fingerprint in old contexts)."""
+    if context.key_id:
+        return key_id(key.strip()) == context.key_id
+    return fingerprint(key.strip()) == context.fingerprint
+
+
 def chain(*hooks: RecoveryHook) -> Chain:
     """A hook that tries *hooks* in order; the first key different from the rejected one wins.
 
     A hook that fails or finds nothing is noted and the next one tried. "Different"
-    compares fingerprints, as hooks are never shown the rejected key itself.
+    compares the context's `key_id`, as hooks are never shown the rejected key itself.
+    When no hook fails and the only keys found are the rejected one, that key is
+    returned: the sources have not been updated yet, and the engine decides what then.
     """
     return Chain(hooks)
 

@@ -10,7 +10,25 @@ count requests. The pytest plugin (installed with the package) provides the
 
 from __future__ import annotations
 
-from ._emulator import Emulator
-from ._state import Chaos, Counters, KeyInfo, Scope
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr as _lazy_getattr
+
+if TYPE_CHECKING:
+    from ._emulator import Emulator
+    from ._state import Chaos, Counters, KeyInfo, Scope
 
 __all__ = ["Chaos", "Counters", "Emulator", "KeyInfo", "Scope"]
+
+# Imported on first use (see `resilient_runpod._lazy`): the pytest plugin below this
+# package is loaded by every pytest run.
+__getattr__ = _lazy_getattr(
+    __name__,
+    {
+        "Chaos": "._state",
+        "Counters": "._state",
+        "Emulator": "._emulator",
+        "KeyInfo": "._state",
+        "Scope": "._state",
+    },
+)

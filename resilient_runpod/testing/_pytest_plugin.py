@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ._emulator import Emulator
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from ._emulator import Emulator
 
 __all__ = ["runpod_emulator", "runpod_emulator_server"]
 
@@ -46,6 +46,10 @@ _SKIP_REASON = "the RunPod emulator needs: pip install 'resilient-runpod[emulato
 @pytest.fixture(scope="session")
 def runpod_emulator_server() -> Iterator[Emulator]:
     """Serve one RunPod emulator for the whole test session."""
+    # Imported here: this module is loaded by every pytest run of every project that
+    # installs the package, and the emulator brings the whole library with it.
+    from ._emulator import Emulator  # noqa: PLC0415
+
     pytest.importorskip("uvicorn", reason=_SKIP_REASON)
     pytest.importorskip("starlette", reason=_SKIP_REASON)
     with Emulator() as emulator:
