@@ -57,16 +57,21 @@ def copies_for(credentials: Credentials) -> KeyCopies:
 class KeyCopies:
     """The SDK objects that hold a copy of one `Credentials`' key."""
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, *, global_key: bool = True) -> None:
+        """Track the copies of *credentials*' key; *global_key*: ``runpod.api_key`` too."""
         # Weak: the registry maps credentials to this object, which must not keep them alive.
         self._credentials = weakref.ref(credentials)
         self._lock = threading.Lock()
         self._objects: weakref.WeakKeyDictionary[Any, Writer] = weakref.WeakKeyDictionary()
         self._generation = -1
         runpod: Any = sys.modules["runpod"]
+        self._global_key = global_key
         # Whether runpod.api_key holds our key: only then may we replace it, or adopt a
-        # key the application puts there later.
-        self._owns_global = runpod.api_key is None or runpod.api_key == credentials.api_key
+        # key the application puts there later. A key an object was given for itself
+        # never touches it.
+        self._owns_global = global_key and (
+            runpod.api_key is None or runpod.api_key == credentials.api_key
+        )
         if self._owns_global and credentials.api_key is not None:
             _ours.append(credentials.api_key)
 
@@ -110,7 +115,7 @@ class KeyCopies:
                 return
             for obj, writer in list(self._objects.items()):
                 writer(obj, state.key)
-            if runpod.api_key is None or runpod.api_key in _ours:
+            if self._global_key and (runpod.api_key is None or runpod.api_key in _ours):
                 _ours.append(state.key)
                 runpod.api_key = state.key
                 self._owns_global = True

@@ -1,0 +1,83 @@
+"""Which `Credentials` an SDK object follows: the shared ones, or its own key's.
+
+The rule: an object created with its own key (``Endpoint("E", api_key=K)``, a call
+with ``api_key=K``) sends that key. If RunPod rejects it, recovery runs with the same
+hook and the same single-flight rules, and the recovered key replaces it for that
+object only: neither the shared `Credentials` nor ``runpod.api_key`` change. Objects
+created without a key of their own follow the shared `Credentials`.
+
+An explicit key gets a `Credentials` of its own, derived from the shared one (same
+hook, hosts and bounds) and made once per distinct key, so that every object holding
+that key shares one recovery. A key equal to the shared key, or to ``runpod.api_key``
+(what the SDK falls back to when given none), is not a key of the object's own.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from .._credentials import Credentials
+from .._errors import InvalidKeyError
+from .._keys import key_id
+from ._copies import KeyCopies, copies_for
+
+__all__ = ["Binding", "binding_for", "shared"]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """The credentials an SDK object sends with, and the copies of their key to keep."""
+
+    credentials: Credentials
+    copies: KeyCopies
+
+
+_derived: weakref.WeakKeyDictionary[Credentials, dict[str, Binding]] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+
+
+def shared(credentials: Credentials) -> Binding:
+    """The binding of objects that follow *credentials*."""
+    return Binding(credentials, copies_for(credentials))
+
+
+def _own(parent: Credentials, key: str) -> Binding | None:
+    with _lock:
+        table = _derived.setdefault(parent, {})
+        found = table.get(key_id(key))
+        if found is not None:
+            return found
+        try:
+            credentials = Credentials(
+                key,
+                parent.recovery,
+                max_recoveries=parent.max_recoveries,
+                stop=parent.stop,
+                wait=parent.wait,
+                hook_timeout=parent.hook_timeout,
+                failure_threshold=parent.failure_threshold,
+                cooldown=parent.cooldown,
+            )
+        except InvalidKeyError:
+            return None  # a key that cannot be sent: the SDK sends it as it is, unchanged
+        credentials.hosts = parent.hosts
+        made = table[key_id(key)] = Binding(credentials, KeyCopies(credentials, global_key=False))
+        return made
+
+
+def binding_for(credentials: Credentials, key: Any) -> Binding | None:
+    """The binding of an object holding *key*; None leaves the object as the SDK made it.
+
+    *key* is what the object holds (or the ``api_key=`` a call passes): a key of its
+    own gets its own binding, anything else follows *credentials*.
+    """
+    runpod: Any = sys.modules["runpod"]
+    if not isinstance(key, str) or not key or key in (credentials.api_key, runpod.api_key):
+        return shared(credentials)
+    return _own(credentials, key)
