@@ -97,16 +97,6 @@ def test_a_function_the_sdk_adds_later_is_covered_without_a_change(
     assert 1 == vault.calls
 
 
-def test_stand_ins_pass_through_outside_wrapped_calls(sdk, runpod_emulator, vault, credentials):
-    """Outside a wrapped call the SDK sends as it always did: no recovery, its own error."""
-    wrap(runpod.get_user, credentials)
-    vault.rotate()
-    with pytest.raises(runpod.error.AuthenticationError) as caught:
-        runpod.get_user()
-    assert not isinstance(caught.value, AuthenticationError)
-    assert 0 == vault.calls
-
-
 def test_installing_is_idempotent_and_reversible(sdk, credentials):
     """install() twice leaves one stand-in; uninstall() gives the SDK back real requests."""
     import runpod.api.graphql
@@ -201,3 +191,80 @@ def test_async_api_functions_recover_on_the_2x_line(sdk, runpod_emulator, vault,
     answer = asyncio.run(request("GET", "/v2/pods"))
     assert {"pods": []} == answer
     assert 1 == vault.calls
+
+
+def test_wrapped_functions_recover_and_keep_their_signatures(
+    sdk, runpod_emulator, vault, credentials
+):
+    """get_user, get_pods and create_pod recover after a rotation; signatures are the SDK's."""
+    get_user = wrap(runpod.get_user, credentials)
+    get_pods = wrap(runpod.get_pods, credentials)
+    create_pod = wrap(runpod.create_pod, credentials)
+    assert inspect.signature(runpod.create_pod) == inspect.signature(create_pod)
+    new_key = vault.rotate()
+    assert "id" in get_user()
+    pod = create_pod("worker", "runpod/pytorch", "NVIDIA GeForce RTX 4090")
+    vault.rotate()
+    assert [pod["id"]] == [p["id"] for p in get_pods()]
+    assert 2 == vault.calls
+    assert vault.key == runpod.api_key
+    assert new_key != runpod.api_key
+
+
+def test_the_wrapped_module_recovers_every_api_function_and_endpoint(
+    sdk, runpod_emulator, vault, credentials
+):
+    """wrap(runpod): its API functions and the endpoints it makes recover; isinstance holds."""
+    rp = wrap(runpod, credentials)
+    vault.rotate()
+    assert [] == rp.get_pods()
+    vault.rotate()
+    endpoint = rp.Endpoint(runpod_emulator.endpoint_id)
+    assert isinstance(endpoint, runpod.Endpoint)
+    assert "jobs" in endpoint.health()
+    assert runpod.__version__ == rp.__version__
+    assert 2 == vault.calls
+
+
+def test_setting_an_attribute_on_the_wrapped_module_sets_it_on_runpod(sdk, credentials):
+    """The stand-in has no state of its own."""
+    rp = wrap(runpod, credentials)
+    rp.profile = "other"
+    assert "other" == runpod.profile
+    runpod.profile = "default"
+
+
+@pytest.mark.parametrize("clause", [runpod.error.AuthenticationError, AuthenticationError])
+def test_existing_except_clauses_catch_the_give_up(
+    sdk, runpod_emulator, vault, credentials, clause
+):
+    """``except runpod.error.AuthenticationError`` still catches a rejection recovery gave up on."""
+    get_user = wrap(runpod.get_user, credentials)
+    runpod_emulator.revoke(runpod_emulator.api_key)
+    vault.key = None
+    with pytest.raises(clause):
+        get_user()
+    assert 1 == vault.calls
+
+
+def test_unwrapped_functions_are_unchanged(sdk, runpod_emulator, vault, credentials):
+    """Wrapping one function leaves runpod.get_user itself as it was: no recovery there."""
+    wrap(runpod.get_user, credentials)
+    vault.rotate()
+    with pytest.raises(runpod.error.AuthenticationError) as caught:
+        runpod.get_user()
+    assert not isinstance(caught.value, AuthenticationError)
+    assert 0 == vault.calls
+
+
+def test_a_key_the_application_sets_on_runpod_api_key_is_adopted(
+    sdk, runpod_emulator, vault, credentials
+):
+    """Code that rotates the SDK way (runpod.api_key = new) keeps working, without a hook call."""
+    get_user = wrap(runpod.get_user, credentials)
+    assert "id" in get_user()
+    new_key = vault.rotate()
+    runpod.api_key = new_key
+    assert "id" in get_user()
+    assert new_key == credentials.api_key
+    assert 0 == vault.calls

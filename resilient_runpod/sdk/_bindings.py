@@ -36,9 +36,7 @@ class Binding:
     copies: KeyCopies
 
 
-_derived: weakref.WeakKeyDictionary[Credentials, dict[str, Binding]] = (
-    weakref.WeakKeyDictionary()
-)
+_derived: weakref.WeakKeyDictionary[Credentials, dict[str, Binding]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 

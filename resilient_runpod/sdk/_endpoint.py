@@ -23,8 +23,8 @@ is recovered, as for any 403.
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .._engine import FORBIDDEN, run_sync
 from .._errors import ResilientRunPodError

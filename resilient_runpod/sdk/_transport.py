@@ -33,7 +33,7 @@ from requests.adapters import HTTPAdapter
 from ._endpoint import SDKAdapter
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from ._bindings import Binding
 
@@ -134,7 +134,7 @@ class _Aiohttp(ModuleType):
 _lock = threading.Lock()
 _patched: dict[tuple[str, str], ModuleType] = {}  # (module, name) -> the library it held
 _stand_ins: dict[str, ModuleType] = {}
-_KINDS: dict[str, type[ModuleType]] = {"requests": _Requests, "aiohttp": _Aiohttp}
+_KINDS: dict[str, Callable[[], ModuleType]] = {"requests": _Requests, "aiohttp": _Aiohttp}
 _seen = 0  # len(sys.modules) at the last scan
 
 
@@ -151,9 +151,9 @@ def install() -> None:
             if module is None or not (module_name == "runpod" or module_name.startswith("runpod.")):
                 continue
             for name, stand_in in _stand_ins.items():
-                held = getattr(module, name, None)
-                if held is not None and held is sys.modules.get(name):
-                    _patched[module_name, name] = held
+                library: Any = sys.modules.get(name)
+                if library is not None and getattr(module, name, None) is library:
+                    _patched[module_name, name] = library
                     setattr(module, name, stand_in)
         _seen = len(sys.modules)
 
@@ -168,4 +168,3 @@ def uninstall() -> None:
                 setattr(module, name, library)
         _patched.clear()
         _seen = 0
-
