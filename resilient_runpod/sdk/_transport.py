@@ -132,7 +132,7 @@ class _Aiohttp(ModuleType):
 
 
 _lock = threading.Lock()
-_patched: dict[tuple[str, str], ModuleType] = {}  # (module, name) -> the library it held
+_patched: dict[tuple[str, str], Any] = {}  # (module, name) -> the library it held
 _stand_ins: dict[str, ModuleType] = {}
 _KINDS: dict[str, Callable[[], ModuleType]] = {"requests": _Requests, "aiohttp": _Aiohttp}
 _seen = 0  # len(sys.modules) at the last scan
@@ -151,10 +151,11 @@ def install() -> None:
             if module is None or not (module_name == "runpod" or module_name.startswith("runpod.")):
                 continue
             for name, stand_in in _stand_ins.items():
-                library: Any = sys.modules.get(name)
-                if library is not None and getattr(module, name, None) is library:
-                    _patched[module_name, name] = library
-                    setattr(module, name, stand_in)
+                library = sys.modules.get(name)
+                if library is None or getattr(module, name, None) is not library:
+                    continue
+                _patched[module_name, name] = library
+                setattr(module, name, stand_in)
         _seen = len(sys.modules)
 
 
