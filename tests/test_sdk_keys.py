@@ -165,3 +165,17 @@ def test_the_readme_example_works_with_the_key_only_in_the_environment(runpod_em
     assert 0 == result.returncode, result.stderr
     assert ["{'echo': {'prompt': 'hello'}}", "[]"] == result.stdout.splitlines()
     assert runpod_emulator.api_key not in result.stdout + result.stderr
+
+
+def test_an_endpoint_made_before_a_rotation_follows_the_shared_key(
+    sdk, runpod_emulator, vault, credentials
+):
+    """An endpoint that took the old runpod.api_key has no key of its own: wrapped later,
+    it follows the shared credentials and needs no second recovery."""
+    wrap(runpod.get_user, credentials)()  # wrap puts the shared key in runpod.api_key
+    before = runpod.Endpoint(runpod_emulator.endpoint_id)
+    vault.rotate()
+    assert "id" in wrap(runpod.get_user, credentials)()
+    assert "jobs" in wrap(before, credentials).health()
+    assert 1 == vault.calls
+    assert vault.key == before.rp_client.api_key

@@ -9,7 +9,8 @@ created without a key of their own follow the shared `Credentials`.
 An explicit key gets a `Credentials` of its own, derived from the shared one (same
 hook, hosts and bounds) and made once per distinct key, so that every object holding
 that key shares one recovery. A key equal to the shared key, or to ``runpod.api_key``
-(what the SDK falls back to when given none), is not a key of the object's own.
+(what the SDK falls back to when given none), or one we put there before a rotation,
+is not a key of the object's own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from .._credentials import Credentials
 from .._errors import InvalidKeyError
 from .._keys import key_id
-from ._copies import KeyCopies, copies_for
+from ._copies import KeyCopies, copies_for, was_global
 
 __all__ = ["Binding", "binding_for", "shared"]
 
@@ -76,6 +77,11 @@ def binding_for(credentials: Credentials, key: Any) -> Binding | None:
     own gets its own binding, anything else follows *credentials*.
     """
     runpod: Any = sys.modules["runpod"]
-    if not isinstance(key, str) or not key or key in (credentials.api_key, runpod.api_key):
+    if (
+        not isinstance(key, str)
+        or not key
+        or key in (credentials.api_key, runpod.api_key)
+        or was_global(key)
+    ):
         return shared(credentials)
     return _own(credentials, key)

@@ -27,7 +27,7 @@ from .._errors import InvalidKeyError
 if TYPE_CHECKING:
     from .._credentials import Credentials
 
-__all__ = ["KeyCopies", "copies_for", "write_header"]
+__all__ = ["KeyCopies", "copies_for", "was_global", "write_header"]
 
 Writer = Callable[[Any, str], None]
 
@@ -43,6 +43,11 @@ def write_header(headers: Any, key: str) -> None:
     if old is None:
         return
     headers["Authorization"] = f"Bearer {key}" if str(old).startswith("Bearer ") else key
+
+
+def was_global(key: str) -> bool:
+    """Whether *key* is one we put in ``runpod.api_key`` (an object holding it got it there)."""
+    return key in _ours
 
 
 def copies_for(credentials: Credentials) -> KeyCopies:
