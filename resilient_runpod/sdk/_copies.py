@@ -9,7 +9,8 @@ are kept current so that objects made later, and code that reads them, see the n
 `KeyCopies.refresh` runs before and after every request an SDK adapter handles: it
 costs a comparison unless the key changed. The global is written only while it holds a
 key some `Credentials` held (or none): a different key put there by the application is
-its own rotation, and is adopted with `Credentials.set_key`.
+its own rotation, and is adopted with `Credentials.set_key`. The copies of a key an
+object was given for itself (see `_bindings`) never touch the global.
 """
 
 from __future__ import annotations

@@ -16,6 +16,12 @@ that request sent again, and the SDK parses the answer as usual.
 
 `install` is idempotent and cheap (it rescans only when modules were loaded since),
 and `uninstall` puts the libraries back.
+
+Not reached this way: a session the caller passes in (``session=``), and a library
+imported inside a function rather than at module level (2.x's
+``run_graphql_query_async`` does ``import aiohttp`` in its body): Python hands that
+import the library itself, so only a process-wide patch of ``aiohttp`` could reach it,
+and a library must not make one.
 """
 
 from __future__ import annotations
