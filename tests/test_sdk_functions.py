@@ -269,3 +269,20 @@ def test_a_key_the_application_sets_on_runpod_api_key_is_adopted(
     assert "id" in get_user()
     assert new_key == credentials.api_key
     assert 0 == vault.calls
+
+
+def test_a_read_only_key_creating_a_pod_is_permission_denied_on_either_line(
+    sdk, runpod_emulator, vault
+):
+    """create_pod with a read-only key: GraphQL "Unauthorized" (1.12) or REST 403 (2.x).
+
+    Either way: PermissionDeniedError, also the SDK's QueryError, status 403, no recovery.
+    """
+    read_key = runpod_emulator.add_key(scope="read")
+    credentials = Credentials(read_key, recovery=vault, hosts=[runpod_emulator.host])
+    with pytest.raises(runpod.error.QueryError) as caught:
+        wrap(runpod.create_pod, credentials)("worker", "runpod/pytorch", GPU)
+    assert isinstance(caught.value, PermissionDeniedError)
+    assert 403 == caught.value.status_code
+    assert read_key not in str(caught.value)
+    assert 0 == vault.calls
