@@ -9,7 +9,6 @@ modules are imported, so their ``from runpod... import Endpoint`` gets the wrapp
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import runpod
 
 from resilient_runpod import Credentials, recovery, wrap
+from resilient_runpod.sdk._functions import wrapping_subclass
 
 # No key of its own: it adopts whatever key a test puts in runpod.api_key. Its hook
 # finds nothing, so a 401 the tests stage still ends in the SDK's error types.
@@ -31,17 +31,7 @@ _ALIAS_MODULES = ("runpod", "runpod.endpoint", "runpod.endpoint.asyncio")
 
 
 def _wrapped_class(base: type[Any]) -> type[Any]:
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
-        base.__init__(self, *args, **kwargs)
-        wrap(self, CREDENTIALS)
-
-    namespace = {
-        "__init__": functools.wraps(base.__init__)(__init__),
-        "__module__": base.__module__,
-        "__qualname__": base.__qualname__,
-        "__doc__": base.__doc__,
-    }
-    return type(base.__name__, (base,), namespace)
+    return wrapping_subclass(base, lambda instance: wrap(instance, CREDENTIALS))
 
 
 def _wrap_classes() -> None:

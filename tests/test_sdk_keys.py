@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 import pytest
@@ -21,6 +20,8 @@ import runpod
 from resilient_runpod import Credentials, wrap
 from resilient_runpod._keys import fingerprint
 from resilient_runpod.sdk import _wrap
+
+from .conftest import in_threads
 
 
 class Replacements:
@@ -97,14 +98,7 @@ def test_64_threads_on_an_endpoint_with_its_own_key_share_one_recovery(
     shared = Credentials(runpod_emulator.api_key, recovery=hook, hosts=[runpod_emulator.host])
     endpoint = wrap(runpod.Endpoint(runpod_emulator.endpoint_id, api_key=own_key), shared)
     runpod_emulator.revoke(own_key)
-    barrier = threading.Barrier(64)
-
-    def call(_: int) -> dict[str, object]:
-        barrier.wait()
-        return endpoint.health()
-
-    with ThreadPoolExecutor(64) as pool:
-        results = list(pool.map(call, range(64)))
+    results = in_threads(endpoint.health)
     assert 64 == sum("jobs" in result for result in results)
     assert 1 == hook.calls
 

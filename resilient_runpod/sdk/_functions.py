@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from .._credentials import Credentials
 
-__all__ = ["WrappedModule", "is_api_function", "wrap_function"]
+__all__ = ["WrappedModule", "is_api_function", "wrap_function", "wrapping_subclass"]
 
 
 def is_api_function(obj: object) -> bool:
@@ -73,6 +73,26 @@ def wrap_function(function: Callable[..., Any], credentials: Credentials) -> Cal
     return wrapped
 
 
+def wrapping_subclass(
+    base: type[Any], wrap_object: Callable[[Any], Any], before: Callable[[], None] | None = None
+) -> type[Any]:
+    """Subclass *base* so instances are wrapped as they are made (``isinstance`` holds)."""
+
+    def __init__(instance: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        if before is not None:
+            before()
+        base.__init__(instance, *args, **kwargs)
+        wrap_object(instance)
+
+    namespace = {
+        "__init__": functools.wraps(base.__init__)(__init__),
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+        "__doc__": base.__doc__,
+    }
+    return type(base.__name__, (base,), namespace)
+
+
 class WrappedModule:
     """The ``runpod`` module with every API function, and every endpoint made, recovering.
 
@@ -109,21 +129,9 @@ class WrappedModule:
         return made
 
     def _subclass(self, base: type[Any]) -> type[Any]:
-        """Subclass *base* so instances are wrapped as they are made (``isinstance`` holds)."""
-        wrap_object, copies = self._wrap, shared(self._credentials).copies
-
-        def __init__(instance: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
-            copies.refresh()  # the SDK refuses to make an endpoint while runpod.api_key is None
-            base.__init__(instance, *args, **kwargs)
-            wrap_object(instance)
-
-        namespace = {
-            "__init__": functools.wraps(base.__init__)(__init__),
-            "__module__": base.__module__,
-            "__qualname__": base.__qualname__,
-            "__doc__": base.__doc__,
-        }
-        return type(base.__name__, (base,), namespace)
+        copies = shared(self._credentials).copies
+        # The SDK refuses to make an endpoint while runpod.api_key is None: hand it ours.
+        return wrapping_subclass(base, self._wrap, before=copies.refresh)
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._module, name, value)
