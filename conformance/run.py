@@ -77,7 +77,11 @@ def _run(root: Path, deps: Path, report: Path) -> dict[str, str]:
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p"]
     command += ["no:randomly", "-c", str(root / "pytest.ini"), "--rootdir", str(root)]
     command += [f"--junitxml={report}", *SUITES]
-    subprocess.run(command, cwd=root, env=env, check=False, timeout=900, stdout=subprocess.DEVNULL)
+    run = subprocess.run(
+        command, cwd=root, env=env, check=False, timeout=900, capture_output=True, text=True
+    )
+    if not report.exists():  # pytest stopped before running anything: say why
+        raise SystemExit(f"conformance: pytest ran no test\n{run.stdout[-3000:]}{run.stderr}")
     outcomes = {}
     for case in ET.parse(report).iter("testcase"):
         nodeid = f"{case.get('classname')}::{case.get('name')}"
