@@ -16,6 +16,7 @@ import threading
 import aiohttp
 import pytest
 import runpod
+import runpod.error
 
 from resilient_runpod import Credentials, wrap
 from resilient_runpod._keys import fingerprint
@@ -173,3 +174,34 @@ def test_an_endpoint_made_before_a_rotation_follows_the_shared_key(
     assert "jobs" in wrap(before, credentials).health()
     assert 1 == vault.calls
     assert vault.key == before.rp_client.api_key
+
+
+def test_with_no_key_anywhere_recovery_finds_one_before_the_sdk_refuses(
+    sdk, runpod_emulator, vault, monkeypatch
+):
+    """No key in the credentials or the SDK: making an endpoint or calling a function
+    runs recovery first (once), instead of the SDK's "api_key not initialized"."""
+    monkeypatch.setattr(runpod, "api_key", None)
+    credentials = Credentials(None, recovery=vault, hosts=[runpod_emulator.host])
+    rp = wrap(runpod, credentials)
+    endpoint = rp.Endpoint(runpod_emulator.endpoint_id)
+    assert "jobs" in endpoint.health()
+    assert "id" in rp.get_user()
+    assert 1 == vault.calls
+    assert vault.key == runpod.api_key
+
+
+@pytest.mark.parametrize("clause", [RuntimeError, runpod.error.AuthenticationError])
+def test_with_no_key_and_none_found_the_sdk_errors_still_catch_it(
+    sdk, runpod_emulator, vault, monkeypatch, clause
+):
+    """Recovery finds nothing: the give-up is caught where the SDK's own refusal was."""
+    monkeypatch.setattr(runpod, "api_key", None)
+    vault.key = None
+    credentials = Credentials(None, recovery=vault, hosts=[runpod_emulator.host])
+    rp = wrap(runpod, credentials)
+    with pytest.raises(clause):
+        rp.Endpoint(runpod_emulator.endpoint_id)
+    with pytest.raises(clause):
+        rp.get_user()
+    assert 0 == runpod_emulator.counters().total

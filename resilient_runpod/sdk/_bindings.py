@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._credentials import Credentials
-from .._errors import InvalidKeyError
-from .._keys import key_id
+from .._engine import UNAUTHORIZED
+from .._errors import AuthenticationError, InvalidKeyError
+from .._keys import fingerprint, key_id
+from ..typing import RecoveryContext
 from ._copies import KeyCopies, copies_for, was_global
+from ._errors import compatible
 
-__all__ = ["Binding", "binding_for", "shared"]
+__all__ = ["Binding", "afind_key", "binding_for", "find_key", "shared"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +88,40 @@ def binding_for(credentials: Credentials, key: Any) -> Binding | None:
     ):
         return shared(credentials)
     return _own(credentials, key)
+
+
+def _keyless(binding: Binding) -> RecoveryContext | None:
+    """What to tell the hook when neither the credentials nor the SDK have a key, else None."""
+    runpod: Any = sys.modules["runpod"]
+    if binding.credentials.api_key is not None or runpod.api_key:
+        return None
+    return RecoveryContext(fingerprint(None), 1, UNAUTHORIZED, "INIT", "runpod.api_key")
+
+
+def find_key(binding: Binding) -> None:
+    """Hand the key to the SDK before it needs one; with no key anywhere, recover one first.
+
+    The SDK refuses to start without a key (``RuntimeError``, or ``AuthenticationError``
+    "No API key provided") before anything is sent, so no 401 would ever run recovery.
+
+    Raises:
+        AuthenticationError: recovery found no key (also the SDK's error types).
+    """
+    context = _keyless(binding)
+    if context is not None:
+        try:
+            binding.credentials.recover(binding.credentials.generation, context)
+        except AuthenticationError as exc:
+            raise compatible(exc) from exc.__cause__
+    binding.copies.refresh()
+
+
+async def afind_key(binding: Binding) -> None:
+    """`find_key` for asyncio callers: recovery never blocks the event loop."""
+    context = _keyless(binding)
+    if context is not None:
+        try:
+            await binding.credentials.arecover(binding.credentials.generation, context)
+        except AuthenticationError as exc:
+            raise compatible(exc) from exc.__cause__
+    binding.copies.refresh()

@@ -14,7 +14,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from ._bindings import Binding, binding_for, shared
+from ._bindings import Binding, afind_key, binding_for, find_key, shared
 from ._transport import install, scope
 
 if TYPE_CHECKING:
@@ -45,10 +45,7 @@ def wrap_function(function: Callable[..., Any], credentials: Credentials) -> Cal
                 key = signature.bind_partial(*args, **kwargs).arguments.get("api_key")
             except TypeError:
                 return None  # the SDK's own call raises the right TypeError
-        binding = binding_for(credentials, key)
-        if binding is not None:
-            binding.copies.refresh()  # the SDK refuses to send while runpod.api_key is None
-        return binding
+        return binding_for(credentials, key)
 
     if inspect.iscoroutinefunction(function):
 
@@ -57,6 +54,7 @@ def wrap_function(function: Callable[..., Any], credentials: Credentials) -> Cal
             binding = binding_of(args, kwargs)
             if binding is None:
                 return await function(*args, **kwargs)
+            await afind_key(binding)  # the SDK refuses to send while runpod.api_key is None
             with scope(binding):
                 return await function(*args, **kwargs)
 
@@ -67,6 +65,7 @@ def wrap_function(function: Callable[..., Any], credentials: Credentials) -> Cal
         binding = binding_of(args, kwargs)
         if binding is None:
             return function(*args, **kwargs)
+        find_key(binding)  # the SDK refuses to send while runpod.api_key is None
         with scope(binding):
             return function(*args, **kwargs)
 
@@ -74,13 +73,18 @@ def wrap_function(function: Callable[..., Any], credentials: Credentials) -> Cal
 
 
 def wrapping_subclass(
-    base: type[Any], wrap_object: Callable[[Any], Any], before: Callable[[], None] | None = None
+    base: type[Any],
+    wrap_object: Callable[[Any], Any],
+    before: Callable[[tuple[Any, ...], dict[str, Any]], None] | None = None,
 ) -> type[Any]:
-    """Subclass *base* so instances are wrapped as they are made (``isinstance`` holds)."""
+    """Subclass *base* so instances are wrapped as they are made (``isinstance`` holds).
+
+    *before* (args, kwargs) runs ahead of the SDK's ``__init__``.
+    """
 
     def __init__(instance: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
         if before is not None:
-            before()
+            before(args, kwargs)
         base.__init__(instance, *args, **kwargs)
         wrap_object(instance)
 
@@ -129,9 +133,20 @@ class WrappedModule:
         return made
 
     def _subclass(self, base: type[Any]) -> type[Any]:
-        copies = shared(self._credentials).copies
-        # The SDK refuses to make an endpoint while runpod.api_key is None: hand it ours.
-        return wrapping_subclass(base, self._wrap, before=copies.refresh)
+        binding = shared(self._credentials)
+        signature = inspect.signature(base.__init__)
+        takes_key = "api_key" in signature.parameters
+
+        def before(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            try:
+                own = takes_key and signature.bind(None, *args, **kwargs).arguments.get("api_key")
+            except TypeError:
+                return  # the SDK's __init__ raises the right TypeError
+            if takes_key and not own:
+                # The SDK refuses to make an endpoint while runpod.api_key is None.
+                find_key(binding)
+
+        return wrapping_subclass(base, self._wrap, before=before)
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._module, name, value)
