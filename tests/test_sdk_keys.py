@@ -205,3 +205,19 @@ def test_with_no_key_and_none_found_the_sdk_errors_still_catch_it(
     with pytest.raises(clause):
         rp.get_user()
     assert 0 == runpod_emulator.counters().total
+
+
+def test_with_no_key_a_call_that_needs_none_runs_no_recovery(
+    sdk, runpod_emulator, vault, monkeypatch
+):
+    """Recovery waits for the SDK's own refusal: a call failing its checks first runs none."""
+    monkeypatch.setattr(runpod, "api_key", None)
+    credentials = Credentials(None, recovery=vault, hosts=[runpod_emulator.host])
+
+    def create_thing(name: str) -> None:
+        raise ValueError(f"{name!r} is not a valid name")
+
+    create_thing.__module__ = "runpod.api.future"
+    with pytest.raises(ValueError, match="not a valid name"):
+        wrap(create_thing, credentials)("?")
+    assert 0 == vault.calls

@@ -18,18 +18,22 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .._credentials import Credentials
 from .._engine import UNAUTHORIZED
-from .._errors import AuthenticationError, InvalidKeyError
+from .._errors import AuthenticationError, InvalidKeyError, ResilientRunPodError
 from .._keys import fingerprint, key_id
 from ..typing import RecoveryContext
 from ._copies import KeyCopies, copies_for, was_global
 from ._errors import compatible
 
-__all__ = ["Binding", "afind_key", "binding_for", "find_key", "shared"]
+__all__ = ["Binding", "acall_with_key", "binding_for", "call_with_key", "shared"]
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,30 +102,60 @@ def _keyless(binding: Binding) -> RecoveryContext | None:
     return RecoveryContext(fingerprint(None), 1, UNAUTHORIZED, "INIT", "runpod.api_key")
 
 
-def find_key(binding: Binding) -> None:
-    """Hand the key to the SDK before it needs one; with no key anywhere, recover one first.
+def _refused(error: BaseException) -> bool:
+    """Whether *error* is the SDK refusing to start for lack of a key.
 
-    The SDK refuses to start without a key (``RuntimeError``, or ``AuthenticationError``
-    "No API key provided") before anything is sent, so no 401 would ever run recovery.
+    Asked only when there was no key anywhere: ``RuntimeError`` from an endpoint,
+    ``AuthenticationError`` ("No API key provided") from an API function; never one of
+    our own errors.
+    """
+    sdk_error: Any = sys.modules["runpod.error"]
+    return isinstance(error, (RuntimeError, sdk_error.AuthenticationError)) and not isinstance(
+        error, ResilientRunPodError
+    )
+
+
+def call_with_key(binding: Binding, call: Callable[[], T]) -> T:
+    """Run *call* (an SDK call) with the key handed to the SDK first.
+
+    With no key anywhere, the SDK refuses before it sends anything, so no 401 would
+    ever run recovery: that refusal runs it, and *call* is made once more with the
+    key found. A call that needs no key (it fails validation, say) runs no recovery.
 
     Raises:
         AuthenticationError: recovery found no key (also the SDK's error types).
     """
+    binding.copies.refresh()
     context = _keyless(binding)
-    if context is not None:
+    if context is None:
+        return call()
+    try:
+        return call()
+    except Exception as exc:
+        if not _refused(exc):
+            raise
         try:
             binding.credentials.recover(binding.credentials.generation, context)
-        except AuthenticationError as exc:
-            raise compatible(exc) from exc.__cause__
+        except AuthenticationError as error:
+            raise compatible(error) from error.__cause__
     binding.copies.refresh()
+    return call()
 
 
-async def afind_key(binding: Binding) -> None:
-    """`find_key` for asyncio callers: recovery never blocks the event loop."""
+async def acall_with_key(binding: Binding, call: Callable[[], Awaitable[T]]) -> T:
+    """`call_with_key` for coroutines: recovery never blocks the event loop."""
+    binding.copies.refresh()
     context = _keyless(binding)
-    if context is not None:
+    if context is None:
+        return await call()
+    try:
+        return await call()
+    except Exception as exc:
+        if not _refused(exc):
+            raise
         try:
             await binding.credentials.arecover(binding.credentials.generation, context)
-        except AuthenticationError as exc:
-            raise compatible(exc) from exc.__cause__
+        except AuthenticationError as error:
+            raise compatible(error) from error.__cause__
     binding.copies.refresh()
+    return await call()

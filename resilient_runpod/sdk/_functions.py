@@ -14,7 +14,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from ._bindings import Binding, afind_key, binding_for, find_key, shared
+from ._bindings import Binding, acall_with_key, binding_for, call_with_key, shared
 from ._transport import install, scope
 
 if TYPE_CHECKING:
@@ -54,9 +54,8 @@ def wrap_function(function: Callable[..., Any], credentials: Credentials) -> Cal
             binding = binding_of(args, kwargs)
             if binding is None:
                 return await function(*args, **kwargs)
-            await afind_key(binding)  # the SDK refuses to send while runpod.api_key is None
             with scope(binding):
-                return await function(*args, **kwargs)
+                return await acall_with_key(binding, lambda: function(*args, **kwargs))
 
         return wrapped_async
 
@@ -65,9 +64,8 @@ def wrap_function(function: Callable[..., Any], credentials: Credentials) -> Cal
         binding = binding_of(args, kwargs)
         if binding is None:
             return function(*args, **kwargs)
-        find_key(binding)  # the SDK refuses to send while runpod.api_key is None
         with scope(binding):
-            return function(*args, **kwargs)
+            return call_with_key(binding, lambda: function(*args, **kwargs))
 
     return wrapped
 
@@ -75,17 +73,21 @@ def wrap_function(function: Callable[..., Any], credentials: Credentials) -> Cal
 def wrapping_subclass(
     base: type[Any],
     wrap_object: Callable[[Any], Any],
-    before: Callable[[tuple[Any, ...], dict[str, Any]], None] | None = None,
+    around: Callable[[Callable[[], None]], None] | None = None,
 ) -> type[Any]:
     """Subclass *base* so instances are wrapped as they are made (``isinstance`` holds).
 
-    *before* (args, kwargs) runs ahead of the SDK's ``__init__``.
+    *around* (if given) is handed the SDK's ``__init__`` call to make.
     """
 
     def __init__(instance: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
-        if before is not None:
-            before(args, kwargs)
-        base.__init__(instance, *args, **kwargs)
+        def init() -> None:
+            base.__init__(instance, *args, **kwargs)
+
+        if around is None:
+            init()
+        else:
+            around(init)
         wrap_object(instance)
 
     namespace = {
@@ -134,19 +136,12 @@ class WrappedModule:
 
     def _subclass(self, base: type[Any]) -> type[Any]:
         binding = shared(self._credentials)
-        signature = inspect.signature(base.__init__)
-        takes_key = "api_key" in signature.parameters
 
-        def before(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            try:
-                own = takes_key and signature.bind(None, *args, **kwargs).arguments.get("api_key")
-            except TypeError:
-                return  # the SDK's __init__ raises the right TypeError
-            if takes_key and not own:
-                # The SDK refuses to make an endpoint while runpod.api_key is None.
-                find_key(binding)
+        def around(init: Callable[[], None]) -> None:
+            # The SDK refuses to make an endpoint while no key is anywhere.
+            call_with_key(binding, init)
 
-        return wrapping_subclass(base, self._wrap, before=before)
+        return wrapping_subclass(base, self._wrap, around)
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._module, name, value)
