@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -89,6 +90,18 @@ def child_env(tmp_path: Path) -> dict[str, str]:
     env["HOME"] = str(tmp_path)
     env["TERM"] = "xterm"
     return env
+
+
+def in_threads(call, count: int = 64) -> list[object]:
+    """Run *call* in *count* threads released together; return their results in order."""
+    barrier = threading.Barrier(count)
+
+    def run(_: int) -> object:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
 
 
 class EmulatorProcess:

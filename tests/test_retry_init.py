@@ -22,6 +22,16 @@ def sdk(sdk, monkeypatch: pytest.MonkeyPatch):
     return sdk
 
 
+def endpoint_factory(emulator, seen: list[str | None]):
+    """A factory building the emulator's runpod.Endpoint, noting each key it is given."""
+
+    def factory(key: str | None) -> runpod.Endpoint:
+        seen.append(key)
+        return runpod.Endpoint(emulator.endpoint_id, api_key=key)
+
+    return factory
+
+
 def test_a_factory_given_a_revoked_key_is_called_again_with_a_recovered_one(
     sdk, runpod_emulator, vault
 ):
@@ -30,11 +40,7 @@ def test_a_factory_given_a_revoked_key_is_called_again_with_a_recovered_one(
     vault.rotate()
     credentials = Credentials(revoked, recovery=vault, hosts=[runpod_emulator.host])
     seen: list[str | None] = []
-
-    def factory(key: str | None) -> runpod.Endpoint:
-        seen.append(key)
-        return runpod.Endpoint(runpod_emulator.endpoint_id, api_key=key)
-
+    factory = endpoint_factory(runpod_emulator, seen)
     endpoint = retry_init(factory, credentials, api_url=runpod_emulator.api_url)
     assert [revoked, vault.key] == seen
     assert "jobs" in endpoint.health()
@@ -57,6 +63,31 @@ def test_no_key_at_all_is_recovered_too(sdk, runpod_emulator, vault):
     seen = retry_init(lambda key: key, credentials)
     assert vault.key == seen
     assert 1 == vault.calls
+
+
+def test_an_sdk_that_refuses_to_start_without_a_key_runs_recovery(sdk, runpod_emulator, vault):
+    """No key anywhere: the SDK's own "api_key not initialized" refusal runs recovery."""
+    credentials = Credentials(None, recovery=vault, hosts=[runpod_emulator.host])
+    seen: list[str | None] = []
+    factory = endpoint_factory(runpod_emulator, seen)
+    endpoint = retry_init(factory, credentials, api_url=runpod_emulator.api_url)
+    assert [None, vault.key] == seen
+    assert "jobs" in endpoint.health()
+    assert 1 == vault.calls
+
+
+def test_a_factory_error_with_a_key_given_is_not_taken_for_a_missing_key(
+    sdk, runpod_emulator, vault
+):
+    """Only a factory handed no key has its RuntimeError read as "no key": no recovery here."""
+    credentials = Credentials(vault.key, recovery=vault, hosts=[runpod_emulator.host])
+
+    def factory(key: str | None) -> None:
+        raise RuntimeError("a bug in the factory")
+
+    with pytest.raises(RuntimeError, match="a bug in the factory"):
+        retry_init(factory, credentials)
+    assert 0 == vault.calls
 
 
 @pytest.mark.parametrize("clause", [AuthenticationError, runpod.error.AuthenticationError])

@@ -8,9 +8,6 @@ without a subprocess. ``RUNPOD_API_BASE_URL`` is read on every GraphQL call.
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 import requests
 import runpod
@@ -19,6 +16,8 @@ import runpod.error
 import resilient_runpod
 from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError, wrap
 from resilient_runpod.sdk import _wrap
+
+from .conftest import in_threads
 
 
 def test_every_endpoint_method_recovers_after_a_rotation(sdk, runpod_emulator, vault, credentials):
@@ -119,14 +118,7 @@ def test_64_threads_at_a_rotation_share_one_recovery(sdk, runpod_emulator, vault
     """64 threads calling one wrapped endpoint across a rotation: one hook call, no failures."""
     endpoint = wrap(runpod.Endpoint(runpod_emulator.endpoint_id), credentials)
     vault.rotate()
-    barrier = threading.Barrier(64)
-
-    def call(_: int) -> dict[str, object]:
-        barrier.wait()
-        return endpoint.health()
-
-    with ThreadPoolExecutor(64) as pool:
-        results = list(pool.map(call, range(64)))
+    results = in_threads(endpoint.health)
     assert 64 == sum("jobs" in result for result in results)
     assert 1 == vault.calls
 

@@ -123,3 +123,36 @@ async def test_no_path_shows_the_key(  # noqa: PLR0915 -- one scenario through e
     texts += [repr(record.args) for record in caplog.records]
     for secret in (canary, successor):
         assert [] == [text for text in texts if secret in text]
+
+
+def test_a_key_of_an_objects_own_does_not_leak_either(
+    runpod_emulator: Emulator, monkeypatch, caplog
+):
+    """An endpoint's own key, rejected, recovered, then rejected for good: shown nowhere."""
+    own, successor = make_key(), make_key()
+    runpod_emulator.add_key(own)
+    monkeypatch.setattr(runpod, "endpoint_url_base", runpod_emulator.serverless_url)
+    for name, value in runpod_emulator.sdk_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(runpod, "api_key", runpod_emulator.api_key)
+    caplog.set_level(logging.DEBUG)
+    vault = Vault()
+    shared = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
+    texts: list[str] = []
+    with structlog.testing.capture_logs() as events:
+        endpoint = wrap(runpod.Endpoint(runpod_emulator.endpoint_id, api_key=own), shared)
+        runpod_emulator.revoke(own)
+        runpod_emulator.add_key(successor)
+        vault.key = successor
+        assert "jobs" in endpoint.health()
+        runpod_emulator.revoke(successor)
+        with pytest.raises(AuthenticationError) as caught:
+            endpoint.health()
+        adapter = endpoint.rp_client.rp_session.get_adapter(runpod_emulator.url)
+        texts += [repr(endpoint), repr(adapter), repr(adapter.credentials), str(caught.value)]
+        texts += [repr(caught.value), repr(caught.value.__cause__)]
+    assert 1 == len([e for e in events if e["event"] == "runpod.auth.recovered"])
+    texts += [repr(event) for event in events]
+    texts += [record.getMessage() for record in caplog.records]
+    for secret in (own, successor):
+        assert [] == [text for text in texts if secret in text]

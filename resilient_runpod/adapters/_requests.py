@@ -49,10 +49,6 @@ def _replayable(request: PreparedRequest) -> bool:
     return request.body is None or isinstance(request.body, (bytes, str))
 
 
-def _status(response: Response) -> int:
-    return response.status_code
-
-
 def _retry_after(response: Response) -> str | None:
     value: str | None = response.headers.get("Retry-After")
     return value
@@ -104,6 +100,11 @@ class ResilientHTTPAdapter(BaseAdapter):
         self.credentials = credentials
         self.adapter = adapter if adapter is not None else HTTPAdapter()
 
+    @staticmethod
+    def status_of(response: Response) -> int:
+        """The status the engine judges *response* by (a subclass may read the body too)."""
+        return response.status_code
+
     def send(  # noqa: PLR0917 -- requests' adapter signature
         self,
         request: PreparedRequest,
@@ -121,7 +122,7 @@ class ResilientHTTPAdapter(BaseAdapter):
             request.url or "",
             stamp=lambda key: stamp(request, key),
             send=lambda: inner.send(request, stream, timeout, verify, cert, proxies),
-            status_of=_status,
+            status_of=self.status_of,
             discard=_close,
             retry_after_of=_retry_after,
             unsent_errors=_UNSENT,

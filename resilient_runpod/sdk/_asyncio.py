@@ -10,7 +10,9 @@ runs the engine for that request, so the SDK only ever sees the answer to a key 
 worked, or our give-up error. The user's session itself is not changed.
 
 Each ``AsyncioJob`` holds its own copy of the headers; jobs returned by a wrapped
-endpoint are registered so their copy is kept current too.
+endpoint follow the endpoint's key and their copy is kept current too. The same
+middleware goes into the ``aiohttp.ClientSession``s the SDK's API modules open for
+themselves (see `_transport`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ResilientRunPodError
 from ..adapters._aiohttp import ResilientMiddleware
-from ._copies import KeyCopies, write_header
+from ._bindings import Binding, binding_for
+from ._copies import write_header
 from ._errors import compatible
 
 if TYPE_CHECKING:
@@ -35,12 +38,12 @@ __all__ = ["SDKMiddleware", "wrap_async_endpoint", "wrap_async_job"]
 class SDKMiddleware(ResilientMiddleware):
     """`ResilientMiddleware` that keeps the SDK's key copies current and raises its errors."""
 
-    def __init__(self, credentials: Credentials, copies: KeyCopies) -> None:
-        super().__init__(credentials)
-        self.copies = copies
+    def __init__(self, binding: Binding) -> None:
+        super().__init__(binding.credentials)
+        self.copies = binding.copies
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        """Send as `ResilientMiddleware` does; give-ups are also the SDK's error types."""
+        """Send as `ResilientMiddleware` does; give-ups and denials are the SDK's errors too."""
         self.copies.refresh()
         try:
             return await super().__call__(request, handler)
@@ -84,13 +87,13 @@ class _Session:
         return f"<resilient {self._session!r} {self._middleware!r}>"
 
 
-def _session_of(holder: Any, credentials: Credentials, copies: KeyCopies) -> _Session:
+def _session_of(holder: Any, binding: Binding, credentials: Credentials) -> _Session:
     session = holder.session
     inner = session._session if isinstance(session, _Session) else session  # noqa: SLF001
-    if getattr(inner, "headers", None) is not None:
-        # An AsyncClientSession carries the bare key as a default header.
-        copies.add(inner, lambda s, key: write_header(s.headers, key))
-    return _Session(inner, SDKMiddleware(credentials, copies))
+    if binding.credentials is credentials and getattr(inner, "headers", None) is not None:
+        # An AsyncClientSession carries the shared key as a bare default header.
+        binding.copies.add(inner, lambda s, key: write_header(s.headers, key))
+    return _Session(inner, SDKMiddleware(binding))
 
 
 def _write_endpoint(endpoint: Any, key: str) -> None:
@@ -102,23 +105,33 @@ def _write_job(job: Any, key: str) -> None:
     write_header(job.headers, key)
 
 
-def wrap_async_job(job: Any, credentials: Credentials, copies: KeyCopies) -> Any:
-    """Make an ``AsyncioJob`` recover; its headers are kept current."""
-    if not isinstance(job.session, _Session):
-        job.session = _session_of(job, credentials, copies)
-    copies.add(job, _write_job)
+def _header_key(headers: Any) -> str | None:
+    value = str(headers.get("Authorization") or "")
+    return value.removeprefix("Bearer ") or None
+
+
+def wrap_async_job(job: Any, credentials: Credentials, binding: Binding | None = None) -> Any:
+    """Make an ``AsyncioJob`` recover; *binding*: its endpoint's (else from its headers)."""
+    binding = binding or binding_for(credentials, _header_key(job.headers))
+    if binding is None:
+        return job
+    job.session = _session_of(job, binding, credentials)
+    binding.copies.add(job, _write_job)
     return job
 
 
-def wrap_async_endpoint(endpoint: Any, credentials: Credentials, copies: KeyCopies) -> Any:
+def wrap_async_endpoint(endpoint: Any, credentials: Credentials) -> Any:
     """Make an ``AsyncioEndpoint`` recover, and the jobs its ``run`` returns."""
-    endpoint.session = _session_of(endpoint, credentials, copies)
-    copies.add(endpoint, _write_endpoint)
+    binding = binding_for(credentials, endpoint.api_key)
+    if binding is None:
+        return endpoint
+    endpoint.session = _session_of(endpoint, binding, credentials)
+    binding.copies.add(endpoint, _write_endpoint)
     run = type(endpoint).run.__get__(endpoint)  # the SDK's own, even if wrapped before
 
     @functools.wraps(run)
     async def wrapped_run(*args: Any, **kwargs: Any) -> Any:
-        return wrap_async_job(await run(*args, **kwargs), credentials, copies)
+        return wrap_async_job(await run(*args, **kwargs), credentials, binding)
 
     endpoint.run = wrapped_run
     return endpoint

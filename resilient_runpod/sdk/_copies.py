@@ -9,7 +9,8 @@ are kept current so that objects made later, and code that reads them, see the n
 `KeyCopies.refresh` runs before and after every request an SDK adapter handles: it
 costs a comparison unless the key changed. The global is written only while it holds a
 key some `Credentials` held (or none): a different key put there by the application is
-its own rotation, and is adopted with `Credentials.set_key`.
+its own rotation, and is adopted with `Credentials.set_key`. The copies of a key an
+object was given for itself (see `_bindings`) never touch the global.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .._errors import InvalidKeyError
 if TYPE_CHECKING:
     from .._credentials import Credentials
 
-__all__ = ["KeyCopies", "copies_for", "write_header"]
+__all__ = ["KeyCopies", "copies_for", "was_global", "write_header"]
 
 Writer = Callable[[Any, str], None]
 
@@ -45,6 +46,11 @@ def write_header(headers: Any, key: str) -> None:
     headers["Authorization"] = f"Bearer {key}" if str(old).startswith("Bearer ") else key
 
 
+def was_global(key: str) -> bool:
+    """Whether *key* is one we put in ``runpod.api_key`` (an object holding it got it there)."""
+    return key in _ours
+
+
 def copies_for(credentials: Credentials) -> KeyCopies:
     """Return the one `KeyCopies` of *credentials*."""
     with _registry_lock:
@@ -57,16 +63,21 @@ def copies_for(credentials: Credentials) -> KeyCopies:
 class KeyCopies:
     """The SDK objects that hold a copy of one `Credentials`' key."""
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, *, global_key: bool = True) -> None:
+        """Track the copies of *credentials*' key; *global_key*: ``runpod.api_key`` too."""
         # Weak: the registry maps credentials to this object, which must not keep them alive.
         self._credentials = weakref.ref(credentials)
         self._lock = threading.Lock()
         self._objects: weakref.WeakKeyDictionary[Any, Writer] = weakref.WeakKeyDictionary()
         self._generation = -1
         runpod: Any = sys.modules["runpod"]
+        self._global_key = global_key
         # Whether runpod.api_key holds our key: only then may we replace it, or adopt a
-        # key the application puts there later.
-        self._owns_global = runpod.api_key is None or runpod.api_key == credentials.api_key
+        # key the application puts there later. A key an object was given for itself
+        # never touches it.
+        self._owns_global = global_key and (
+            runpod.api_key is None or runpod.api_key == credentials.api_key
+        )
         if self._owns_global and credentials.api_key is not None:
             _ours.append(credentials.api_key)
 
@@ -110,7 +121,7 @@ class KeyCopies:
                 return
             for obj, writer in list(self._objects.items()):
                 writer(obj, state.key)
-            if runpod.api_key is None or runpod.api_key in _ours:
+            if self._global_key and (runpod.api_key is None or runpod.api_key in _ours):
                 _ours.append(state.key)
                 runpod.api_key = state.key
                 self._owns_global = True

@@ -41,8 +41,15 @@ class _Attempt(Generic[T]):
     error: BaseException | None = None
 
 
-def _status_of_error(error: BaseException) -> int | None:
-    """Return the status a factory error reports if it is a key rejection, else None."""
+def _status_of_error(error: BaseException, *, keyless: bool) -> int | None:
+    """Return the status a factory error reports if it is a key rejection, else None.
+
+    *keyless*: the factory was given no key. The SDK then refuses to start with a
+    ``RuntimeError`` (``Endpoint``, ``AsyncioEndpoint``: "api_key not initialized"),
+    which is the missing key itself: recovery is how one is found.
+    """
+    if keyless and isinstance(error, RuntimeError):
+        return UNAUTHORIZED
     if isinstance(error, AuthenticationError):
         return UNAUTHORIZED
     if isinstance(error, PermissionDeniedError):
@@ -69,9 +76,10 @@ def retry_init(
 
     The factory is called with the current key. If it raises a rejection (our
     `AuthenticationError`, ``runpod.error.AuthenticationError``, or an HTTP error with
-    status 401) or, with *validate_key*, RunPod rejects the key it was given, recovery
-    runs and the factory is called again with the new key, as many times as the
-    credentials' bounds allow::
+    status 401), or refuses to start without a key (the SDK's ``RuntimeError`` when
+    there is no key anywhere), or, with *validate_key*, RunPod rejects the key it was
+    given, recovery runs and the factory is called again with the new key, as many
+    times as the credentials' bounds allow::
 
         client = retry_init(lambda key: runpod.Endpoint("ENDPOINT_ID", api_key=key))
 
@@ -105,7 +113,7 @@ def retry_init(
         try:
             value = factory(key)
         except Exception as exc:
-            status = _status_of_error(exc)
+            status = _status_of_error(exc, keyless=key is None)
             if status is None:
                 raise
             attempt: _Attempt[T] = _Attempt(status, error=exc)

@@ -26,7 +26,7 @@ _default: Credentials | None = None
 _default_lock = threading.Lock()
 
 
-def _default_credentials(runpod: Any, key: str | None) -> Credentials:
+def _default_credentials(runpod: Any) -> Credentials:
     """One `Credentials` shared by every ``wrap`` without one: one recovery for them all."""
     global _default  # noqa: PLW0603 -- a lazily made process-wide default
     with _default_lock:
@@ -34,8 +34,9 @@ def _default_credentials(runpod: Any, key: str | None) -> Credentials:
             from .._credentials import Credentials  # noqa: PLC0415 -- see the module docstring
 
             # The SDK's own key first (runpod.api_key, from ~/.runpod/config.toml or set in
-            # code); without one, the key RunPod's other tools would use.
-            _default = Credentials(api_key=runpod.api_key or key or None)
+            # code); without one, the key RunPod's other tools would use (RUNPOD_API_KEY).
+            # Never an object's own key: that one is the object's alone.
+            _default = Credentials(api_key=runpod.api_key or None)
         return _default
 
 
@@ -49,16 +50,25 @@ def wrap(obj: T, credentials: Credentials | None = None) -> T:
     module comes back as a stand-in whose API functions and endpoint classes recover.
     Jobs returned by a wrapped endpoint recover too.
 
+    Wrapping hands the credentials' key to the SDK (``runpod.api_key``) if it has
+    none, so a key found only in ``RUNPOD_API_KEY`` works with either SDK line. The
+    requests are intercepted where the SDK sends them (its ``requests`` sessions and
+    calls, its ``aiohttp`` sessions), so API functions a later SDK adds are covered.
+
     On a 401 the key is recovered once for everyone using *credentials*, every copy
     of the key the SDK keeps (``runpod.api_key``, clients, endpoints, jobs) is
-    updated, and the request is sent again. When recovery gives up, the error is a
-    `resilient_runpod.AuthenticationError` that is also a
+    updated, and the request is sent again. An object made with a key of its own
+    (``api_key=``) sends that key; if RunPod rejects it, recovery runs the same way and
+    the new key replaces it for that object only. When recovery gives up, the error is
+    a `resilient_runpod.AuthenticationError` that is also a
     ``runpod.error.AuthenticationError`` and a ``RuntimeError``, so existing ``except``
-    clauses keep working. A 403 raises `PermissionDeniedError` without recovery.
+    clauses keep working. A 403, and GraphQL's ``"Unauthorized"`` error on HTTP 200,
+    raise `PermissionDeniedError` (also a ``runpod.error.QueryError``) without recovery.
 
     ::
 
-        endpoint = resilient_runpod.wrap(runpod.Endpoint("ENDPOINT_ID"))
+        rp = resilient_runpod.wrap(runpod)
+        endpoint = rp.Endpoint("ENDPOINT_ID")
         print(endpoint.run_sync({"prompt": "hello"}))
 
     Args:
@@ -75,33 +85,31 @@ def wrap(obj: T, credentials: Credentials | None = None) -> T:
     try:
         import runpod  # noqa: PLC0415 -- optional dependency, see the module docstring
 
-        from . import _asyncio, _endpoint, _graphql  # noqa: PLC0415 -- they import runpod
-        from ._copies import copies_for  # noqa: PLC0415
+        from . import _asyncio, _endpoint, _functions  # noqa: PLC0415 -- they import runpod
+        from ._bindings import shared  # noqa: PLC0415 -- imports runpod
     except ImportError as exc:
         raise ImportError(_INSTALL_HINT, name=exc.name) from exc
 
     if credentials is None:
-        held = getattr(getattr(obj, "rp_client", obj), "api_key", None)
-        credentials = _default_credentials(runpod, held if isinstance(held, str) else None)
-    copies = copies_for(credentials)
-    copies.refresh()
+        credentials = _default_credentials(runpod)
 
     def again(inner: Any) -> Any:
         return wrap(inner, credentials)
 
     result: Any
     if isinstance(obj, types.ModuleType) and obj is runpod:
-        result = _graphql.WrappedModule(runpod, credentials, copies, again)
+        shared(credentials).copies.refresh()  # hands the key to the SDK before it needs one
+        result = _functions.WrappedModule(runpod, credentials, again)
     elif isinstance(obj, runpod.Endpoint):
-        result = _endpoint.wrap_endpoint(obj, credentials, copies)
+        result = _endpoint.wrap_endpoint(obj, credentials)
     elif isinstance(obj, runpod.endpoint.Job):
-        result = _endpoint.wrap_job(obj, credentials, copies)
+        result = _endpoint.wrap_job(obj, credentials)
     elif isinstance(obj, runpod.AsyncioEndpoint):
-        result = _asyncio.wrap_async_endpoint(obj, credentials, copies)
+        result = _asyncio.wrap_async_endpoint(obj, credentials)
     elif isinstance(obj, runpod.AsyncioJob):
-        result = _asyncio.wrap_async_job(obj, credentials, copies)
-    elif _graphql.is_api_function(obj):
-        result = _graphql.wrap_function(obj, credentials, copies)  # type: ignore[arg-type]
+        result = _asyncio.wrap_async_job(obj, credentials)
+    elif _functions.is_api_function(obj):
+        result = _functions.wrap_function(obj, credentials)  # type: ignore[arg-type]
     else:
         raise TypeError(
             f"resilient_runpod.wrap cannot wrap a {type(obj).__name__}: it takes a "

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from resilient_runpod._keys import fingerprint
 
-from . import _graphql, _rest, _serverless
+from . import _graphql, _rest, _rest_sdk, _serverless
 from ._auth import error_response, presented_key, surface_of
 from ._state import RESET, Chaos, EmulatorState, Fault, UnknownKeyError
 
@@ -40,6 +40,7 @@ def build_app(state: EmulatorState) -> ASGIApp:
     app = Starlette(
         routes=[
             *_Admin(state).routes(),
+            *_rest_sdk.routes(state),
             *_rest.routes(state),
             *_graphql.routes(state),
             *_serverless.routes(state),

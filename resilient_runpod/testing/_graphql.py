@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
@@ -160,8 +161,19 @@ def _answer(state: EmulatorState, key: str | None, query: str) -> Response:
         return _errors("Unauthorized")
     field = _MUTATION_FIELD.search(query)
     if field is None:
-        return _errors("the RunPod emulator does not implement this mutation", 400)
+        return _echo_mutation(query)
     return _mutate(field.group(1), query, state.pods)
+
+
+_ANY_MUTATION_FIELD = re.compile(r"^\s*mutation\b[^{]*\{\s*(\w+)")
+
+
+def _echo_mutation(query: str) -> Response:
+    """Answer a mutation with no state behind it (templates, registries, ...): an id."""
+    field = _ANY_MUTATION_FIELD.match(query)
+    if field is None:
+        return _errors("the RunPod emulator does not implement this mutation", 400)
+    return JSONResponse({"data": {field.group(1): {"id": secrets.token_hex(7)}}})
 
 
 def routes(state: EmulatorState) -> list[BaseRoute]:

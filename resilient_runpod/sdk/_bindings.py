@@ -1,0 +1,161 @@
+"""Which `Credentials` an SDK object follows: the shared ones, or its own key's.
+
+The rule: an object created with its own key (``Endpoint("E", api_key=K)``, a call
+with ``api_key=K``) sends that key. If RunPod rejects it, recovery runs with the same
+hook and the same single-flight rules, and the recovered key replaces it for that
+object only: neither the shared `Credentials` nor ``runpod.api_key`` change. Objects
+created without a key of their own follow the shared `Credentials`.
+
+An explicit key gets a `Credentials` of its own, derived from the shared one (same
+hook, hosts and bounds) and made once per distinct key, so that every object holding
+that key shares one recovery. A key equal to the shared key, or to ``runpod.api_key``
+(what the SDK falls back to when given none), or one we put there before a rotation,
+is not a key of the object's own.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .._credentials import Credentials
+from .._engine import UNAUTHORIZED
+from .._errors import AuthenticationError, InvalidKeyError, ResilientRunPodError
+from .._keys import fingerprint, key_id
+from ..typing import RecoveryContext
+from ._copies import KeyCopies, copies_for, was_global
+from ._errors import compatible
+
+__all__ = ["Binding", "acall_with_key", "binding_for", "call_with_key", "shared"]
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """The credentials an SDK object sends with, and the copies of their key to keep."""
+
+    credentials: Credentials
+    copies: KeyCopies
+
+
+_derived: weakref.WeakKeyDictionary[Credentials, dict[str, Binding]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def shared(credentials: Credentials) -> Binding:
+    """The binding of objects that follow *credentials*."""
+    return Binding(credentials, copies_for(credentials))
+
+
+def _own(parent: Credentials, key: str) -> Binding | None:
+    with _lock:
+        table = _derived.setdefault(parent, {})
+        found = table.get(key_id(key))
+        if found is not None:
+            return found
+        try:
+            credentials = Credentials(
+                key,
+                parent.recovery,
+                max_recoveries=parent.max_recoveries,
+                stop=parent.stop,
+                wait=parent.wait,
+                hook_timeout=parent.hook_timeout,
+                failure_threshold=parent.failure_threshold,
+                cooldown=parent.cooldown,
+            )
+        except InvalidKeyError:
+            return None  # a key that cannot be sent: the SDK sends it as it is, unchanged
+        credentials.hosts = parent.hosts
+        made = table[key_id(key)] = Binding(credentials, KeyCopies(credentials, global_key=False))
+        return made
+
+
+def binding_for(credentials: Credentials, key: Any) -> Binding | None:
+    """The binding of an object holding *key*; None leaves the object as the SDK made it.
+
+    *key* is what the object holds (or the ``api_key=`` a call passes): a key of its
+    own gets its own binding, anything else follows *credentials*.
+    """
+    runpod: Any = sys.modules["runpod"]
+    if (
+        not isinstance(key, str)
+        or not key
+        or key in (credentials.api_key, runpod.api_key)
+        or was_global(key)
+    ):
+        return shared(credentials)
+    return _own(credentials, key)
+
+
+def _keyless(binding: Binding) -> RecoveryContext | None:
+    """What to tell the hook when neither the credentials nor the SDK have a key, else None."""
+    runpod: Any = sys.modules["runpod"]
+    if binding.credentials.api_key is not None or runpod.api_key:
+        return None
+    return RecoveryContext(fingerprint(None), 1, UNAUTHORIZED, "INIT", "runpod.api_key")
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether *error* is the SDK refusing to start for lack of a key.
+
+    Asked only when there was no key anywhere: ``RuntimeError`` from an endpoint,
+    ``AuthenticationError`` ("No API key provided") from an API function; never one of
+    our own errors.
+    """
+    sdk_error: Any = sys.modules["runpod.error"]
+    return isinstance(error, (RuntimeError, sdk_error.AuthenticationError)) and not isinstance(
+        error, ResilientRunPodError
+    )
+
+
+def call_with_key(binding: Binding, call: Callable[[], T]) -> T:
+    """Run *call* (an SDK call) with the key handed to the SDK first.
+
+    With no key anywhere, the SDK refuses before it sends anything, so no 401 would
+    ever run recovery: that refusal runs it, and *call* is made once more with the
+    key found. A call that needs no key (it fails validation, say) runs no recovery.
+
+    Raises:
+        AuthenticationError: recovery found no key (also the SDK's error types).
+    """
+    binding.copies.refresh()
+    context = _keyless(binding)
+    if context is None:
+        return call()
+    try:
+        return call()
+    except Exception as exc:
+        if not _refused(exc):
+            raise
+        try:
+            binding.credentials.recover(binding.credentials.generation, context)
+        except AuthenticationError as error:
+            raise compatible(error) from error.__cause__
+    binding.copies.refresh()
+    return call()
+
+
+async def acall_with_key(binding: Binding, call: Callable[[], Awaitable[T]]) -> T:
+    """`call_with_key` for coroutines: recovery never blocks the event loop."""
+    binding.copies.refresh()
+    context = _keyless(binding)
+    if context is None:
+        return await call()
+    try:
+        return await call()
+    except Exception as exc:
+        if not _refused(exc):
+            raise
+        try:
+            await binding.credentials.arecover(binding.credentials.generation, context)
+        except AuthenticationError as error:
+            raise compatible(error) from error.__cause__
+    binding.copies.refresh()
+    return await call()

@@ -1,0 +1,157 @@
+"""The SDK's API functions (``get_pods``, ``create_pod``, ...), and the wrapped module.
+
+A wrapped API function runs the SDK's own function inside a `_transport.scope`: the
+requests it sends, however it sends them (GraphQL or REST, ``requests`` or
+``aiohttp``), go through our adapters with the key of the call's `Binding`. A call
+that passes its own ``api_key=`` sends that key, and a recovery replaces it for that
+call's key only (see `_bindings`). Nothing here lists the SDK's functions: any
+function of a ``runpod.api`` module is one, including those a later SDK adds.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from ._bindings import Binding, acall_with_key, binding_for, call_with_key, shared
+from ._transport import install, scope
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+
+    from .._credentials import Credentials
+
+__all__ = ["WrappedModule", "is_api_function", "wrap_function", "wrapping_subclass"]
+
+
+def is_api_function(obj: object) -> bool:
+    """Whether *obj* is one of the SDK's API functions (a function of a ``runpod.api`` module)."""
+    return inspect.isfunction(obj) and (obj.__module__ or "").startswith("runpod.api.")
+
+
+def wrap_function(function: Callable[..., Any], credentials: Credentials) -> Callable[..., Any]:
+    """Return *function* with the same signature, recovering from rejected keys."""
+    install()
+    signature = inspect.signature(function)
+    takes_key = "api_key" in signature.parameters
+
+    def binding_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Binding | None:
+        install()  # modules the SDK loaded since (2.x loads lazily) get the stand-ins too
+        key = None
+        if takes_key:
+            try:
+                key = signature.bind_partial(*args, **kwargs).arguments.get("api_key")
+            except TypeError:
+                return None  # the SDK's own call raises the right TypeError
+        return binding_for(credentials, key)
+
+    if inspect.iscoroutinefunction(function):
+
+        @functools.wraps(function)
+        async def wrapped_async(*args: Any, **kwargs: Any) -> Any:
+            binding = binding_of(args, kwargs)
+            if binding is None:
+                return await function(*args, **kwargs)
+            with scope(binding):
+                return await acall_with_key(binding, lambda: function(*args, **kwargs))
+
+        return wrapped_async
+
+    @functools.wraps(function)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        binding = binding_of(args, kwargs)
+        if binding is None:
+            return function(*args, **kwargs)
+        with scope(binding):
+            return call_with_key(binding, lambda: function(*args, **kwargs))
+
+    return wrapped
+
+
+def wrapping_subclass(
+    base: type[Any],
+    wrap_object: Callable[[Any], Any],
+    around: Callable[[Callable[[], None]], None] | None = None,
+) -> type[Any]:
+    """Subclass *base* so instances are wrapped as they are made (``isinstance`` holds).
+
+    *around* (if given) is handed the SDK's ``__init__`` call to make.
+    """
+
+    def __init__(instance: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        def init() -> None:
+            base.__init__(instance, *args, **kwargs)
+
+        if around is None:
+            init()
+        else:
+            around(init)
+        wrap_object(instance)
+
+    namespace = {
+        "__init__": functools.wraps(base.__init__)(__init__),
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+        "__doc__": base.__doc__,
+    }
+    return type(base.__name__, (base,), namespace)
+
+
+class WrappedModule:
+    """The ``runpod`` module with every API function, and every endpoint made, recovering.
+
+    Everything else (constants, config helpers, ``serverless``) is the module's own;
+    setting an attribute sets it on the module.
+    """
+
+    def __init__(
+        self,
+        module: ModuleType,
+        credentials: Credentials,
+        wrap_object: Callable[[Any], Any],
+    ) -> None:
+        state = {
+            "_module": module,
+            "_credentials": credentials,
+            "_wrap": wrap_object,
+            "_cache": {},
+        }
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._module, name)
+        cache: dict[str, Any] = self._cache
+        if name in cache and cache[name][0] is value:
+            return cache[name][1]
+        if is_api_function(value):
+            made = wrap_function(value, self._credentials)
+        elif inspect.isclass(value) and value in _wrappable_classes(self._module):
+            made = self._subclass(value)
+        else:
+            return value
+        cache[name] = (value, made)
+        return made
+
+    def _subclass(self, base: type[Any]) -> type[Any]:
+        binding = shared(self._credentials)
+
+        def around(init: Callable[[], None]) -> None:
+            # The SDK refuses to make an endpoint while no key is anywhere.
+            call_with_key(binding, init)
+
+        return wrapping_subclass(base, self._wrap, around)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._module, name, value)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._module)
+
+    def __repr__(self) -> str:
+        return f"<module 'runpod', wrapped by resilient_runpod with {self._credentials!r}>"
+
+
+def _wrappable_classes(module: Any) -> tuple[type[Any], ...]:
+    return (module.Endpoint, module.AsyncioEndpoint, module.AsyncioJob)
