@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="show only warnings, errors and the summary"
     )
-    parser.set_defaults(run=_run)
+    parser.set_defaults(run=_run, command_parser=parser)
 
 
 def _jobs(text: str) -> int:

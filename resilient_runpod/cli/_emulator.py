@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="register the key read-only: writes get 403, to try out permission errors",
     )
-    parser.set_defaults(run=_run)
+    parser.set_defaults(run=_run, command_parser=parser)
 
 
 def _write_key_file(path: Path, key: str) -> None:

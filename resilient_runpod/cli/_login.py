@@ -16,6 +16,7 @@ from .._keys import clean, fingerprint
 from .._validate import KeyStatus, Validation, validate
 from ..recovery._persist import save_to_config, save_to_file
 from ..recovery._prompt import Prompt
+from ._common import api_url
 
 if TYPE_CHECKING:
     import argparse
@@ -42,6 +43,8 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--profile", default="default", help="config profile (default: default)")
     parser.add_argument(
         "--api-url",
+        metavar="URL",
+        type=api_url,
         help="RunPod API base to check the key against (default: RUNPOD_API_BASE_URL or RunPod's)",
     )
     parser.add_argument(
@@ -57,7 +60,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--no-validate", action="store_true", help="save without asking RunPod first"
     )
-    parser.set_defaults(run=_run)
+    parser.set_defaults(run=_run, command_parser=parser)
 
 
 class _LoginPrompt(Prompt):
