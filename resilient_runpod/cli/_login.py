@@ -89,31 +89,63 @@ def _key_from_stdin(args: argparse.Namespace) -> str | None:
         return None
     if not args.no_validate:
         validation = validate(key, args.api_url)
-        if validation.status in (KeyStatus.REJECTED, KeyStatus.UNREACHABLE):
-            _say(f"login: not saved: {validation.detail} ({validation.url})")
+        if validation.status is KeyStatus.REJECTED:
+            _say(f"login: not saved: RunPod rejected {fingerprint(key)} ({validation.url}).")
+            return None
+        if validation.status is KeyStatus.UNREACHABLE:
+            _say(
+                f"login: not saved: could not ask RunPod whether {fingerprint(key)} works "
+                f"({validation.detail} from {validation.url}). Check the network or --api-url, "
+                "or add --no-validate to save it unchecked."
+            )
             return None
     return key
 
 
+# Why `login` cannot ask: said by `login` itself, since the prompt's own advice ("run
+# `resilient-runpod login`") would send the person in a circle.
+_NO_TERMINAL = (
+    "login: cannot ask for a key here: {why}. Pipe the key in instead, e.g. "
+    "`pbpaste | resilient-runpod login --stdin` or "
+    "`op read op://vault/runpod/key | resilient-runpod login --stdin`."
+)
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _ask(args: argparse.Namespace) -> tuple[str | None, int]:
+    """Ask the person for a key: (the key, 0), or (None, the exit code) having said why."""
+    if not _stdin_is_terminal():
+        _say(_NO_TERMINAL.format(why="stdin is not a terminal"))
+        return None, _USAGE
+    asker = _LoginPrompt(api_url=args.api_url, check=not args.no_validate)
+    try:
+        return asker(None).key, _SAVED
+    except NonInteractiveError:
+        why = "prompting is turned off here (CI, or RESILIENT_RUNPOD_NO_PROMPT is set)"
+        _say(_NO_TERMINAL.format(why=why))
+        return None, _USAGE
+    except (KeyboardInterrupt, EOFError):
+        _say("login: cancelled; nothing was saved")
+        return None, _NOT_SAVED
+    except (RecoveryError, HookTimeoutError) as exc:
+        hint = " Use --no-validate to save it unchecked." if asker.unreachable else ""
+        _say(f"login: not saved: {exc}.{hint}")
+        return None, _NOT_SAVED
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.stdin:
-        key = _key_from_stdin(args)
-        if key is None:
-            return _NOT_SAVED
+        key, code = _key_from_stdin(args), _NOT_SAVED
     else:
-        asker = _LoginPrompt(api_url=args.api_url, check=not args.no_validate)
-        try:
-            key = asker(None).key
-        except NonInteractiveError as exc:
-            _say(f"login: cannot ask for a key: {exc} Or pipe one in with --stdin.")
-            return _USAGE
-        except (KeyboardInterrupt, EOFError):
-            _say("login: cancelled; nothing was saved")
-            return _NOT_SAVED
-        except (RecoveryError, HookTimeoutError) as exc:
-            hint = " Use --no-validate to save it unchecked." if asker.unreachable else ""
-            _say(f"login: not saved: {exc}.{hint}")
-            return _NOT_SAVED
+        key, code = _ask(args)
+    if key is None:
+        return code
     try:
         if args.to:
             where = str(save_to_file(key, args.to))
