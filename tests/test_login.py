@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import stat
 import subprocess
 import sys
@@ -150,3 +151,22 @@ def test_login_api_url_without_scheme_is_a_usage_error(capsys):
     err = capsys.readouterr().err
     assert err.startswith("usage: resilient-runpod login ")
     assert "'127.0.0.1:8000' is not an http:// or https:// URL" in err
+
+
+def test_login_json_reports_the_outcome(monkeypatch, capsys, tmp_path):
+    """--json: one JSON object on stdout saying saved, the fingerprint and where; no key."""
+    key = make_key()
+    target = tmp_path / "key-file"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key))
+
+    assert 0 == main(["login", "--stdin", "--no-validate", "--to", str(target), "--json"])
+
+    out = capsys.readouterr().out
+    assert {
+        "saved": True,
+        "exit_code": 0,
+        "fingerprint": f"rpa_…{key[-4:]}",
+        "where": str(target),
+        "validated": False,
+    } == json.loads(out)
+    assert key not in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,8 @@ def add_parser(sub: Any) -> None:
             "Ask for a RunPod API key (hidden input), check it with RunPod, and save it as "
             "[PROFILE].api_key in ~/.runpod/config.toml, where the runpod SDK reads it. "
             "The rest of the file is kept; the file is made private (0600). The key is "
-            "never printed."
+            "never printed. Exit code: 0 saved, 1 not saved (rejected, unreachable, cancelled, "
+            "write failed), 2 nobody can be asked here, or a usage error."
         ),
     )
     parser.add_argument("--profile", default="default", help="config profile (default: default)")
@@ -59,6 +61,11 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--no-validate", action="store_true", help="save without asking RunPod first"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="also print the outcome as one JSON object on stdout (saved, fingerprint, where)",
     )
     parser.set_defaults(run=_run, command_parser=parser)
 
@@ -144,16 +151,26 @@ def _run(args: argparse.Namespace) -> int:
         key, code = _key_from_stdin(args), _NOT_SAVED
     else:
         key, code = _ask(args)
-    if key is None:
-        return code
-    try:
-        if args.to:
-            where = str(save_to_file(key, args.to))
+    where = None
+    if key is not None:
+        try:
+            if args.to:
+                where = str(save_to_file(key, args.to))
+            else:
+                where = f"{save_to_config(key, profile=args.profile)} [{args.profile}].api_key"
+        except (ConfigError, OSError) as exc:
+            _say(f"login: not saved: {exc}")
         else:
-            where = f"{save_to_config(key, profile=args.profile)} [{args.profile}].api_key"
-    except (ConfigError, OSError) as exc:
-        _say(f"login: not saved: {exc}")
-        return _NOT_SAVED
-    checked = "unchecked" if args.no_validate else "RunPod accepted it"
-    _say(f"Saved API key {fingerprint(key)} to {where} ({checked}).")
-    return _SAVED
+            checked = "unchecked" if args.no_validate else "RunPod accepted it"
+            _say(f"Saved API key {fingerprint(key)} to {where} ({checked}).")
+            code = _SAVED
+    if args.json:
+        result = {
+            "saved": code == _SAVED,
+            "exit_code": code,
+            "fingerprint": None if key is None else fingerprint(key),
+            "where": where,
+            "validated": code == _SAVED and not args.no_validate,
+        }
+        print(json.dumps(result))  # noqa: T201 -- the one line a script reads
+    return code
