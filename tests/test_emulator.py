@@ -901,7 +901,7 @@ def test_cli_serves_runpod_api_key_read_only(tmp_path: Path) -> None:
 
 
 def test_fixture_without_the_emulator_extra_fails_with_the_install_hint(tmp_path: Path) -> None:
-    """Without uvicorn, a test using `runpod_emulator` errors (not skips) and says what to install."""
+    """Without uvicorn, `runpod_emulator` errors (not skips), saying what to install."""
     (tmp_path / "conftest.py").write_text(
         "import sys\nsys.modules['uvicorn'] = None  # as if the extra were not installed\n"
     )
