@@ -3,8 +3,9 @@
 Each block runs in a fresh interpreter, as a reader who copies it into a file would run
 it: with ``RUNPOD_API_KEY`` and the SDK's ``RUNPOD_*_BASE_URL`` variables pointing at the
 emulator, and ``HOME`` in a temporary directory whose ``~/.runpod/config.toml`` holds
-the emulator's key (where the SDK reads it, as after ``resilient-runpod login``). A block that defines ``test_*``
-functions is a pytest example and is run by pytest, with the package's own fixtures.
+the emulator's key (where the SDK reads it, as after ``resilient-runpod login``). A
+block that defines ``test_*`` functions is a pytest example and is run by pytest, with
+the package's own fixtures.
 
 The examples name RunPod's real host (``https://api.runpod.ai/v2``); the harness sends
 that base to the emulator instead, as a hosts-file entry would, and leaves the rest of
