@@ -151,3 +151,23 @@ def test_emulator_writes_no_key_file_in_the_current_directory(child_env, tmp_pat
     assert not key_file.exists()
     assert (0, "") == (code, rest)
     assert {"url", "sdk_env", "fingerprint", "key_file", "read_only"} <= set(banner)
+
+
+def test_readme_lists_every_flag_of_every_command():
+    """The README's "Command line" section names each command's every long option."""
+    import argparse
+
+    from resilient_runpod.cli import _parser
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    commands = next(
+        a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
+    missing = []
+    for name, parser in commands.items():
+        line = next((ln for ln in section.split("\n- ") if f"resilient-runpod {name} " in ln), "")
+        flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+        missing += [f"{name} {flag}" for flag in sorted(flags - {"--help"}) if flag not in line]
+
+    assert [] == missing

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -101,3 +102,35 @@ def test_read_only_key_gets_the_documented_403_on_writes(method, path, runpod_em
     assert "application/problem+json" == response.headers["content-type"][0]
     assert 403 == response.json()["status"]
     case.validate_response(response, checks=CONFORMANCE)
+
+
+def all_operations() -> list[tuple[str, str]]:
+    document = json.loads(SPEC.read_text(encoding="utf-8"))
+    methods = {"get", "put", "post", "patch", "delete"}
+    return sorted(
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in methods
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [op for op in all_operations() if op not in SERVED], ids=" ".join
+)
+def test_routes_not_served_say_so(method, path, runpod_emulator):
+    """Every other operation of the document gets 404 or 405, never a made-up success.
+
+    If this fails, the emulator serves a new route: add it to SERVED (so that it is held
+    to the document) and take it off the README's list of routes it does not serve.
+    """
+    url = runpod_emulator.url + path.replace("{id}", "x1").replace("{workerId}", "w1")
+
+    response = httpx.request(
+        method,
+        url,
+        headers=bearer(runpod_emulator.api_key),
+        json={} if method in ("POST", "PUT", "PATCH") else None,
+    )
+
+    assert response.status_code in (404, 405)

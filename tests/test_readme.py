@@ -127,3 +127,11 @@ def test_readme_block_runs_as_written(block, runpod_emulator, child_env, tmp_pat
     assert 0 == result.returncode, f"README.md line {block.line}:\n{result.stdout}{result.stderr}"
     if block.is_pytest_example:
         assert re.search(r"\b[1-9]\d* passed\b", result.stdout), result.stdout
+
+
+def test_readme_links_work_on_the_package_index():
+    """Every Markdown link is absolute: relative ones and #anchors break on PyPI's page."""
+    links = re.findall(r"\]\(([^)\s]+)\)", README.read_text(encoding="utf-8"))
+
+    assert links
+    assert [] == [link for link in links if not link.startswith("https://")]
