@@ -8,16 +8,16 @@ from __future__ import annotations
 import json
 import os
 import pty
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
 from resilient_runpod.cli._common import use_color
+
+from .test_emulator import cli_emulator
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path | None = None, module: str = "") -> tuple:
@@ -119,37 +119,20 @@ def test_emulator_writes_no_key_file_in_the_current_directory(child_env, tmp_pat
     """Without --key-file the key goes to a private temporary file, removed when it stops."""
     cwd = tmp_path / "project"
     cwd.mkdir()
-    with subprocess.Popen(
-        [sys.executable, "-m", "resilient_runpod", "emulator", "--port", "0", "--json"],
-        env=child_env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        # A safety net, not a timing assertion: a hung child must not hang the suite.
-        watchdog = threading.Timer(60, process.kill)
-        watchdog.start()
-        try:
-            assert process.stdout is not None
-            banner = json.loads(process.stdout.readline())
-            key_file = Path(banner["key_file"])
-            mode = key_file.stat().st_mode & 0o777
-            health = httpx.get(
-                f"{banner['serverless_url']}/any/health",
-                headers={"Authorization": f"Bearer {key_file.read_text().strip()}"},
-            )
-        finally:
-            process.send_signal(signal.SIGTERM)
-            rest = process.stdout.read() if process.stdout else ""
-            code = process.wait()
-            watchdog.cancel()
+    with cli_emulator("--json", env=child_env, cwd=cwd) as run:
+        banner = json.loads(run.banner)
+        key_file = Path(banner["key_file"])
+        mode = key_file.stat().st_mode & 0o777
+        health = httpx.get(
+            f"{banner['serverless_url']}/any/health",
+            headers={"Authorization": f"Bearer {key_file.read_text().strip()}"},
+        )
 
     assert [] == list(cwd.iterdir())
     assert cwd not in key_file.parents
     assert (0o600, 200) == (mode, health.status_code)
     assert not key_file.exists()
-    assert (0, "") == (code, rest)
+    assert (0, "") == (run.returncode, run.rest)
     assert {"url", "sdk_env", "fingerprint", "key_file", "read_only"} <= set(banner)
 
 

@@ -19,10 +19,11 @@ from resilient_runpod.cli._demo_run import MAX_JOBS, run_demo
 WHOLE_KEY = re.compile(r"rpa_[A-Za-z0-9]{20,}")
 
 
-def demo_process(*args):
+def demo_process(*args, python=("-m", "resilient_runpod.cli")):
+    """Run `demo ARGS` in a child; *python* is what starts the CLI there."""
     env = {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
     return subprocess.run(
-        [sys.executable, "-m", "resilient_runpod.cli", "demo", *args],
+        [sys.executable, *python, "demo", *args],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -234,21 +235,12 @@ def test_sdk_stage_says_it_was_skipped_and_why():
 
 def test_without_the_sdk_extra_the_stage_is_skipped_with_the_install_hint():
     """With runpod not importable (as without the extra), the demo says so and still passes."""
-    env = {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
-    code = (
+    without_runpod = (
         "import sys; sys.modules['runpod'] = None\n"
         "from resilient_runpod.cli import main\n"
-        "sys.exit(main(['demo', '--jobs', '2']))"
+        "sys.exit(main(sys.argv[1:]))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = demo_process("--jobs", "2", python=("-c", without_runpod))
 
     assert 0 == result.returncode, result.stderr
     assert (

@@ -837,12 +837,13 @@ class CliRun:
 
 
 @contextmanager
-def cli_emulator(*args: str, env: dict[str, str]) -> Iterator[CliRun]:
+def cli_emulator(*args: str, env: dict[str, str], cwd: Path | None = None) -> Iterator[CliRun]:
     """Run `resilient-runpod emulator --port 0 ARGS`; yield once it serves, SIGTERM it after."""
     run = CliRun()
     with subprocess.Popen(
         [sys.executable, "-m", "resilient_runpod.cli", "emulator", "--port", "0", *args],
         env=env,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -854,7 +855,8 @@ def cli_emulator(*args: str, env: dict[str, str]) -> Iterator[CliRun]:
         try:
             for line in process.stdout:
                 run.banner += line
-                if line.startswith("Press Ctrl-C"):
+                # The last line of the text banner, or the one line of --json.
+                if line.startswith(("Press Ctrl-C", "{")):
                     break
             yield run
         finally:

@@ -67,22 +67,26 @@ def test_answers_conform_to_runpods_document(case, runpod_emulator):
     case.validate_response(response, checks=CONFORMANCE)
 
 
-@pytest.mark.parametrize(("method", "path"), sorted(SERVED))
-def test_rejected_key_gets_the_documented_401(method, path, runpod_emulator):
-    """A revoked key: 401, application/problem+json, an ErrorResponse body, on every route."""
-    key = runpod_emulator.api_key
-    runpod_emulator.revoke(key)
+def refused(method: str, path: str, key: str, emulator) -> tuple:
+    """Send a well-formed request for *method* *path* with *key*; return (case, response)."""
     case = schema[path][method].Case(
         path_parameters={"id": "pod_abc123"} if "{id}" in path else None
     )
     if method == "POST":
         case.body = {"name": "p", "image": "img", "gpu": {"id": "NVIDIA GeForce RTX 4090"}}
+    return case, case.call(base_url=emulator.url, headers=bearer(key))
 
-    response = case.call(base_url=runpod_emulator.url, headers=bearer(key))
 
-    assert 401 == response.status_code
+@pytest.mark.parametrize(("method", "path"), sorted(SERVED))
+def test_rejected_key_gets_the_documented_401(method, path, runpod_emulator):
+    """A revoked key: 401, application/problem+json, an ErrorResponse body, on every route."""
+    key = runpod_emulator.api_key
+    runpod_emulator.revoke(key)
+
+    case, response = refused(method, path, key, runpod_emulator)
+
+    assert (401, 401) == (response.status_code, response.json()["status"])
     assert "application/problem+json" == response.headers["content-type"][0]
-    assert 401 == response.json()["status"]
     case.validate_response(response, checks=CONFORMANCE)
 
 
@@ -90,17 +94,11 @@ def test_rejected_key_gets_the_documented_401(method, path, runpod_emulator):
 def test_read_only_key_gets_the_documented_403_on_writes(method, path, runpod_emulator):
     """A read-only key writing: 403, application/problem+json, an ErrorResponse body."""
     key = runpod_emulator.add_key(scope="read")
-    case = schema[path][method].Case(
-        path_parameters={"id": "pod_abc123"} if "{id}" in path else None
-    )
-    if method == "POST":
-        case.body = {"name": "p", "image": "img", "gpu": {"id": "NVIDIA GeForce RTX 4090"}}
 
-    response = case.call(base_url=runpod_emulator.url, headers=bearer(key))
+    case, response = refused(method, path, key, runpod_emulator)
 
-    assert 403 == response.status_code
+    assert (403, 403) == (response.status_code, response.json()["status"])
     assert "application/problem+json" == response.headers["content-type"][0]
-    assert 403 == response.json()["status"]
     case.validate_response(response, checks=CONFORMANCE)
 
 
