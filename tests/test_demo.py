@@ -52,6 +52,9 @@ def test_demo_command_recovers_and_loses_nothing():
     assert "runpod.auth.rejected" in result.stdout
     assert "runpod.auth.recovered" in result.stdout
     assert "runpod.Endpoint" in result.stdout
+    # Before the SDK's slow import, a line says what is loading (no silent pause).
+    loading = result.stdout.index("loading the runpod SDK")
+    assert loading < result.stdout.index("via=runpod.Endpoint")
     assert [] == WHOLE_KEY.findall(result.stdout + result.stderr)
 
 
@@ -248,13 +251,3 @@ def test_without_the_sdk_extra_the_stage_is_skipped_with_the_install_hint():
         "(pip install 'resilient-runpod[sdk]')"
     ) in result.stdout
     assert "jobs lost        0" in result.stdout
-
-
-def test_sdk_stage_says_what_is_loading():
-    """Before the SDK's slow import, a line says what is loading (no silent pause)."""
-    result = demo_process("--jobs", "2")
-
-    assert "loading the runpod SDK" in result.stdout
-    assert result.stdout.index("loading the runpod SDK") < result.stdout.index(
-        "via=runpod.Endpoint"
-    )
