@@ -98,17 +98,16 @@ def test_every_command_documents_its_exit_codes(child_env):
         assert "Exit code: 0" in text, command
 
 
-def test_no_color_is_honoured():
+def test_no_color_is_honoured(monkeypatch):
     """On a real terminal output is coloured, unless NO_COLOR is set to anything non-empty."""
     leader, follower = pty.openpty()
     try:
         with os.fdopen(follower, "w", closefd=False) as terminal:
-            os.environ.pop("NO_COLOR", None)
+            monkeypatch.delenv("NO_COLOR", raising=False)
             coloured = use_color(terminal)
-            os.environ["NO_COLOR"] = "1"
+            monkeypatch.setenv("NO_COLOR", "1")
             plain = use_color(terminal)
     finally:
-        os.environ.pop("NO_COLOR", None)
         os.close(leader)
         os.close(follower)
 
