@@ -104,7 +104,7 @@ class TestClean:
     ("raw", "expected"),
     [
         ("", [KeyProblem.EMPTY]),
-        (" rpa_X\n", [KeyProblem.WHITESPACE]),
+        (" rpa_X\n", [KeyProblem.WHITESPACE, KeyProblem.BAD_SHAPE]),
         ('"' + "rpa_" + "A" * 46 + '"', [KeyProblem.QUOTED]),
         ("rps_" + "A" * 46, [KeyProblem.S3_KEY]),
         ("rpa_" + "A" * 10, [KeyProblem.BAD_SHAPE]),
