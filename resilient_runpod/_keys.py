@@ -8,6 +8,7 @@ in code, which we refuse to alter silently).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import re
 import threading
@@ -20,10 +21,12 @@ __all__ = [
     "KEYS_PAGE",
     "KEY_VARIABLES",
     "S3_KEY_PREFIX",
+    "KeyProblem",
     "check",
     "clean",
     "fingerprint",
     "key_id",
+    "key_problems",
     "known_keys",
     "note_key",
     "shape_problems",
@@ -94,31 +97,70 @@ def key_id(key: str | None) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def shape_problems(key: str) -> list[str]:
-    """Everything about *key*'s text that would make RunPod reject it, in plain words.
+class KeyProblem(enum.Enum):
+    """What can be wrong with a key's text; `message` renders it for people."""
+
+    EMPTY = "empty"
+    WHITESPACE = "whitespace"
+    QUOTED = "quoted"
+    S3_KEY = "s3-key"
+    BAD_CHARACTERS = "bad-characters"
+    BAD_SHAPE = "bad-shape"
+
+    @property
+    def fatal(self) -> bool:
+        """Whether a key with this problem cannot be sent at all.
+
+        A wrong length for an ``rpa_`` key is not fatal: legacy keys have no prefix and
+        RunPod may change the format, so only `doctor` and the prompt warn about it.
+        """
+        return self is not KeyProblem.BAD_SHAPE
+
+    def message(self, key: str = "") -> str:
+        """The problem in plain words (*key* gives `BAD_SHAPE` its length; never shown)."""
+        if self is KeyProblem.BAD_SHAPE:
+            return (
+                f"the key starts with 'rpa_' but is {len(key.strip())} characters long "
+                "or has unexpected characters; RunPod's rpa_ keys are 50 letters and digits"
+            )
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    KeyProblem.EMPTY: "the key is empty",
+    KeyProblem.WHITESPACE: "the key has leading or trailing whitespace (a pasted newline?)",
+    KeyProblem.QUOTED: "the key is wrapped in quotes that were pasted along with it",
+    KeyProblem.S3_KEY: "the key starts with 'rps_': that is a RunPod S3 credential, not an API key",
+    KeyProblem.BAD_CHARACTERS: "the key contains characters that no RunPod key has "
+    "(spaces, quotes, ...)",
+}
+
+
+def key_problems(key: str) -> list[KeyProblem]:
+    """Everything about *key*'s text that would make RunPod reject it, as codes.
 
     An empty list means the key looks like a key; only the API can say whether it works.
     """
-    problems: list[str] = []
     if not key:
-        return ["the key is empty"]
+        return [KeyProblem.EMPTY]
+    problems: list[KeyProblem] = []
     if key != key.strip():
-        problems.append("the key has leading or trailing whitespace (a pasted newline?)")
+        problems.append(KeyProblem.WHITESPACE)
     stripped = key.strip()
     if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in _QUOTES:  # noqa: PLR2004
-        problems.append("the key is wrapped in quotes that were pasted along with it")
+        problems.append(KeyProblem.QUOTED)
     if stripped.startswith(S3_KEY_PREFIX):
-        problems.append(
-            "the key starts with 'rps_': that is a RunPod S3 credential, not an API key"
-        )
+        problems.append(KeyProblem.S3_KEY)
     elif _FORBIDDEN.search(stripped.strip(_QUOTES)):
-        problems.append("the key contains characters that no RunPod key has (spaces, quotes, ...)")
+        problems.append(KeyProblem.BAD_CHARACTERS)
     elif stripped.startswith(API_KEY_PREFIX) and not _RPA_SHAPE.fullmatch(stripped):
-        problems.append(
-            f"the key starts with 'rpa_' but is {len(stripped)} characters long "
-            "or has unexpected characters; RunPod's rpa_ keys are 50 letters and digits"
-        )
+        problems.append(KeyProblem.BAD_SHAPE)
     return problems
+
+
+def shape_problems(key: str) -> list[str]:
+    """`key_problems` in plain words, one sentence fragment each."""
+    return [problem.message(key) for problem in key_problems(key)]
 
 
 def check(key: str) -> str:
@@ -131,7 +173,7 @@ def check(key: str) -> str:
     if not isinstance(key, str):
         msg = f"an API key must be a str, not {type(key).__name__}"
         raise InvalidKeyError(msg, fingerprint=None)
-    fatal = [p for p in shape_problems(key) if "50 letters" not in p]
+    fatal = [p.message(key) for p in key_problems(key) if p.fatal]
     if fatal:
         raise InvalidKeyError(
             f"API key {fingerprint(key.strip())} cannot be used: {'; '.join(fatal)}. "

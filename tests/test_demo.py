@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -12,16 +13,17 @@ from pathlib import Path
 import pytest
 import structlog
 
-from resilient_runpod.cli._demo_run import run_demo
+from resilient_runpod.cli._demo_run import MAX_JOBS, run_demo
 
 # Any whole key, shaped like RunPod's: must never appear in the demo's output.
 WHOLE_KEY = re.compile(r"rpa_[A-Za-z0-9]{20,}")
 
 
-def demo_process(*args):
+def demo_process(*args, python=("-m", "resilient_runpod.cli")):
+    """Run `demo ARGS` in a child; *python* is what starts the CLI there."""
     env = {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
     return subprocess.run(
-        [sys.executable, "-m", "resilient_runpod.cli", "demo", *args],
+        [sys.executable, *python, "demo", *args],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -50,6 +52,9 @@ def test_demo_command_recovers_and_loses_nothing():
     assert "runpod.auth.rejected" in result.stdout
     assert "runpod.auth.recovered" in result.stdout
     assert "runpod.Endpoint" in result.stdout
+    # Before the SDK's slow import, a line says what is loading (no silent pause).
+    loading = result.stdout.index("loading the runpod SDK")
+    assert loading < result.stdout.index("via=runpod.Endpoint")
     assert [] == WHOLE_KEY.findall(result.stdout + result.stderr)
 
 
@@ -79,13 +84,28 @@ def test_run_demo_puts_the_callers_structlog_setup_back():
     assert before == structlog.get_config()
 
 
-def test_run_demo_refuses_too_few_jobs():
-    """Fewer than 2 jobs per stage leaves no room to revoke the key between jobs."""
-    with pytest.raises(ValueError, match="at least 2 jobs"):
-        run_demo(jobs=1, sdk=False, out=io.StringIO())
+@pytest.mark.parametrize("jobs", [1, MAX_JOBS + 1])
+def test_run_demo_refuses_too_few_or_too_many_jobs(jobs):
+    """Fewer than 2 jobs leaves no room to revoke the key between jobs; the cap is 10,000."""
+    with pytest.raises(ValueError, match="2 to 10000 jobs per stage"):
+        run_demo(jobs=jobs, sdk=False, out=io.StringIO())
 
 
-@pytest.mark.parametrize("args", [["--jobs", "1"], ["--jobs", "many"]])
+def test_the_cli_cap_is_the_demo_cap():
+    """`--jobs` accepts what the demo runs: one number, said in two modules."""
+    from resilient_runpod.cli import _demo
+
+    assert MAX_JOBS == _demo.MAX_JOBS == 10_000
+
+
+def test_more_than_100_jobs_run():
+    """A run beyond the old cap of 100 jobs per stage completes, every job counted."""
+    summary = run_demo(jobs=120, sdk=False, quiet=True, out=io.StringIO())
+
+    assert (240, 240, 0) == (summary.submitted, summary.completed, summary.lost)
+
+
+@pytest.mark.parametrize("args", [["--jobs", "1"], ["--jobs", "many"], ["--jobs", "10001"]])
 def test_demo_usage_errors_exit_2(args):
     """A bad --jobs is a usage error."""
     result = demo_process(*args)
@@ -99,7 +119,9 @@ def test_interactive_without_a_terminal_exits_2():
     result = demo_process("--interactive")
 
     assert 2 == result.returncode
-    assert "--interactive needs a person at a terminal" in result.stderr
+    assert "--interactive asks you to paste the new key" in result.stderr
+    # The demo makes its own keys: advice to set one would send the person astray.
+    assert "RUNPOD_API_KEY" not in result.stderr
     assert "" == result.stdout
 
 
@@ -135,3 +157,97 @@ def test_interactive_demo_in_a_real_terminal(tmp_path):
     assert (0, 2, 2) == (counts["jobs lost"], counts["hook calls"], counts["recoveries"])
     assert "source=prompt:terminal" in screen
     assert [] == [key for key in typed if key in screen]
+
+
+def lines_of(output: str) -> list[str]:
+    return output.splitlines()
+
+
+def test_demo_logs_in_the_order_things_happen():
+    """A job is shown submitted before the 401 it meets, then the recovery, then completed."""
+    out = io.StringIO()
+
+    run_demo(jobs=4, sdk=False, out=out)
+
+    lines = lines_of(out.getvalue())
+    order = [
+        next(i for i, line in enumerate(lines) if needle in line)
+        for needle in (
+            "demo.key.revoked",
+            "demo.job.submitted             job=3 ",
+            "runpod.auth.rejected",
+            "runpod.auth.recovered",
+            "demo.job.completed             job=3 ",
+        )
+    ]
+    assert sorted(order) == order
+
+
+def test_demo_console_lines_are_short_and_say_the_secret_path_once():
+    """Console events keep the fields that tell the story: no 300-character line, no repeats."""
+    out = io.StringIO()
+
+    run_demo(jobs=4, sdk=False, out=out)
+
+    text = out.getvalue()
+    path = re.search(r"reads the secret file (\S+)", text)
+    assert path is not None
+    assert 1 == text.count(path[1])
+    assert [] == [line for line in lines_of(text) if len(line) > 120]
+    recovered = next(line for line in lines_of(text) if "runpod.auth.recovered" in line)
+    assert "source=" not in recovered
+    assert "hook=" not in recovered
+
+
+def test_demo_json_keeps_every_field():
+    """--json: one JSON object per event with the long fields, then the summary object."""
+    out = io.StringIO()
+
+    run_demo(jobs=2, sdk=False, as_json=True, out=out)
+
+    records = [json.loads(line) for line in lines_of(out.getvalue())]
+    recovered = next(r for r in records if r.get("event") == "runpod.auth.recovered")
+    assert {"hook", "source", "url", "duration"} <= set(recovered)
+    summary = records[-1]["summary"]
+    assert (True, 4, 0) == (summary["ok"], summary["submitted"], summary["lost"])
+
+
+def test_timeline_adds_up_to_the_summary():
+    """The per-second timeline's columns sum to the emulator's counts and the recoveries."""
+    out = io.StringIO()
+
+    summary = run_demo(jobs=3, sdk=False, out=out)
+
+    rows = summary.timeline
+    assert summary.rejected == sum(r[2] for r in rows)
+    assert summary.recoveries == sum(r[3] for r in rows)
+    # Each job: one submit and at least one status check, plus each 401's retry.
+    assert sum(r[1] for r in rows) >= 2 * summary.submitted + summary.rejected
+    assert "Timeline (one line per second)" in out.getvalue()
+    assert len(rows) == 1 + rows[-1][0] - rows[0][0]
+
+
+def test_sdk_stage_says_it_was_skipped_and_why():
+    """--no-sdk: stage 3 is announced as skipped, with the reason."""
+    out = io.StringIO()
+
+    run_demo(jobs=2, sdk=False, out=out)
+
+    assert "3/3 runpod.Endpoint: skipped as asked (--no-sdk)" in out.getvalue()
+
+
+def test_without_the_sdk_extra_the_stage_is_skipped_with_the_install_hint():
+    """With runpod not importable (as without the extra), the demo says so and still passes."""
+    without_runpod = (
+        "import sys; sys.modules['runpod'] = None\n"
+        "from resilient_runpod.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    result = demo_process("--jobs", "2", python=("-c", without_runpod))
+
+    assert 0 == result.returncode, result.stderr
+    assert (
+        "3/3 runpod.Endpoint: skipped: the runpod SDK is not installed "
+        "(pip install 'resilient-runpod[sdk]')"
+    ) in result.stdout
+    assert "jobs lost        0" in result.stdout

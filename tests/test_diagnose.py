@@ -9,6 +9,7 @@ import pytest
 from resilient_runpod._keys import fingerprint
 from resilient_runpod._validate import KeyStatus, Validation
 from resilient_runpod.cli._diagnose import (
+    FindingCode,
     KeySource,
     Setup,
     check_live,
@@ -189,7 +190,7 @@ def test_empty_variable_is_reported():
     """RUNPOD_API_KEY set to nothing is reported as empty, and counts as no key."""
     setup = Setup(env={"RUNPOD_API_KEY": "  "}, sources=(env_source("RUNPOD_API_KEY", "  "),))
 
-    assert ["no-key", "empty-variable"] == [f.code for f in diagnose(setup)]
+    assert [FindingCode.NO_KEY, FindingCode.EMPTY_VARIABLE] == [f.code for f in diagnose(setup)]
     assert None is winners(setup).library
 
 
@@ -355,19 +356,19 @@ def test_live_answers_become_findings(status, code, severity, code_expected):
     assert code_expected == exit_code(findings)
 
 
-def test_live_check_without_any_key_reports_no_key_sent():
-    """With no key anywhere, the live check sends none, and RunPod's answer is reported."""
+def test_live_check_without_any_key_asks_nothing():
+    """With no key anywhere, nothing is sent, and `no-key` is the only error (no echo of it)."""
     sent = []
 
     def check(key, api_url):
         sent.append((key, api_url))
-        return answer(KeyStatus.MISSING, key)
+        return answer(KeyStatus.UNREACHABLE, key)
 
     live = check_live(Setup(), "http://127.0.0.1:1", check=check)
     findings = diagnose(Setup(), live)
 
-    assert [(None, "http://127.0.0.1:1")] == sent
-    assert ["no-key", "no-key-sent"] == codes(findings)
+    assert [] == sent
+    assert [FindingCode.NO_KEY] == [f.code for f in findings]
 
 
 def test_live_check_sends_each_distinct_key_once():
@@ -393,7 +394,7 @@ def test_live_check_sends_each_distinct_key_once():
 
 
 def test_stale_variable_over_a_working_config_key():
-    """The classic: RUNPOD_API_KEY rejected, the config file's newer key accepted."""
+    """The classic: RUNPOD_API_KEY rejected, the config's key accepted: `unset` leads."""
     old, new = make_key(), make_key()
     setup = Setup(
         sources=(
@@ -408,8 +409,88 @@ def test_stale_variable_over_a_working_config_key():
 
     findings = diagnose(setup, live)
 
-    assert ["key-rejected", "sources-disagree", "key-accepted"] == [f.code for f in findings]
+    assert [FindingCode.VARIABLE_HIDES_WORKING_KEY, FindingCode.KEY_ACCEPTED] == [
+        f.code for f in findings
+    ]
+    assert findings[0].fix.startswith("unset RUNPOD_API_KEY")
     assert 1 == exit_code(findings)
+
+
+def test_stale_variable_with_no_working_key_elsewhere_asks_for_a_new_key():
+    """Both keys rejected: unsetting the variable would not help, so each rejection stays."""
+    old, older = make_key(), make_key()
+    setup = Setup(
+        sources=(
+            env_source("RUNPOD_API_KEY", old),
+            config_source("[default].api_key", older),
+        )
+    )
+    live = {
+        "env:RUNPOD_API_KEY": answer(KeyStatus.REJECTED, old),
+        "config:[default].api_key": answer(KeyStatus.REJECTED, older),
+    }
+
+    findings = diagnose(setup, live)
+
+    assert [FindingCode.KEY_REJECTED, FindingCode.KEY_REJECTED] == [f.code for f in findings[:2]]
+    assert FindingCode.VARIABLE_HIDES_WORKING_KEY not in codes(findings)
+    assert "export RUNPOD_API_KEY=" in findings[0].fix
+    assert "resilient-runpod login" in findings[1].fix
+
+
+def test_misspelled_variable_leads_and_replaces_no_key():
+    """Only RUNPOD_APIKEY set: the rename is the first fix, and the generic `no-key` is gone."""
+    setup = Setup(env={"RUNPOD_APIKEY": make_key()})
+
+    findings = diagnose(setup, check_live(setup, check=lambda *_: pytest.fail("sent")))
+
+    assert FindingCode.MISSPELLED_VARIABLE == findings[0].code
+    assert findings[0].fix.startswith('Rename it: export RUNPOD_API_KEY="$RUNPOD_APIKEY"')
+    assert FindingCode.NO_KEY not in codes(findings)
+    assert 1 == exit_code(findings)
+
+
+def test_unknown_profile_with_no_other_key_for_the_library_is_an_error():
+    """--profile nope and only [default] in the file: this library has no key, exit 1."""
+    key = make_key()
+    setup = Setup(
+        profile="nope",
+        config_exists=True,
+        profiles=("default",),
+        sources=(config_source("[default].api_key", key),),
+    )
+
+    findings = diagnose(setup, {"config:[default].api_key": answer(KeyStatus.ACCEPTED, key)})
+
+    assert FindingCode.PROFILE_MISSING == findings[0].code
+    assert "error" == findings[0].severity
+    assert "resilient-runpod login --profile nope" in findings[0].fix
+    assert 1 == exit_code(findings)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        Setup(),
+        Setup(config_error="config.toml is not valid TOML"),
+        Setup(sources=(env_source("RUNPOD_API_KEY", make_key()),)),
+        Setup(sources=(config_source("[default].api_key", "rpa_short"),)),
+        Setup(
+            sources=(
+                env_source("RUNPOD_API_KEY", make_key()),
+                config_source("[default].api_key", make_key()),
+                config_source("apiKey", make_key()),
+            )
+        ),
+    ],
+)
+def test_fixes_recommend_login_not_runpod_config(setup):
+    """Advice names `resilient-runpod login` (validates, saves 0600), never `runpod config`."""
+    findings = diagnose(setup, {})
+    fixes = " ".join(f.fix for f in findings)
+
+    assert "resilient-runpod login" in fixes
+    assert "`runpod config`" not in fixes
 
 
 def test_findings_never_contain_a_key():

@@ -103,13 +103,21 @@ def test_working_key_exits_0_with_the_json_shape(runpod_emulator, capsys, monkey
 
 
 def test_no_key_anywhere(runpod_emulator, capsys):
-    """Cause 1: no key at all: no-key, and the live check shows RunPod saw no key."""
+    """Cause 1: no key at all: one `no-key` error, no request sent, no second error about it."""
     code, data, _ = doctor(capsys, "--api-url", runpod_emulator.api_url)
 
     assert 1 == code
-    assert ["no-key", "no-key-sent"] == sorted(codes(data))
-    assert [None] == [check["source"] for check in data["live"]]
-    assert "missing" == data["live"][0]["status"]
+    assert ["no-key"] == codes(data)
+    assert [] == data["live"]
+    assert 0 == runpod_emulator.counters().total
+    assert "resilient-runpod login" in data["findings"][0]["fix"]
+
+
+def test_no_key_and_no_network_is_still_one_error(capsys):
+    """Without a key the API is not asked, so an unreachable API adds no error of its own."""
+    code, data, _ = doctor(capsys, "--api-url", "http://127.0.0.1:9")
+
+    assert (1, ["no-key"]) == (code, codes(data))
 
 
 def test_misspelled_variable_in_a_real_process(runpod_emulator, home):
@@ -123,7 +131,11 @@ def test_misspelled_variable_in_a_real_process(runpod_emulator, home):
     assert 1 == result.returncode
     assert "RUNPOD_APIKEY is set" in text
     assert "but RunPod's tools read RUNPOD_API_KEY" in text
-    assert 'export RUNPOD_API_KEY="$RUNPOD_APIKEY"' in text
+    # The specific fix leads; the generic "no key is set" is dropped.
+    first = text.split("[error]")[1]
+    assert 'fix: Rename it: export RUNPOD_API_KEY="$RUNPOD_APIKEY"' in first
+    assert 1 == text.count("[error]")
+    assert "no RunPod API key is set" not in text
     assert "" == result.stderr
     assert [] == leaked(result.stdout + result.stderr, key)
 
@@ -235,8 +247,36 @@ def test_variable_overriding_a_newer_config_key(runpod_emulator, capsys, monkeyp
     assert {"env:RUNPOD_API_KEY": "rejected", "config:[default].api_key": "accepted"} == {
         check["source"]: check["status"] for check in data["live"]
     }
-    assert "unset RUNPOD_API_KEY" in the(data, "sources-disagree")["fix"]
+    first = data["findings"][0]
+    assert ("variable-hides-working-key", "error") == (first["code"], first["severity"])
+    assert first["fix"].startswith("unset RUNPOD_API_KEY")
+    assert ["variable-hides-working-key", "key-accepted"] == codes(data)
     assert [] == leaked(output, old, new)
+
+
+def test_unknown_profile_is_not_a_working_setup(runpod_emulator, capsys, home):
+    """--profile nope: the library has no key, so not "works": exit 1, the profile leads."""
+    write_config(home, f'[default]\napi_key = "{runpod_emulator.api_key}"\n')
+
+    code, data, _ = doctor(capsys, "--profile", "nope", "--api-url", runpod_emulator.api_url)
+
+    assert 1 == code
+    assert None is data["winners"]["library"]
+    assert ("profile-missing", "error") == (
+        data["findings"][0]["code"],
+        data["findings"][0]["severity"],
+    )
+
+
+def test_unknown_profile_text_does_not_say_it_works(runpod_emulator, home):
+    """The text verdict agrees with the table: no "the key setup works" without a key."""
+    write_config(home, f'[default]\napi_key = "{runpod_emulator.api_key}"\n')
+
+    result = doctor_process(home, {}, "--profile", "nope", "--api-url", runpod_emulator.api_url)
+
+    assert 1 == result.returncode
+    assert "the key setup works" not in result.stdout
+    assert "Result: 1 problem(s) to fix" in result.stdout
 
 
 def test_config_that_is_not_toml_in_a_real_process(home):
@@ -291,10 +331,20 @@ def test_text_output_in_a_real_process(runpod_emulator, home):
     assert [] == leaked(result.stdout + result.stderr, key)
 
 
-@pytest.mark.parametrize("args", [["--no-such-flag"], ["--profile", " "]])
-def test_usage_errors_exit_2(home, args):
-    """An unknown flag or an empty profile is a usage error: exit 2, a message on stderr."""
-    result = doctor_process(home, {}, "--offline", *args)
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--no-such-flag"], "--no-such-flag"),
+        (["--profile", " "], "--profile"),
+        (["--api-url", "127.0.0.1:8000"], "127.0.0.1:8000"),
+        (["--api-url", "ftp://example.invalid"], "ftp://example.invalid"),
+    ],
+)
+def test_usage_errors_exit_2(home, args, named):
+    """A bad flag or value is a usage error: exit 2, doctor's usage, the culprit named."""
+    result = doctor_process(home, {}, *args)
 
     assert 2 == result.returncode
-    assert "usage:" in result.stderr
+    assert result.stderr.startswith("usage: resilient-runpod doctor ")
+    assert named in result.stderr
+    assert "" == result.stdout

@@ -837,12 +837,13 @@ class CliRun:
 
 
 @contextmanager
-def cli_emulator(*args: str, env: dict[str, str]) -> Iterator[CliRun]:
+def cli_emulator(*args: str, env: dict[str, str], cwd: Path | None = None) -> Iterator[CliRun]:
     """Run `resilient-runpod emulator --port 0 ARGS`; yield once it serves, SIGTERM it after."""
     run = CliRun()
     with subprocess.Popen(
         [sys.executable, "-m", "resilient_runpod.cli", "emulator", "--port", "0", *args],
         env=env,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -854,7 +855,8 @@ def cli_emulator(*args: str, env: dict[str, str]) -> Iterator[CliRun]:
         try:
             for line in process.stdout:
                 run.banner += line
-                if line.startswith("Press Ctrl-C"):
+                # The last line of the text banner, or the one line of --json.
+                if line.startswith(("Press Ctrl-C", "{")):
                     break
             yield run
         finally:
@@ -898,3 +900,27 @@ def test_cli_serves_runpod_api_key_read_only(tmp_path: Path) -> None:
     assert f"API key {fingerprint(key)} (read-only), from RUNPOD_API_KEY" in run.banner
     assert key not in run.banner + run.rest
     assert not key_file.exists()
+
+
+def test_fixture_without_the_emulator_extra_fails_with_the_install_hint(tmp_path: Path) -> None:
+    """Without uvicorn, `runpod_emulator` errors (not skips), saying what to install."""
+    (tmp_path / "conftest.py").write_text(
+        "import sys\nsys.modules['uvicorn'] = None  # as if the extra were not installed\n"
+    )
+    (tmp_path / "test_user.py").write_text("def test_it(runpod_emulator):\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert 1 == result.returncode, result.stdout
+    assert "pip install 'resilient-runpod[emulator]'" in result.stdout
+    assert "1 error" in result.stdout
+    assert "skipped" not in result.stdout

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from resilient_runpod import InvalidKeyError, fingerprint
-from resilient_runpod._keys import check, clean, shape_problems
+from resilient_runpod._keys import KeyProblem, check, clean, key_problems, shape_problems
 
 from .conftest import make_key
 
@@ -98,3 +98,27 @@ class TestClean:
         """Whitespace alone is an empty key, refused with a reason."""
         with pytest.raises(InvalidKeyError, match="empty"):
             clean(" \n\t")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", [KeyProblem.EMPTY]),
+        (" rpa_X\n", [KeyProblem.WHITESPACE, KeyProblem.BAD_SHAPE]),
+        ('"' + "rpa_" + "A" * 46 + '"', [KeyProblem.QUOTED]),
+        ("rps_" + "A" * 46, [KeyProblem.S3_KEY]),
+        ("rpa_" + "A" * 10, [KeyProblem.BAD_SHAPE]),
+        ("abc def ghi jkl", [KeyProblem.BAD_CHARACTERS]),
+    ],
+)
+def test_key_problems_are_codes_and_the_words_are_rendered_from_them(raw, expected):
+    """Each problem is a `KeyProblem`; `shape_problems` is their messages, in the same order."""
+    assert expected == key_problems(raw)
+    assert [p.message(raw) for p in expected] == shape_problems(raw)
+
+
+def test_only_a_wrong_length_is_not_fatal():
+    """A wrong-length rpa_ key can still be sent (RunPod may change its format); the rest not."""
+    assert [KeyProblem.BAD_SHAPE] == [p for p in KeyProblem if not p.fatal]
+    short = "rpa_" + "A" * 10
+    assert short == check(short)

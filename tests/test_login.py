@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pexpect
+import pytest
 
 from resilient_runpod.cli import main
 
@@ -78,7 +80,7 @@ def test_login_ctrl_c_saves_nothing(tmp_path, child_env, runpod_emulator):
 
 
 def test_login_without_a_terminal_says_what_to_do(tmp_path, child_env):
-    """With stdin /dev/null, login exits 2 at once, pointing at --stdin and RUNPOD_API_KEY."""
+    """With stdin /dev/null, login exits 2 at once, pointing at --stdin, not at itself."""
     done = subprocess.run(
         [sys.executable, "-m", "resilient_runpod.cli", "login"],
         stdin=subprocess.DEVNULL,
@@ -90,7 +92,8 @@ def test_login_without_a_terminal_says_what_to_do(tmp_path, child_env):
     )
     assert 2 == done.returncode
     assert "stdin is not a terminal" in done.stderr
-    assert "--stdin" in done.stderr
+    assert "| resilient-runpod login --stdin" in done.stderr
+    assert "`resilient-runpod login`" not in done.stderr
 
 
 def test_login_from_stdin(monkeypatch, capsys, runpod_emulator):
@@ -120,6 +123,7 @@ def test_login_unreachable_api_is_not_saved_unless_asked(monkeypatch, capsys, tm
     monkeypatch.setattr(sys, "stdin", io.StringIO(key))
     assert 1 == main(["login", "--stdin", "--api-url", nowhere])
     assert not (Path.home() / ".runpod").exists()
+    assert "add --no-validate to save it unchecked" in capsys.readouterr().err
     monkeypatch.setattr(sys, "stdin", io.StringIO(key))
     target = tmp_path / "key-file"
     assert 0 == main(["login", "--stdin", "--no-validate", "--to", str(target)])
@@ -136,3 +140,33 @@ def test_login_keeps_a_broken_config_untouched(monkeypatch, capsys, runpod_emula
     assert 1 == main(["login", "--stdin", "--api-url", runpod_emulator.api_url])
     assert "not valid TOML" in capsys.readouterr().err
     assert "[default\n" == path.read_text()
+
+
+def test_login_api_url_without_scheme_is_a_usage_error(capsys):
+    """`--api-url 127.0.0.1:8000` is caught as a usage error (exit 2), not a network failure."""
+    with pytest.raises(SystemExit) as exited:
+        main(["login", "--stdin", "--api-url", "127.0.0.1:8000"])
+
+    assert 2 == exited.value.code
+    err = capsys.readouterr().err
+    assert err.startswith("usage: resilient-runpod login ")
+    assert "'127.0.0.1:8000' is not an http:// or https:// URL" in err
+
+
+def test_login_json_reports_the_outcome(monkeypatch, capsys, tmp_path):
+    """--json: one JSON object on stdout saying saved, the fingerprint and where; no key."""
+    key = make_key()
+    target = tmp_path / "key-file"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key))
+
+    assert 0 == main(["login", "--stdin", "--no-validate", "--to", str(target), "--json"])
+
+    out = capsys.readouterr().out
+    assert {
+        "saved": True,
+        "exit_code": 0,
+        "fingerprint": f"rpa_…{key[-4:]}",
+        "where": str(target),
+        "validated": False,
+    } == json.loads(out)
+    assert key not in out

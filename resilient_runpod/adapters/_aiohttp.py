@@ -10,8 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import aiohttp
-from aiohttp.payload import BytesPayload
+try:
+    import aiohttp
+    from aiohttp.payload import BytesPayload
+except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` does
+    raise ImportError(
+        "ResilientMiddleware needs aiohttp >= 3.12: pip install 'resilient-runpod[sdk]'"
+    ) from exc
 
 from .._engine import run_async
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import httpx
-import requests.exceptions
-from requests.adapters import BaseAdapter, HTTPAdapter
+
+try:
+    import requests.exceptions
+    from requests.adapters import BaseAdapter, HTTPAdapter
+except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` does
+    raise ImportError(
+        "ResilientHTTPAdapter needs requests: pip install 'resilient-runpod[sdk]'"
+    ) from exc
 
 from .._engine import run_sync
 from .._hosts import with_api_key_param

@@ -16,6 +16,7 @@ Keys appear in findings by fingerprint only.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import stat
@@ -25,7 +26,15 @@ from typing import TYPE_CHECKING, Literal
 
 from .._config import config_path, keys_in_config, load_config
 from .._errors import KEYS_PAGE, ConfigError, InvalidKeyError
-from .._keys import API_KEY_PREFIX, KEY_VARIABLES, clean, fingerprint, shape_problems, unquote
+from .._keys import (
+    API_KEY_PREFIX,
+    KEY_VARIABLES,
+    KeyProblem,
+    clean,
+    fingerprint,
+    key_problems,
+    unquote,
+)
 from .._validate import KeyStatus, Validation, validate
 
 if TYPE_CHECKING:
@@ -34,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSOLE_URL",
     "Finding",
+    "FindingCode",
     "KeySource",
     "Setup",
     "Severity",
@@ -50,6 +60,38 @@ __all__ = [
 CONSOLE_URL = KEYS_PAGE
 
 Severity = Literal["error", "warning", "info", "ok"]
+# The command that saves a key where every tool reads it, mode 0600, after RunPod accepts it.
+LOGIN = "resilient-runpod login"
+
+
+class FindingCode(str, enum.Enum):
+    """What a `Finding` is about: the stable identifier ``--json`` readers branch on."""
+
+    CONFIG_INVALID = "config-invalid"
+    CONFIG_PERMISSIONS = "config-permissions"
+    PROFILE_MISSING = "profile-missing"
+    NO_KEY = "no-key"
+    EMPTY_VARIABLE = "empty-variable"
+    MISSPELLED_VARIABLE = "misspelled-variable"
+    KEY_EMPTY = "key-empty"
+    KEY_WHITESPACE = "key-whitespace"
+    KEY_QUOTED = "key-quoted"
+    KEY_S3 = "key-s3"
+    KEY_BAD_CHARACTERS = "key-bad-characters"
+    KEY_BAD_SHAPE = "key-bad-shape"
+    SDK_NO_KEY = "sdk-no-key"
+    SOURCES_DISAGREE = "sources-disagree"
+    CONFIG_ENTRIES_DISAGREE = "config-entries-disagree"
+    VARIABLE_HIDES_WORKING_KEY = "variable-hides-working-key"
+    KEY_ACCEPTED = "key-accepted"
+    KEY_REJECTED = "key-rejected"
+    KEY_FORBIDDEN = "key-forbidden"
+    NO_KEY_SENT = "no-key-sent"
+    UNREACHABLE = "unreachable"
+
+    def __str__(self) -> str:
+        return self.value
+
 
 # The variables RunPod's tools read: the first by runpodctl, this library and most scripts,
 # the second inside serverless workers.
@@ -143,7 +185,8 @@ class Finding:
     """One thing `doctor` found.
 
     Attributes:
-        code: A stable identifier, e.g. ``misspelled-variable`` (for ``--json`` readers).
+        code: What the finding is about; its value (``misspelled-variable``) is what
+            ``--json`` prints.
         severity: ``error`` (this breaks something), ``warning`` (this will bite later),
             ``info`` or ``ok``.
         what: What is wrong (or right), naming keys by fingerprint only.
@@ -153,7 +196,7 @@ class Finding:
 
     """
 
-    code: str
+    code: FindingCode
     severity: Severity
     what: str
     why: str = ""
@@ -302,19 +345,14 @@ def check_live(
 ) -> dict[str, Validation]:
     """Ask RunPod about each distinct key in *setup* (the only part that uses the network).
 
-    With no key anywhere, sends one request without a key, so that the answer shows what
-    RunPod sees. Keys that cannot be sent at all are not sent.
+    Keys that cannot be sent at all are not sent; with no sendable key, nothing is asked
+    (the answer to a request without a key would only repeat the ``no-key`` finding).
 
     Returns:
-        The answers by `KeySource.name`, or under ``"none"`` for the request without a key.
+        The answers by `KeySource.name`.
 
     """
-    checks = keys_to_check(setup)
-    if not checks:
-        if any(s.raw.strip() for s in setup.sources):
-            return {}
-        return {"none": check(None, api_url)}
-    return {name: check(key, api_url) for name, key in checks.items()}
+    return {name: check(key, api_url) for name, key in keys_to_check(setup).items()}
 
 
 def _same_key(setup: Setup, a: str | None, b: str | None) -> bool:
@@ -326,25 +364,25 @@ def _same_key(setup: Setup, a: str | None, b: str | None) -> bool:
     return key_a == (source_b.sendable or source_b.raw.strip())
 
 
-def _config_findings(setup: Setup) -> list[Finding]:
+def _config_findings(setup: Setup, chosen: Winners) -> list[Finding]:
     findings: list[Finding] = []
     path = setup.config_path
     if setup.config_error is not None:
         findings.append(
             Finding(
-                "config-invalid",
+                FindingCode.CONFIG_INVALID,
                 "error",
                 setup.config_error,
                 "the runpod SDK fails at import, and runpodctl and this library cannot read a key "
                 "from it",
                 f"Fix the file, or move it away (mv {path} {path}.bak) and run "
-                "`runpod config` to write a new one.",
+                f"`{LOGIN}` to write a new one.",
             )
         )
     elif setup.config_mode is not None and setup.config_mode & 0o077:
         findings.append(
             Finding(
-                "config-permissions",
+                FindingCode.CONFIG_PERMISSIONS,
                 "warning",
                 f"{path} can be read by other users (mode {setup.config_mode:o})",
                 "it holds your API key: anyone who can read it can use your RunPod account",
@@ -359,13 +397,16 @@ def _config_findings(setup: Setup) -> list[Finding]:
         and profile not in setup.profiles
     ):
         known = ", ".join(f"[{p}]" for p in setup.profiles) or "none"
+        # An error when nothing else gives this library a key: it would send none.
+        severity: Severity = "error" if chosen.library is None else "warning"
         findings.append(
             Finding(
-                "profile-missing",
-                "warning",
+                FindingCode.PROFILE_MISSING,
+                severity,
                 f"{path} has no [{profile}] table (profiles there: {known})",
-                f"--profile {profile} finds no key in the config file",
-                f'Check the profile name, or add [{profile}] with api_key = "..." to {path}.',
+                f"--profile {profile} finds no key in the config file"
+                + (", so this library has no key at all" if chosen.library is None else ""),
+                f"Check the profile name, or save a key there: `{LOGIN} --profile {profile}`.",
             )
         )
     return findings
@@ -378,7 +419,7 @@ def _variable_findings(setup: Setup, *, have_key: bool) -> list[Finding]:
         if value is not None and not value.strip():
             findings.append(
                 Finding(
-                    "empty-variable",
+                    FindingCode.EMPTY_VARIABLE,
                     "warning",
                     f"{name} is set but empty",
                     "RunPod's tools treat it as no key; an empty value usually means a failed "
@@ -394,7 +435,7 @@ def _variable_findings(setup: Setup, *, have_key: bool) -> list[Finding]:
         expected = "RUNPOD_AI_API_KEY" if "AI" in _squash(name)[6:8] else "RUNPOD_API_KEY"
         findings.append(
             Finding(
-                "misspelled-variable",
+                FindingCode.MISSPELLED_VARIABLE,
                 "warning" if have_key else "error",
                 f"{name} is set (a key, {fingerprint(value.strip())}), "
                 f"but RunPod's tools read {expected}",
@@ -407,32 +448,43 @@ def _variable_findings(setup: Setup, *, have_key: bool) -> list[Finding]:
     return findings
 
 
-_SHAPE_CODES = (
-    ("whitespace", "key-whitespace"),
-    ("quotes that were pasted", "key-quoted"),
-    ("S3 credential", "key-s3"),
-    ("characters that no RunPod key has", "key-bad-characters"),
-    ("50 letters", "key-bad-shape"),
-    ("empty", "key-empty"),
-)
+_SHAPE_CODES = {
+    KeyProblem.EMPTY: FindingCode.KEY_EMPTY,
+    KeyProblem.WHITESPACE: FindingCode.KEY_WHITESPACE,
+    KeyProblem.QUOTED: FindingCode.KEY_QUOTED,
+    KeyProblem.S3_KEY: FindingCode.KEY_S3,
+    KeyProblem.BAD_CHARACTERS: FindingCode.KEY_BAD_CHARACTERS,
+    KeyProblem.BAD_SHAPE: FindingCode.KEY_BAD_SHAPE,
+}
+_SHAPE_WHY = {
+    KeyProblem.WHITESPACE: "the runpod SDK, curl and most scripts send the key as it is, "
+    "and RunPod rejects it with 401 (or the HTTP library refuses the header)",
+    KeyProblem.QUOTED: "the quotes are sent as part of the key, and RunPod rejects it with 401",
+    KeyProblem.S3_KEY: "RunPod answers 401 to an S3 credential used as an API key",
+    KeyProblem.BAD_CHARACTERS: "RunPod keys are letters, digits and _; this one cannot work",
+    KeyProblem.BAD_SHAPE: "it was probably cut short or has extra characters from pasting",
+}
 
 
-def _shape_fix(code: str, source: KeySource) -> str:
-    if code == "key-s3":
+def _shape_fix(problem: KeyProblem, source: KeySource) -> str:
+    if problem is KeyProblem.S3_KEY:
         return (
             f"Put an API key (it starts with {API_KEY_PREFIX}) in {source.where}: create one at "
             f"{CONSOLE_URL} under API Keys. rps_ keys belong in S3 tools' "
             "secret-access-key settings."
         )
-    if code in ("key-whitespace", "key-quoted"):
+    if problem in (KeyProblem.WHITESPACE, KeyProblem.QUOTED):
         if source.name.startswith("env:"):
             variable = source.name.removeprefix("env:")
             return (
                 f"Set it again without them: export {variable}=rpa_... (no quotes inside the "
                 "value; to read it from a file: \"$(tr -d '[:space:]' < file)\")."
             )
-        return f'Edit {source.where} so that the value is exactly the key: api_key = "rpa_...".'
-    return f"Copy the key again from {CONSOLE_URL} and put it in {source.where}."
+        return f"Save the key again, exactly: `{LOGIN}` (it strips what was pasted along)."
+    if source.name.startswith("env:"):
+        variable = source.name.removeprefix("env:")
+        return f"Copy the key again from {CONSOLE_URL}: export {variable}=rpa_..."
+    return f"Copy the key again from {CONSOLE_URL} and save it with `{LOGIN}`."
 
 
 def _shape_findings(setup: Setup) -> list[Finding]:
@@ -440,29 +492,18 @@ def _shape_findings(setup: Setup) -> list[Finding]:
     for source in setup.sources:
         if not source.raw.strip():
             continue
-        for problem in shape_problems(source.raw):
-            code = next((c for needle, c in _SHAPE_CODES if needle in problem), "key-shape")
-            # A wrong length may still work (RunPod may change its format); the rest cannot.
-            severity: Severity = "warning" if code == "key-bad-shape" else "error"
-            why = {
-                "key-whitespace": "the runpod SDK, curl and most scripts send the key as it is, "
-                "and RunPod rejects it with 401 (or the HTTP library refuses the header)",
-                "key-quoted": "the quotes are sent as part of the key, and RunPod rejects it "
-                "with 401",
-                "key-s3": "RunPod answers 401 to an S3 credential used as an API key",
-                "key-bad-characters": "RunPod keys are letters, digits and _; this one cannot work",
-                "key-bad-shape": "it was probably cut short or has extra characters from pasting",
-            }.get(code, "RunPod rejects keys like this with 401")
-            findings.append(
-                Finding(
-                    code,
-                    severity,
-                    f"the key in {source.where} ({source.fingerprint}): {problem}",
-                    why,
-                    _shape_fix(code, source),
-                    source.name,
-                )
+        findings.extend(
+            Finding(
+                _SHAPE_CODES[problem],
+                # A wrong length may still work (RunPod may change its format).
+                "error" if problem.fatal else "warning",
+                f"the key in {source.where} ({source.fingerprint}): {problem.message(source.raw)}",
+                _SHAPE_WHY.get(problem, "RunPod rejects keys like this with 401"),
+                _shape_fix(problem, source),
+                source.name,
             )
+            for problem in key_problems(source.raw)
+        )
     return findings
 
 
@@ -474,7 +515,7 @@ def _tool_findings(setup: Setup, chosen: Winners) -> list[Finding]:
     if library is not None and sdk is None:
         findings.append(
             Finding(
-                "sdk-no-key",
+                FindingCode.SDK_NO_KEY,
                 "warning",
                 "the runpod SDK finds no key: it reads only [default].api_key in "
                 f"{setup.config_path}, "
@@ -482,7 +523,7 @@ def _tool_findings(setup: Setup, chosen: Winners) -> list[Finding]:
                 "runpod.Endpoint(...) and runpod.get_pods() fail with 'API key invalid or missing' "
                 "unless your code sets runpod.api_key itself (the SDK never reads RUNPOD_API_KEY)",
                 'In code: runpod.api_key = os.environ["RUNPOD_API_KEY"] before creating endpoints '
-                "(or use resilient_runpod's SDK wrapper); or run `runpod config` to write "
+                f"(or use resilient_runpod's SDK wrapper); or run `{LOGIN}` to save it as "
                 "[default].api_key.",
             )
         )
@@ -495,7 +536,7 @@ def _tool_findings(setup: Setup, chosen: Winners) -> list[Finding]:
             )
             fix = (
                 "Keep one key: if the config file's key is the newer one, `unset RUNPOD_API_KEY` "
-                "(and remove it from your shell profile or .env); otherwise run `runpod config` "
+                f"(and remove it from your shell profile or .env); otherwise run `{LOGIN}` "
                 "with the key in RUNPOD_API_KEY."
             )
         else:
@@ -506,7 +547,7 @@ def _tool_findings(setup: Setup, chosen: Winners) -> list[Finding]:
             fix = "Put the same, current key in both, or run with --profile default."
         findings.append(
             Finding(
-                "sources-disagree",
+                FindingCode.SOURCES_DISAGREE,
                 "warning",
                 what,
                 "a program that works with one tool gets 401 with the other; a stale variable "
@@ -523,14 +564,13 @@ def _tool_findings(setup: Setup, chosen: Winners) -> list[Finding]:
     ):
         findings.append(
             Finding(
-                "config-entries-disagree",
+                FindingCode.CONFIG_ENTRIES_DISAGREE,
                 "warning",
                 f"runpodctl's apiKey ({ctl.fingerprint}) and the SDK's [default].api_key "
                 f"({sdk.fingerprint}) in {setup.config_path} are different keys",
                 "runpodctl and the runpod SDK each read only their own entry, so one of them uses "
                 "an old key",
-                "Run `runpodctl config --apiKey rpa_...` and `runpod config` with the same "
-                "current key.",
+                f"Run `runpodctl config --apiKey rpa_...` and `{LOGIN}` with the same current key.",
             )
         )
     return findings
@@ -555,7 +595,7 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
     print_ = result.fingerprint
     if result.status is KeyStatus.ACCEPTED:
         return Finding(
-            "key-accepted",
+            FindingCode.KEY_ACCEPTED,
             "ok",
             f"RunPod accepted the key in {where} ({print_})",
             f"asked {result.url}",
@@ -564,18 +604,18 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
         )
     if result.status is KeyStatus.REJECTED:
         return Finding(
-            "key-rejected",
+            FindingCode.KEY_REJECTED,
             "error",
             f"RunPod rejected the key in {where} ({print_}): {result.detail}",
             "the key was revoked, has expired or was never valid (a typo): every request with it "
             "gets 401",
-            f"Create a new key at {CONSOLE_URL} (API Keys), put it in {where}; then delete the old "
-            "key in the console.",
+            f"Create a new key at {CONSOLE_URL} (API Keys) and {_put_it(name, where)}; then "
+            "delete the old key in the console.",
             name,
         )
     if result.status is KeyStatus.FORBIDDEN:
         return Finding(
-            "key-forbidden",
+            FindingCode.KEY_FORBIDDEN,
             "error",
             f"RunPod knows the key in {where} ({print_}) but it lacks permission: {result.detail}",
             "this is not a rejected key (401): a new copy of the same key will not help, and this "
@@ -586,15 +626,15 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
         )
     if result.status is KeyStatus.MISSING:
         return Finding(
-            "no-key-sent",
+            FindingCode.NO_KEY_SENT,
             "error",
             f"RunPod saw no key ({result.url}): {result.detail}",
             "requests without a key get 401 from every RunPod API except GraphQL",
-            "Set RUNPOD_API_KEY (see the other findings).",
-            name if name != "none" else None,
+            "Check for a proxy or gateway that removes the Authorization header, or --api-url.",
+            name,
         )
     return Finding(
-        "unreachable",
+        FindingCode.UNREACHABLE,
         "error",
         f"could not ask RunPod about the key in {where} ({print_}): {result.detail} from "
         f"{result.url}",
@@ -605,38 +645,113 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
     )
 
 
+def _put_it(name: str, where: str) -> str:
+    """Where to put a new key, for a source: the variable it was in, or `login`."""
+    if name.startswith("env:"):
+        variable = name.removeprefix("env:")
+        return f"put it in {variable} (export {variable}=rpa_...)"
+    return f"save it with `{LOGIN}` (it replaces the key in {where})"
+
+
+def _hidden_working_key(
+    setup: Setup, chosen: Winners, live: Mapping[str, Validation]
+) -> Finding | None:
+    """RUNPOD_API_KEY is rejected while a key in the config file is accepted.
+
+    The classic 401 that "cannot happen": a stale variable wins over the newer key. The
+    fix is to remove the variable, not to make yet another key.
+    """
+    env = "env:RUNPOD_API_KEY"
+    answer = live.get(env)
+    if chosen.library != env or answer is None or answer.status is not KeyStatus.REJECTED:
+        return None
+    working = next(
+        (
+            s
+            for s in setup.sources
+            if s.name.startswith("config:")
+            and (check := live.get(s.name)) is not None
+            and check.status is KeyStatus.ACCEPTED
+        ),
+        None,
+    )
+    if working is None:
+        return None
+    return Finding(
+        FindingCode.VARIABLE_HIDES_WORKING_KEY,
+        "error",
+        f"RunPod rejects RUNPOD_API_KEY ({answer.fingerprint}), and it overrides the key in "
+        f"{working.where} ({working.fingerprint}), which RunPod accepts",
+        "this library and runpodctl take RUNPOD_API_KEY first, so they send the rejected key "
+        "while a working one sits in the config file",
+        "unset RUNPOD_API_KEY (and remove it where it is set: shell profile, .env file, CI "
+        "secret); the config file's key is then used.",
+        env,
+    )
+
+
+# Findings made redundant by a more specific one: the specific one leads, these are dropped.
+_EXPLAINED_BY: dict[FindingCode, frozenset[FindingCode]] = {
+    FindingCode.MISSPELLED_VARIABLE: frozenset({FindingCode.NO_KEY}),
+    FindingCode.VARIABLE_HIDES_WORKING_KEY: frozenset(
+        {FindingCode.SOURCES_DISAGREE, FindingCode.KEY_REJECTED}
+    ),
+}
+
+
+def _drop_explained(findings: list[Finding]) -> list[Finding]:
+    # A generic finding (no source) is explained outright; one about a source only when
+    # the specific finding is about that same source (another rejected key still counts).
+    explained = {(code, f.source) for f in findings for code in _EXPLAINED_BY.get(f.code, ())}
+    codes = {code for code, _ in explained}
+    return [
+        f
+        for f in findings
+        if (f.code, f.source) not in explained and not (f.source is None and f.code in codes)
+    ]
+
+
 def diagnose(setup: Setup, live: Mapping[str, Validation] | None = None) -> list[Finding]:
-    """Every finding about *setup*, errors first.
+    """Every finding about *setup*, the one to act on first.
+
+    Errors come before warnings; among them, a specific diagnosis (a stale variable over
+    a working key, a misspelled variable) leads, and the generic findings it explains
+    (no key, the rejected key, sources that disagree) are dropped.
 
     Args:
         setup: What `gather` found.
-        live: The live check's answers by `KeySource.name` (as `keys_to_check` names them),
-            plus ``"none"`` for a check sent with no key. ``None`` when it was skipped.
+        live: The live check's answers by `KeySource.name` (as `keys_to_check` names them).
+            ``None`` when it was skipped.
 
     """
     chosen = winners(setup)
     have_key = any(s.raw.strip() for s in setup.sources)
-    findings = _config_findings(setup)
+    findings: list[Finding] = []
+    if live is not None:
+        hidden = _hidden_working_key(setup, chosen, live)
+        if hidden is not None:
+            findings.append(hidden)
+    findings += _variable_findings(setup, have_key=have_key)
+    findings += _config_findings(setup, chosen)
     if not have_key:
         where = ", ".join(_EXPECTED) + f", {setup.config_path}"
         findings.append(
             Finding(
-                "no-key",
+                FindingCode.NO_KEY,
                 "error",
                 f"no RunPod API key is set anywhere RunPod's tools look ({where})",
                 "every request goes out without a key and RunPod answers 401",
-                f"Create a key at {CONSOLE_URL} (API Keys), then export RUNPOD_API_KEY=rpa_... "
-                "(add it to your shell profile), or run `runpod config` to store it in the "
-                "config file.",
+                f"Create a key at {CONSOLE_URL} (API Keys), then run `{LOGIN}` to check it and "
+                "save it where the SDK, runpodctl and this library read it (or export "
+                "RUNPOD_API_KEY=rpa_...).",
             )
         )
-    findings += _variable_findings(setup, have_key=have_key)
     findings += _shape_findings(setup)
     findings += _tool_findings(setup, chosen)
     if live is not None:
         findings += _live_findings(setup, keys_to_check(setup), live)
     order = {"error": 0, "warning": 1, "info": 2, "ok": 3}
-    return sorted(findings, key=lambda f: order[f.severity])
+    return sorted(_drop_explained(findings), key=lambda f: order[f.severity])
 
 
 def exit_code(findings: Sequence[Finding]) -> int:

@@ -14,6 +14,8 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ._common import api_url
+
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
@@ -55,11 +57,12 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--api-url",
         metavar="URL",
+        type=api_url,
         help="the API to ask (default: $RUNPOD_API_BASE_URL or https://api.runpod.io), "
         "e.g. an emulator's URL",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.set_defaults(run=_run, doctor_parser=parser)
+    parser.set_defaults(run=_run, command_parser=parser)
 
 
 def report(
@@ -114,7 +117,7 @@ def _as_json(
         if live is None
         else [
             {
-                "source": None if name == "none" else name,
+                "source": name,
                 "status": v.status.value,
                 "fingerprint": v.fingerprint,
                 "url": v.url,
@@ -125,7 +128,7 @@ def _as_json(
         "offline": offline,
         "findings": [
             {
-                "code": f.code,
+                "code": f.code.value,
                 "severity": f.severity,
                 "what": f.what,
                 "why": f.why,
@@ -175,9 +178,11 @@ def _render_sources(data: dict[str, Any], say: Callable[..., None]) -> None:
     say()
     if data["live"] is None:
         say("Live check: skipped (--offline)")
+    elif not data["live"]:
+        say("Live check: nothing to ask (no key that can be sent)")
     else:
         for check in data["live"]:
-            what = f"{check['fingerprint']} from {check['source']}" if check["source"] else "no key"
+            what = f"{check['fingerprint']} from {check['source']}"
             say(f"Live check: {what}: {check['status']} ({check['url']})")
     say()
 
@@ -203,7 +208,7 @@ def _render_findings(data: dict[str, Any], say: Callable[..., None]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if not args.profile.strip():
-        args.doctor_parser.error("--profile cannot be empty")
+        args.command_parser.error("--profile cannot be empty")
     data = report(profile=args.profile, offline=args.offline, api_url=args.api_url)
     if args.json:
         json.dump(data, sys.stdout, indent=2, ensure_ascii=False)

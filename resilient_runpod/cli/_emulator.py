@@ -2,15 +2,20 @@
 
 The key is never printed, only its fingerprint: terminal scrollback and CI logs are
 where keys leak. It comes from ``RUNPOD_API_KEY`` if that is set; otherwise a new key
-is written to a file only the current user can read.
+is written to a file only the current user can read: ``--key-file`` if given, else a
+private temporary directory removed when the emulator stops (never the current
+directory, where it could end up in a commit).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +24,13 @@ from resilient_runpod._keys import clean, fingerprint
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterator
     from types import FrameType
 
     from resilient_runpod.testing import Emulator
 
 __all__ = ["add_parser"]
 
-_DEFAULT_KEY_FILE = Path(".runpod-emulator-key")
 _LOOPBACK = ("127.0.0.1", "[::1]", "localhost")
 
 
@@ -36,8 +41,10 @@ def add_parser(sub: Any) -> None:
         help="serve a local RunPod look-alike (serverless, GraphQL, REST v2) for tests and demos",
         description=(
             "Serve RunPod's auth surface on this machine until Ctrl-C or SIGTERM. The key is "
-            "$RUNPOD_API_KEY if set, else a new one written to --key-file. Admin API (no auth): "
-            "/_emulator/keys, /_emulator/faults, /_emulator/latency, /_emulator/counters."
+            "$RUNPOD_API_KEY if set, else a new one written to --key-file (default: a private "
+            "temporary file, removed on exit). Admin API (no auth): /_emulator/keys, "
+            "/_emulator/faults, /_emulator/latency, /_emulator/counters. Exit code: 0 stopped, "
+            "1 could not serve, 2 usage error."
         ),
     )
     parser.add_argument(
@@ -52,15 +59,22 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--key-file",
         type=Path,
-        default=_DEFAULT_KEY_FILE,
-        help="where to write a generated key, mode 0600 (default: %(default)s)",
+        metavar="PATH",
+        help="where to write a generated key, mode 0600 "
+        "(default: a private temporary file, removed on exit)",
     )
     parser.add_argument(
         "--read-only-key",
         action="store_true",
         help="register the key read-only: writes get 403, to try out permission errors",
     )
-    parser.set_defaults(run=_run)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the URLs, the SDK variables, the key's fingerprint and file as one JSON "
+        "line instead of text",
+    )
+    parser.set_defaults(run=_run, command_parser=parser)
 
 
 def _write_key_file(path: Path, key: str) -> None:
@@ -107,23 +121,69 @@ def _run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if raw.strip():
-            origin = "from RUNPOD_API_KEY"
-        else:
-            _write_key_file(args.key_file, key)
-            origin = f"written to {args.key_file} (mode 0600)"
-        _announce(emulator, fingerprint(key), origin, read_only=args.read_only_key)
-        # A timeout, so that the signal handler gets to run promptly on every platform.
-        while not stop.wait(0.5):
-            pass
+        with _key_written(args.key_file, key, from_env=bool(raw.strip())) as key_file:
+            if args.json:
+                _announce_json(emulator, fingerprint(key), key_file, read_only=args.read_only_key)
+            else:
+                origin = (
+                    "from RUNPOD_API_KEY"
+                    if key_file is None
+                    else f"written to {key_file} (mode 0600)"
+                )
+                _announce(emulator, fingerprint(key), origin, read_only=args.read_only_key)
+            # A timeout, so that the signal handler gets to run promptly on every platform.
+            while not stop.wait(0.5):
+                pass
     except OSError as exc:
-        return _fail(f"cannot write {args.key_file}: {exc}", 1)
+        return _fail(f"cannot write the key file: {exc}", 1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         emulator.stop()
-    _say("RunPod emulator stopped.")
+    if not args.json:
+        _say("RunPod emulator stopped.")
     return 0
+
+
+@contextmanager
+def _key_written(path: Path | None, key: str, *, from_env: bool) -> Iterator[Path | None]:
+    """Write a generated *key* where its user can read it; yield that file (None: not written).
+
+    Without *path*, a private temporary directory (mode 0700) holds it until the emulator
+    stops: never the current directory, where a key file could end up in a commit.
+    """
+    if from_env:
+        yield None
+        return
+    if path is not None:
+        _write_key_file(path, key)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="runpod-emulator-") as private:
+        path = Path(private) / "api-key"
+        _write_key_file(path, key)
+        yield path
+
+
+def _announce_json(
+    emulator: Emulator, key_fingerprint: str, key_file: Path | None, *, read_only: bool
+) -> None:
+    _say(
+        json.dumps(
+            {
+                "url": emulator.url,
+                "serverless_url": emulator.serverless_url,
+                "graphql_url": emulator.graphql_url,
+                "rest_url": emulator.rest_url,
+                "admin_url": f"{emulator.url}/_emulator/",
+                "endpoint_id": emulator.endpoint_id,
+                "sdk_env": emulator.sdk_env,
+                "fingerprint": key_fingerprint,
+                "key_file": None if key_file is None else str(key_file),
+                "read_only": read_only,
+            }
+        )
+    )
 
 
 def _announce(emulator: Emulator, key_fingerprint: str, origin: str, *, read_only: bool) -> None:

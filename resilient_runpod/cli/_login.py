@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from .._keys import clean, fingerprint
 from .._validate import KeyStatus, Validation, validate
 from ..recovery._persist import save_to_config, save_to_file
 from ..recovery._prompt import Prompt
+from ._common import api_url
 
 if TYPE_CHECKING:
     import argparse
@@ -36,12 +38,15 @@ def add_parser(sub: Any) -> None:
             "Ask for a RunPod API key (hidden input), check it with RunPod, and save it as "
             "[PROFILE].api_key in ~/.runpod/config.toml, where the runpod SDK reads it. "
             "The rest of the file is kept; the file is made private (0600). The key is "
-            "never printed."
+            "never printed. Exit code: 0 saved, 1 not saved (rejected, unreachable, cancelled, "
+            "write failed), 2 nobody can be asked here, or a usage error."
         ),
     )
     parser.add_argument("--profile", default="default", help="config profile (default: default)")
     parser.add_argument(
         "--api-url",
+        metavar="URL",
+        type=api_url,
         help="RunPod API base to check the key against (default: RUNPOD_API_BASE_URL or RunPod's)",
     )
     parser.add_argument(
@@ -57,7 +62,12 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--no-validate", action="store_true", help="save without asking RunPod first"
     )
-    parser.set_defaults(run=_run)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="also print the outcome as one JSON object on stdout (saved, fingerprint, where)",
+    )
+    parser.set_defaults(run=_run, command_parser=parser)
 
 
 class _LoginPrompt(Prompt):
@@ -86,39 +96,81 @@ def _key_from_stdin(args: argparse.Namespace) -> str | None:
         return None
     if not args.no_validate:
         validation = validate(key, args.api_url)
-        if validation.status in (KeyStatus.REJECTED, KeyStatus.UNREACHABLE):
-            _say(f"login: not saved: {validation.detail} ({validation.url})")
+        if validation.status is KeyStatus.REJECTED:
+            _say(f"login: not saved: RunPod rejected {fingerprint(key)} ({validation.url}).")
+            return None
+        if validation.status is KeyStatus.UNREACHABLE:
+            _say(
+                f"login: not saved: could not ask RunPod whether {fingerprint(key)} works "
+                f"({validation.detail} from {validation.url}). Check the network or --api-url, "
+                "or add --no-validate to save it unchecked."
+            )
             return None
     return key
 
 
+# Why `login` cannot ask: said by `login` itself, since the prompt's own advice ("run
+# `resilient-runpod login`") would send the person in a circle.
+_NO_TERMINAL = (
+    "login: cannot ask for a key here: {why}. Pipe the key in instead, e.g. "
+    "`pbpaste | resilient-runpod login --stdin` or "
+    "`op read op://vault/runpod/key | resilient-runpod login --stdin`."
+)
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _ask(args: argparse.Namespace) -> tuple[str | None, int]:
+    """Ask the person for a key: (the key, 0), or (None, the exit code) having said why."""
+    if not _stdin_is_terminal():
+        _say(_NO_TERMINAL.format(why="stdin is not a terminal"))
+        return None, _USAGE
+    asker = _LoginPrompt(api_url=args.api_url, check=not args.no_validate)
+    try:
+        return asker(None).key, _SAVED
+    except NonInteractiveError:
+        why = "prompting is turned off here (CI, or RESILIENT_RUNPOD_NO_PROMPT is set)"
+        _say(_NO_TERMINAL.format(why=why))
+        return None, _USAGE
+    except (KeyboardInterrupt, EOFError):
+        _say("login: cancelled; nothing was saved")
+        return None, _NOT_SAVED
+    except (RecoveryError, HookTimeoutError) as exc:
+        hint = " Use --no-validate to save it unchecked." if asker.unreachable else ""
+        _say(f"login: not saved: {exc}.{hint}")
+        return None, _NOT_SAVED
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.stdin:
-        key = _key_from_stdin(args)
-        if key is None:
-            return _NOT_SAVED
+        key, code = _key_from_stdin(args), _NOT_SAVED
     else:
-        asker = _LoginPrompt(api_url=args.api_url, check=not args.no_validate)
+        key, code = _ask(args)
+    where = None
+    if key is not None:
         try:
-            key = asker(None).key
-        except NonInteractiveError as exc:
-            _say(f"login: cannot ask for a key: {exc} Or pipe one in with --stdin.")
-            return _USAGE
-        except (KeyboardInterrupt, EOFError):
-            _say("login: cancelled; nothing was saved")
-            return _NOT_SAVED
-        except (RecoveryError, HookTimeoutError) as exc:
-            hint = " Use --no-validate to save it unchecked." if asker.unreachable else ""
-            _say(f"login: not saved: {exc}.{hint}")
-            return _NOT_SAVED
-    try:
-        if args.to:
-            where = str(save_to_file(key, args.to))
+            if args.to:
+                where = str(save_to_file(key, args.to))
+            else:
+                where = f"{save_to_config(key, profile=args.profile)} [{args.profile}].api_key"
+        except (ConfigError, OSError) as exc:
+            _say(f"login: not saved: {exc}")
         else:
-            where = f"{save_to_config(key, profile=args.profile)} [{args.profile}].api_key"
-    except (ConfigError, OSError) as exc:
-        _say(f"login: not saved: {exc}")
-        return _NOT_SAVED
-    checked = "unchecked" if args.no_validate else "RunPod accepted it"
-    _say(f"Saved API key {fingerprint(key)} to {where} ({checked}).")
-    return _SAVED
+            checked = "unchecked" if args.no_validate else "RunPod accepted it"
+            _say(f"Saved API key {fingerprint(key)} to {where} ({checked}).")
+            code = _SAVED
+    if args.json:
+        result = {
+            "saved": code == _SAVED,
+            "exit_code": code,
+            "fingerprint": None if key is None else fingerprint(key),
+            "where": where,
+            "validated": code == _SAVED and not args.no_validate,
+        }
+        print(json.dumps(result))  # noqa: T201 -- the one line a script reads
+    return code

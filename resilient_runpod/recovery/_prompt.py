@@ -34,7 +34,7 @@ from .._errors import (
     NonInteractiveError,
     RecoveryError,
 )
-from .._keys import S3_KEY_PREFIX, clean, fingerprint, shape_problems, unquote
+from .._keys import S3_KEY_PREFIX, KeyProblem, clean, fingerprint, key_problems, unquote
 from .._validate import KeyStatus, Validation, validate
 from ..typing import RecoveredKey, RecoveryContext
 
@@ -240,13 +240,13 @@ class Prompt:
         try:
             key = clean(answer)
         except InvalidKeyError:
-            problems = shape_problems(unquote(answer))
-            return None, _refusal(problems)
-        problems = shape_problems(key)
+            unwrapped = unquote(answer)
+            return None, _refusal(key_problems(unwrapped), unwrapped)
+        problems = key_problems(key)
         # A wrong length for an rpa_ key is most often a truncated paste, so ask once
         # more; the same answer twice is taken, in case RunPod changed its key format.
         if problems and key != last_refused:
-            return None, _refusal(problems) + " Paste it again to use it anyway."
+            return None, _refusal(problems, key) + " Paste it again to use it anyway."
         if rejected is not None and fingerprint(key) == rejected:
             return None, f"That is the key RunPod just rejected ({rejected}). Paste a new one."
         if self.validate:
@@ -330,13 +330,13 @@ def _header(context: RecoveryContext | None) -> str:
     )
 
 
-def _refusal(problems: list[str]) -> str:
-    if problems and problems[0].startswith("the key starts with 'rps_'"):
+def _refusal(problems: list[KeyProblem], key: str) -> str:
+    if problems and problems[0] is KeyProblem.S3_KEY:
         return (
             f"That is not an API key: keys starting with {S3_KEY_PREFIX!r} are RunPod S3 "
             "credentials. Paste an API key."
         )
-    text = "; ".join(problems) or "that answer is not a key"
+    text = "; ".join(p.message(key) for p in problems) or "that answer is not a key"
     return text[0].upper() + text[1:] + "."
 
 

@@ -92,11 +92,17 @@ class Pod:
             "mounts": {"persistent": {"size": self.volume_gb, "path": self.volume_mount_path}}
             if self.volume_gb
             else {},
-            "gpu": {"id": self.gpu_type_id, "count": self.gpu_count} if self.gpu_type_id else None,
+            # A GPU pod has `gpu`, a CPU pod `cpu`: the document omits the other, never nulls it.
+            **(
+                {"gpu": {"id": self.gpu_type_id, "count": self.gpu_count}}
+                if self.gpu_type_id
+                else {"cpu": {"id": "cpu3c", "vcpuCount": 4, "memory": 16}}
+            ),
             "cloud": "SECURE",
             "dataCenterId": "EU-EMU-1",
             "cudaVersion": "12.8" if self.gpu_type_id else None,
-            "ssh": None,
+            # No machine, no SSH endpoint: the document says both parts are null then.
+            "ssh": {"proxy": None, "direct": None},
             "template": None,
             "cost": 0.44 if self.gpu_type_id else 0.06,
             "locked": False,

@@ -24,7 +24,7 @@ the fixtures are simply there::
 
 For the ``runpod`` SDK, set `Emulator.sdk_env` in the environment before ``runpod`` is
 imported (``RUNPOD_ENDPOINT_BASE_URL`` is read at import), e.g. in a subprocess.
-Without uvicorn and starlette the fixtures skip the test, saying what to install.
+Without uvicorn and starlette the fixtures fail the test, saying what to install.
 """
 
 from __future__ import annotations
@@ -46,12 +46,18 @@ _SKIP_REASON = "the RunPod emulator needs: pip install 'resilient-runpod[emulato
 @pytest.fixture(scope="session")
 def runpod_emulator_server() -> Iterator[Emulator]:
     """Serve one RunPod emulator for the whole test session."""
+    # A failure, not a skip: a CI without the extra must not go green without running
+    # the tests that need the emulator.
+    try:
+        import starlette  # noqa: F401, PLC0415 -- only checking that it is there
+        import uvicorn  # noqa: F401, PLC0415
+    except ImportError as exc:
+        pytest.fail(f"{_SKIP_REASON} ({exc})", pytrace=False)
+
     # Imported here: this module is loaded by every pytest run of every project that
     # installs the package, and the emulator brings the whole library with it.
     from ._emulator import Emulator  # noqa: PLC0415
 
-    pytest.importorskip("uvicorn", reason=_SKIP_REASON)
-    pytest.importorskip("starlette", reason=_SKIP_REASON)
     with Emulator() as emulator:
         yield emulator
 

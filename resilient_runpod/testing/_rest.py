@@ -38,14 +38,20 @@ def _create_problems(body: Any) -> list[str]:
     problems = []
     if not isinstance(body.get("name"), str) or not body["name"]:
         problems.append("$: missing property 'name'")
-    if not isinstance(body.get("image"), str) and "templateId" not in body:
+    if not body.get("image") and not body.get("templateId"):
         problems.append("$: 'image' is required unless 'templateId' is set")
-    if ("gpu" in body) == ("cpu" in body):
+    # The document lets either be null; null counts as not set.
+    if (body.get("gpu") is None) == (body.get("cpu") is None):
         problems.append("$: exactly one of 'gpu' or 'cpu' must be set")
     gpu = body.get("gpu")
     if gpu is not None and (not isinstance(gpu, dict) or not isinstance(gpu.get("id"), str)):
         problems.append("$.gpu: missing property 'id'")
     return problems
+
+
+def _integer(value: Any, default: int) -> int:
+    # Optional integer fields may be omitted or null; both mean the default.
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 class _Pods:
@@ -83,13 +89,13 @@ class _Pods:
             return problem(400, f"no capacity for GPU type {gpu['id']!r}")
         pod = self._pods.create(
             body["name"],
-            body.get("image") or body["templateId"],
+            str(body.get("image") or body.get("templateId")),
             gpu_type_id=gpu["id"] if gpu else None,
-            gpu_count=int(gpu.get("count", 1)) if gpu else 0,
+            gpu_count=_integer(gpu.get("count"), 1) if gpu else 0,
             env={str(k): str(v) for k, v in (body.get("env") or {}).items()},
-            ports=tuple(body.get("ports") or ()),
-            disk_gb=int(body.get("disk", 10)),
-            docker_args=str(body.get("args", "")),
+            ports=tuple(str(p) for p in body.get("ports") or ()),
+            disk_gb=_integer(body.get("disk"), 10),
+            docker_args=str(body.get("args") or ""),
         )
         # Provisioning is asynchronous at RunPod: the create answer says so, later reads
         # find the pod running.

@@ -12,6 +12,7 @@ import random
 import secrets
 import string
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -40,6 +41,8 @@ Scope = Literal["all", "read"]
 
 SCOPES: tuple[Scope, ...] = ("all", "read")
 
+# How many seconds of per-second counts a long-running emulator keeps.
+_SECONDS_KEPT = 3600
 _UPPER_DIGITS = string.ascii_uppercase + string.digits
 _ALNUM = string.ascii_letters + string.digits
 
@@ -82,6 +85,9 @@ class Counters:
     """Requests per key fingerprint."""
     by_key_status: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
     """Requests per key fingerprint, then per status code."""
+    by_second: Mapping[int, Mapping[int, int]] = field(default_factory=dict)
+    """Requests per wall-clock second (``int(time.time())``), then per status code; the
+    last hour only."""
 
     def to_json(self) -> dict[str, object]:
         """Return the snapshot as JSON-ready data (status codes become strings)."""
@@ -92,6 +98,10 @@ class Counters:
             "by_key_status": {
                 fp: {str(code): n for code, n in codes.items()}
                 for fp, codes in self.by_key_status.items()
+            },
+            "by_second": {
+                str(second): {str(code): n for code, n in codes.items()}
+                for second, codes in self.by_second.items()
             },
         }
 
@@ -186,6 +196,7 @@ class EmulatorState:
         self._in_flight = 0
         self._latency = 0.0
         self._by_key_status: Counter[tuple[str, int]] = Counter()
+        self._by_second: dict[int, Counter[int]] = {}
         self._job_seconds = job_seconds
         self.jobs = JobQueue(job_seconds)
         self.pods = PodStore()
@@ -338,13 +349,19 @@ class EmulatorState:
 
     def count(self, key_fingerprint: str, status: int) -> None:
         """Record one answered request."""
+        second = int(time.time())
         with self._lock:
             self._by_key_status[key_fingerprint, status] += 1
+            self._by_second.setdefault(second, Counter())[status] += 1
+            if len(self._by_second) > _SECONDS_KEPT:
+                # A long-running emulator keeps the last hour; dicts keep insertion order.
+                del self._by_second[next(iter(self._by_second))]
 
     def counters(self) -> Counters:
         """Return a snapshot of the counters."""
         with self._lock:
             items = list(self._by_key_status.items())
+            by_second = {second: dict(codes) for second, codes in self._by_second.items()}
         by_status: Counter[int] = Counter()
         by_key: Counter[str] = Counter()
         by_key_status: dict[str, dict[int, int]] = {}
@@ -357,12 +374,14 @@ class EmulatorState:
             by_status=dict(by_status),
             by_key=dict(by_key),
             by_key_status=by_key_status,
+            by_second=by_second,
         )
 
     def reset_counters(self) -> None:
         """Forget every request counted so far."""
         with self._lock:
             self._by_key_status.clear()
+            self._by_second.clear()
 
     # -- everything ---------------------------------------------------------------------
 
@@ -376,5 +395,6 @@ class EmulatorState:
             self._chaos = Chaos()
             self._latency = 0.0
             self._by_key_status.clear()
+            self._by_second.clear()
         self.jobs.reset(self._job_seconds)
         self.pods.reset()

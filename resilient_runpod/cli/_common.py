@@ -1,0 +1,35 @@
+"""What the subcommands share: argument types and how output is coloured."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TextIO
+
+import httpx
+
+from ..recovery._prompt import is_tty
+
+__all__ = ["api_url", "use_color"]
+
+
+def api_url(text: str) -> str:
+    """An ``--api-url`` value: an http(s) URL with a host, else a usage error (exit 2).
+
+    Caught here, not at the first request: ``127.0.0.1:8000`` without a scheme would
+    otherwise surface as a network failure, and its advice would send people looking
+    at the network instead of at the command line.
+    """
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        msg = f"{text!r} is not an http:// or https:// URL (e.g. http://{text})"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+def use_color(stream: TextIO) -> bool:
+    """Whether to colour *stream*: a terminal, and ``NO_COLOR`` unset (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR") and is_tty(stream)
