@@ -207,7 +207,7 @@ def test_demo_json_keeps_every_field():
 
     records = [json.loads(line) for line in lines_of(out.getvalue())]
     recovered = next(r for r in records if r.get("event") == "runpod.auth.recovered")
-    assert {"hook", "source", "url", "duration"} <= set(recovered)
+    assert {"hook", "source", "duration", "rejected", "fingerprint"} <= set(recovered)
     summary = records[-1]["summary"]
     assert (True, 4, 0) == (summary["ok"], summary["submitted"], summary["lost"])
 
