@@ -70,11 +70,11 @@ class _Instrument:
 
         self._state.arrived(+1)
         try:
-            await self._serve(scope, receive, counting_send)
+            await self._serve(scope, receive, send, counting_send)
         finally:
             self._state.arrived(-1)
 
-    async def _serve(self, scope: Scope, receive: Receive, counting_send: Send) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, counting_send: Send) -> None:
         if (latency := self._state.next_latency()) > 0:
             await asyncio.sleep(latency)
         fault = self._state.take_fault(scope["path"])
@@ -85,16 +85,24 @@ class _Instrument:
             # Served for real (a job is created), then the answer is lost on the way back.
             await self._app(scope, receive, _swallow)
         if fault.status == RESET:
-            await counting_send({"type": "http.response.start", "status": 200, "headers": []})
-            raise ConnectionResetByEmulator
+            _abort(send)
+            return
         response = error_response(
             fault.status, surface_of(scope["path"]), retry_after=fault.retry_after
         )
         await response(scope, receive, counting_send)
 
 
-class ConnectionResetByEmulator(Exception):  # noqa: N818 -- named for what the client sees
-    """Raised mid-response so the server drops the connection: an injected reset."""
+def _abort(send: Send) -> None:
+    """Drop the connection at once, without a byte of answer: what a reset looks like.
+
+    uvicorn's ``send`` belongs to the request's cycle, which holds the connection's
+    transport; ASGI itself has no way to say "reset".
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:  # pragma: no cover -- another server than uvicorn
+        raise ConnectionResetError("the emulator cannot drop this connection")
+    transport.abort()
 
 
 async def _swallow(_message: Message) -> None:
