@@ -1,0 +1,147 @@
+"""The async adapters under trio: the same single flight, waits and retries as on asyncio.
+
+httpx runs on trio as well as asyncio; so does everything async here. Real trio runs,
+real sockets to the emulator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import tenacity
+import trio
+
+from resilient_runpod import (
+    AsyncResilientTransport,
+    AuthenticationError,
+    Credentials,
+    HookTimeoutError,
+    RecoveryContext,
+    RetryPolicy,
+    RunPodAuth,
+    recovery,
+)
+from resilient_runpod.testing import Emulator
+
+from .test_transport import Counting
+
+TASKS = 50
+
+
+@pytest.fixture
+def secret(tmp_path: Path, runpod_emulator: Emulator) -> Path:
+    path = tmp_path / "runpod-key"
+    path.write_text(runpod_emulator.api_key)
+    return path
+
+
+def rotate(emulator: Emulator, secret: Path) -> str:
+    new = emulator.add_key()
+    secret.write_text(new)
+    emulator.revoke(emulator.api_key)
+    return new
+
+
+def test_tasks_share_one_recovery_under_trio(runpod_emulator, secret):
+    """50 trio tasks rejected with the same key: one hook call, 50 successes."""
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    new = rotate(runpod_emulator, secret)
+    statuses: list[int] = []
+
+    async def main() -> None:
+        async with (
+            httpx.AsyncClient(
+                transport=AsyncResilientTransport(credentials),
+                base_url=f"{runpod_emulator.serverless_url}/e",
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
+            for _ in range(TASKS):
+                nursery.start_soon(_get, client, statuses)
+
+    trio.run(main)
+
+    assert ([200] * TASKS, 1, new) == (statuses, hook.calls, credentials.api_key)
+    assert TASKS == runpod_emulator.counters().by_status[401]
+
+
+def test_runpod_auth_recovers_under_trio(runpod_emulator, secret):
+    """The httpx.Auth flow waits for recovery on trio too."""
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
+    rotate(runpod_emulator, secret)
+
+    async def main() -> int:
+        async with httpx.AsyncClient(auth=RunPodAuth(credentials)) as client:
+            response = await client.get(f"{runpod_emulator.serverless_url}/e/health")
+            return response.status_code
+
+    assert (200, 1) == (trio.run(main), hook.calls)
+
+
+def test_an_async_hook_runs_on_the_trio_loop(runpod_emulator):
+    """An async hook that awaits trio itself is run on the caller's trio run."""
+    new = runpod_emulator.add_key()
+
+    async def vault(context: RecoveryContext) -> str:
+        await trio.sleep(0.01)  # only works inside trio
+        return new
+
+    credentials = Credentials(runpod_emulator.api_key, vault, hosts=[runpod_emulator.host])
+    runpod_emulator.revoke(runpod_emulator.api_key)
+
+    async def main() -> int:
+        async with httpx.AsyncClient(transport=AsyncResilientTransport(credentials)) as client:
+            response = await client.get(f"{runpod_emulator.serverless_url}/e/health")
+            return response.status_code
+
+    assert (200, new) == (trio.run(main), credentials.api_key)
+
+
+def test_a_hanging_hook_is_abandoned_under_trio(runpod_emulator):
+    """A hook that never answers: the trio task gets HookTimeoutError as the cause, in time."""
+
+    async def never(context: RecoveryContext) -> str:
+        await trio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    credentials = Credentials(
+        runpod_emulator.api_key, never, hosts=[runpod_emulator.host], hook_timeout=0.2
+    )
+    runpod_emulator.revoke(runpod_emulator.api_key)
+
+    async def main() -> BaseException | None:
+        async with httpx.AsyncClient(transport=AsyncResilientTransport(credentials)) as client:
+            try:
+                await client.get(f"{runpod_emulator.serverless_url}/e/health")
+            except AuthenticationError as exc:
+                return exc.__cause__
+        return None
+
+    assert isinstance(trio.run(main), HookTimeoutError)
+
+
+def test_transient_retries_sleep_on_trio(runpod_emulator):
+    """A 503 on a safe route is retried after a backoff slept with trio."""
+    policy = RetryPolicy(backoff=tenacity.wait_fixed(0.01))
+    credentials = Credentials(
+        runpod_emulator.api_key, lambda c: None, hosts=[runpod_emulator.host], retry=policy
+    )
+    runpod_emulator.inject(503, count=2)
+
+    async def main() -> int:
+        async with httpx.AsyncClient(transport=AsyncResilientTransport(credentials)) as client:
+            response = await client.get(f"{runpod_emulator.serverless_url}/e/health")
+            return response.status_code
+
+    assert (200, {503: 2, 200: 1}) == (
+        trio.run(main),
+        dict(runpod_emulator.counters().by_status),
+    )
+
+
+async def _get(client: httpx.AsyncClient, statuses: list[int]) -> None:
+    statuses.append((await client.get("/health")).status_code)
