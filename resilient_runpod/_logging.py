@@ -1,10 +1,8 @@
 """The library's events, sent where the application logs; no key in any library's records.
 
-Events are fixed dotted names with key/value fields:
-
-- ``runpod.auth.rejected`` (warning): RunPod answered 401 to a key.
-- ``runpod.auth.recovered`` (info): a recovery hook produced a new key, now in use.
-- ``runpod.auth.recovery_failed`` (error): a request gave up; ``reason`` says why.
+Events are fixed dotted names with key/value fields, ``runpod.auth.*`` for keys
+(rejected, recovered, key_unchanged, hook_failed, recovery_failed, forbidden, ...) and
+``runpod.transient.*`` for retries; the README's "Logging" section lists them all.
 
 **Where they go.** If the application has configured structlog
 (``structlog.is_configured()``), through its processors, on the ``resilient_runpod``

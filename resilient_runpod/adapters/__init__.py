@@ -1,5 +1,7 @@
-"""Transport adapters for programs that build their own HTTP sessions.
+"""The adapters: each translates one HTTP client to the engine (`resilient_runpod._engine`).
 
+- `ResilientTransport`, `AsyncResilientTransport`, `RunPodAuth` (``_httpx``): for httpx,
+  exported from the package itself.
 - `ResilientHTTPAdapter`: mount on a ``requests.Session``.
 - `ResilientMiddleware`: pass to ``aiohttp.ClientSession(middlewares=...)`` (aiohttp >= 3.12).
 
