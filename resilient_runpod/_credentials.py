@@ -380,7 +380,7 @@ class Credentials:
                 the ``__cause__``), the deadline passed, or the breaker is open
                 (`CooldownError`).
         """
-        flight = self._join(generation, context)
+        flight = self._join(generation, context, asynchronous=False)
         if flight is None:
             return Outcome.NEW
         while not flight.done.wait(remaining(flight, deadline)):
@@ -392,7 +392,7 @@ class Credentials:
         self, generation: int, context: RecoveryContext, *, deadline: float | None = None
     ) -> Outcome:
         """`recover` for asyncio and trio: waits without blocking the event loop."""
-        flight = self._join(generation, context)
+        flight = self._join(generation, context, asynchronous=True)
         if flight is None:
             return Outcome.NEW
         waiter = flight.async_waiter()
@@ -414,7 +414,9 @@ class Credentials:
         if now >= flight.deadline:
             self._expire(flight, context)
 
-    def _join(self, generation: int, context: RecoveryContext) -> Flight | None:
+    def _join(
+        self, generation: int, context: RecoveryContext, *, asynchronous: bool
+    ) -> Flight | None:
         """The flight to wait for, starting it if this caller is first; None if not needed."""
         hook = self._hook
         interactive = bool(getattr(hook, "interactive", False))
@@ -439,7 +441,7 @@ class Credentials:
                 budget = None if budget is None else budget + self.recovery_window
             deadline = math.inf if budget is None else now + budget
             flight = self._flight = Flight(generation, current.key, now, deadline, mode)
-        self._start(flight, context)
+        self._start(flight, context, asynchronous=asynchronous)
         return flight
 
     def _cooldown_error(self, now: float, context: RecoveryContext) -> CooldownError:
@@ -454,19 +456,18 @@ class Credentials:
             retry_after=retry_after,
         )
 
-    def _start(self, flight: Flight, context: RecoveryContext) -> None:
-        """Run *flight* in a thread of its own; an async hook runs on the caller's loop."""
+    def _start(self, flight: Flight, context: RecoveryContext, *, asynchronous: bool) -> None:
+        """Run *flight* in a thread of its own; an async hook runs on an async caller's loop."""
         hook = self._hook
         call: Callable[[], object]
-        if not is_async_callable(hook):
+        if not asynchronous or not is_async_callable(hook):
+            # A blocking caller may hold its thread's loop: the hook gets a loop of its own.
             call = partial(_call_sync, hook, context)
         elif on_asyncio():
             loop = asyncio.get_running_loop()
             call = partial(_call_on_loop, hook, context, loop)
-        elif _in_async_context():
-            call = partial(_call_on_trio, hook, context, _trio_token())
         else:
-            call = partial(_call_sync, hook, context)
+            call = partial(_call_on_trio, hook, context, _trio_token())
         threading.Thread(
             target=self._fly,
             args=(flight, context, call),
@@ -643,14 +644,6 @@ def _call_on_loop(
     # On the caller's loop: an async hook may use what lives there (an aiohttp session).
     result: Any = hook(context)
     return asyncio.run_coroutine_threadsafe(awaited(result), loop).result()
-
-
-def _in_async_context() -> bool:
-    try:
-        _trio_token()
-    except (ImportError, RuntimeError):
-        return False
-    return True
 
 
 def _trio_token() -> Any:
