@@ -160,9 +160,35 @@ def _log_wait(state: tenacity.RetryCallState) -> None:
 _DEFAULT_WAIT = tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.1)
 
 
-def _retrying(credentials: Credentials, sleep: Callable[[float], None]) -> tenacity.Retrying:
+class _Ceiling(tenacity.stop.stop_base):
+    """The ceiling on a request's sends, not charged for rotations made by others.
+
+    A send answered 401 because the key was rotated meanwhile (recovery found a newer
+    key) is refunded: a request that lives through many rotations loses nothing to
+    them. Every other send counts, so a server that keeps refusing a valid key, or
+    keeps failing, stops the request after `RetryPolicy.max_sends`. A hard limit of
+    four times that bounds even a key that rotates faster than requests complete.
+    """
+
+    def __init__(self, max_sends: int) -> None:
+        self.max_sends = max_sends
+        self.charged = 1  # the first send
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return (
+            self.charged >= self.max_sends
+            or retry_state.attempt_number >= _HARD_LIMIT * self.max_sends
+        )
+
+
+_HARD_LIMIT = 4
+
+
+def _retrying(
+    credentials: Credentials, ceiling: _Ceiling, sleep: Callable[[float], None]
+) -> tenacity.Retrying:
     """The one place the send loop is configured. Sleeping is the driver's job."""
-    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(credentials.retry.max_sends)
+    stop: tenacity.stop.stop_base = ceiling
     if credentials.stop is not None:
         stop = stop | credentials.stop
     return tenacity.Retrying(
@@ -199,12 +225,14 @@ def negotiate(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     rejected_recovered = 0  # recovered keys this request saw rejected
     pending: list[float] = []
     try:
-        for attempt in _retrying(credentials, pending.append):
+        ceiling = _Ceiling(policy.max_sends)
+        for attempt in _retrying(credentials, ceiling, pending.append):
             with attempt:
                 if pending:
                     yield Sleep(pending.pop())
                 if attempt.retry_state.attempt_number > 1:
                     state = credentials.current
+                    ceiling.charged += 1
                     reply = yield Send(state.key)
                 status = reply.status
                 if status == UNAUTHORIZED:
@@ -239,6 +267,8 @@ def negotiate(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                         raise
                     if outcome is Outcome.NEW:
                         waited_for = credentials.current.generation
+                    if outcome is not Outcome.UNCHANGED:
+                        ceiling.charged -= 1  # a rotation made this 401: not the request's
                     if not replayable:
                         raise BodyNotReplayableError(
                             f"RunPod rejected key {context.fingerprint} on {method} {url}; "

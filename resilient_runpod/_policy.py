@@ -49,9 +49,10 @@ class RetryPolicy:
     Args:
         attempts: Sends per request for transient failures, the first included (``1``
             turns transient retries off).
-        max_sends: The hard ceiling on sends per request, whatever the reason: a flapping
-            server never loops a request for ever. At a 10 % rate of spurious 401s, the
-            default of 8 loses about one request in a hundred million.
+        max_sends: The ceiling on sends per request: a flapping server never loops a
+            request for ever. A send that met a rotation (recovery found a newer key) is
+            refunded, up to a hard limit of four times this. At a 10 % rate of spurious
+            401s, the default of 8 loses about one request in a hundred million.
         deadline: Seconds a request may take in all, recovery included; ``None``: no limit
             beyond the counts.
         max_retry_after: The longest ``Retry-After`` honoured, in seconds; longer ones
