@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import tomlkit
-import tomlkit.exceptions
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError
 from ._files import CONFIG_LIMIT, FileProblem, FileRefusedError, read_small_file
 from ._keys import fingerprint
+
+if TYPE_CHECKING:
+    import tomlkit
 
 __all__ = ["ConfigKey", "config_path", "keys_in_config", "load_config", "parse_config"]
 
@@ -64,6 +64,9 @@ def parse_config(path: Path | None = None) -> tomlkit.TOMLDocument | None:
     Raises:
         ConfigError: as `load_config`.
     """
+    import tomlkit  # noqa: PLC0415 -- only where a config file is read: it costs 8 ms
+    import tomlkit.exceptions  # noqa: PLC0415
+
     path = path or config_path()
     try:
         text = read_small_file(path, CONFIG_LIMIT)

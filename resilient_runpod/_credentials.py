@@ -25,7 +25,6 @@ is open fail at once with `CooldownError`, and the hook is re-read at most every
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import inspect
 import math
@@ -74,6 +73,8 @@ from .recovery import default
 from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
+    import asyncio
+
     import tenacity
 
 __all__ = ["Breaker", "Credentials", "KeyState"]
@@ -464,6 +465,8 @@ class Credentials:
             # A blocking caller may hold its thread's loop: the hook gets a loop of its own.
             call = partial(_call_sync, hook, context)
         elif on_asyncio():
+            import asyncio  # noqa: PLC0415 -- loaded already: the caller runs on it
+
             loop = asyncio.get_running_loop()
             call = partial(_call_on_loop, hook, context, loop)
         else:
@@ -634,6 +637,8 @@ _REREAD = 0.05
 def _call_sync(hook: RecoveryHook, context: RecoveryContext) -> object:
     result = hook(context)
     if inspect.isawaitable(result):
+        import asyncio  # noqa: PLC0415 -- only for hooks that return a coroutine
+
         result = asyncio.run(awaited(result))
     return result
 
@@ -642,6 +647,8 @@ def _call_on_loop(
     hook: RecoveryHook, context: RecoveryContext, loop: asyncio.AbstractEventLoop
 ) -> object:
     # On the caller's loop: an async hook may use what lives there (an aiohttp session).
+    import asyncio  # noqa: PLC0415 -- loaded already: the caller runs on it
+
     result: Any = hook(context)
     return asyncio.run_coroutine_threadsafe(awaited(result), loop).result()
 

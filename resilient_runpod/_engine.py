@@ -33,7 +33,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import anyio
 import httpx
 import tenacity
 
@@ -466,6 +465,8 @@ async def async_driver(
                     flow.throw(exc)
             elif type(command) is Sleep:
                 if command.seconds > 0:
+                    import anyio  # noqa: PLC0415 -- asyncio or trio; loaded only to back off
+
                     await anyio.sleep(command.seconds)
             else:
                 reply = yield command  # type: ignore[misc]

@@ -8,10 +8,10 @@ passed) wins; the others see the same outcome.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import math
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import AuthenticationError, CooldownError
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
 
 __all__ = ["Flight", "Mode", "Outcome", "on_asyncio", "remaining"]
@@ -114,6 +115,9 @@ class Flight:
 
 def on_asyncio() -> bool:
     """Whether the caller runs on an asyncio loop (else, in async code, trio)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False  # no loop runs before asyncio is imported; importing it costs 30 ms
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -136,6 +140,8 @@ class _AsyncioWaiter(_AsyncWaiter):
     __slots__ = ("_future", "_loop")
 
     def __init__(self) -> None:
+        import asyncio  # noqa: PLC0415 -- loaded already: the caller runs on it
+
         self._loop = asyncio.get_running_loop()
         self._future: asyncio.Future[None] = self._loop.create_future()
 
@@ -145,6 +151,8 @@ class _AsyncioWaiter(_AsyncWaiter):
             self._loop.call_soon_threadsafe(_set_result, self._future)
 
     async def wait(self, timeout: float | None) -> bool:
+        import asyncio  # noqa: PLC0415 -- loaded already: the caller runs on it
+
         try:
             # shield: a waiter that times out or is cancelled leaves the future alone.
             await asyncio.wait_for(asyncio.shield(self._future), timeout)

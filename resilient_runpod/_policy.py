@@ -14,7 +14,6 @@ on whether RunPod could have acted on it:
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import math
 import time
@@ -129,6 +128,8 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # noqa: PLC0415 -- rarely needed: most servers send seconds
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -17,10 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import tomlkit
-import tomlkit.exceptions
-from tomlkit.items import InlineTable, Table
-
 from .._config import config_path, parse_config
 from .._errors import ConfigError, InvalidKeyError
 from .._files import FileRefusedError, refuse_unless_regular
@@ -50,6 +46,9 @@ def save_to_config(
         OSError: the file cannot be written.
 
     """
+    import tomlkit  # noqa: PLC0415 -- only when a key is saved: it costs 6 ms at import
+    from tomlkit.items import InlineTable, Table  # noqa: PLC0415
+
     check(key)
     target = Path(path) if path is not None else config_path()
     try:
