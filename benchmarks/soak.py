@@ -30,7 +30,6 @@ import asyncio
 import collections
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +40,7 @@ from typing import Any
 
 import httpx
 import structlog
+from _emulator_process import EmulatorProcess
 
 from resilient_runpod import (
     AsyncResilientTransport,
@@ -58,73 +58,6 @@ CHAOS: dict[str, Any] = {
 }
 ROTATE_EVERY = 1.0  # seconds between rotations
 STALE_LAG = 1.5  # seconds between a revocation and the secret file's update, stale run
-
-
-# -- the emulator, in a process of its own ---------------------------------------------
-
-
-def serve() -> None:
-    """Child process: an emulator on a free port; answers ``jobs`` on stdin with its job inputs.
-
-    The admin API has no route for the job list, so this side channel gives it to the
-    parent for the duplicate check; every other control goes over the admin API.
-    """
-    from resilient_runpod.testing import Emulator  # noqa: PLC0415 -- child process only
-
-    with Emulator() as emulator:
-        print(json.dumps({"url": emulator.url, "key": emulator.api_key}), flush=True)
-        for line in sys.stdin:
-            if line.strip() == "jobs":
-                print(json.dumps(emulator.job_inputs()), flush=True)
-
-
-class EmulatorProcess:
-    """The emulator in a child process, driven over its admin API under ``/_emulator/``."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        hello = json.loads(self.process.stdout.readline())
-        self.url: str = hello["url"]
-        self.key: str = hello["key"]
-        self.host = self.url.removeprefix("http://")
-        self.admin = httpx.Client(base_url=f"{self.url}/_emulator/")
-
-    def add_key(self) -> str:
-        key: str = self.admin.post("keys", json={}).json()["key"]
-        return key
-
-    def revoke(self, key: str) -> None:
-        self.admin.post("keys/revoke", json={"key": key}).raise_for_status()
-
-    def chaos(self, seed: int) -> None:
-        self.admin.post("chaos", json={**CHAOS, "seed": seed}).raise_for_status()
-
-    def calm(self) -> None:
-        self.admin.delete("faults").raise_for_status()
-
-    def by_status(self) -> dict[int, int]:
-        counts = self.admin.get("counters").json()["by_status"]
-        return {int(code): n for code, n in counts.items()}
-
-    def job_inputs(self) -> list[Any]:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write("jobs\n")
-        self.process.stdin.flush()
-        inputs: list[Any] = json.loads(self.process.stdout.readline())
-        return inputs
-
-    def close(self) -> None:
-        self.admin.close()
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
 
 
 # -- counting ---------------------------------------------------------------------------
@@ -287,6 +220,7 @@ async def run_async(client: httpx.AsyncClient, inputs: range, workers: int, tall
 def soak(mode: str, *, stale: bool, requests: int, workers: int, seed: int) -> dict[str, Any]:
     """One soak run against a fresh emulator; returns its figures."""
     emulator = EmulatorProcess()
+    emulator.chaos({**CHAOS, "seed": seed})
     events = EventCounter()
     structlog.configure(processors=[events])
     with tempfile.TemporaryDirectory() as tmp:
@@ -297,7 +231,6 @@ def soak(mode: str, *, stale: bool, requests: int, workers: int, seed: int) -> d
         limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
         base_url = f"{emulator.url}/v2/soak-endpoint"
         tally = Tally()
-        emulator.chaos(seed)
         stop = threading.Event()
         rotations: list[int] = []
         turner = threading.Thread(
@@ -332,7 +265,7 @@ def soak(mode: str, *, stale: bool, requests: int, workers: int, seed: int) -> d
             emulator.close()
             structlog.reset_defaults()
     jobs = collections.Counter(json.dumps(i, sort_keys=True) for i in inputs)
-    turns = max(rotations[0] if rotations else 0, 1)
+    turns = rotations[0] if rotations else 0
     latencies = sorted(tally.latencies) or [0.0]
     return {
         "mode": mode,
@@ -350,9 +283,9 @@ def soak(mode: str, *, stale: bool, requests: int, workers: int, seed: int) -> d
         "resubmitted_run_5xx": tally.resubmitted,
         "rotations": rotations[0] if rotations else 0,
         "hook_calls": hook.calls,
-        "hook_calls_per_rotation": round(hook.calls / turns, 2),
+        "hook_calls_per_rotation": round(hook.calls / turns, 2) if turns else None,
         "server_401s": statuses.get(401, 0),
-        "server_401s_per_rotation": round(statuses.get(401, 0) / turns, 1),
+        "server_401s_per_rotation": round(statuses.get(401, 0) / turns, 1) if turns else None,
         "rejected_events": events.rejected,
         "retries": {code: events.retries.get(code, 0) for code in ("429", "502", "503", "504")},
         "retries_other": sum(
@@ -405,11 +338,7 @@ def main() -> None:
     parser.add_argument("--store", choices=["fresh", "stale", "both"], default="both")
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="print JSON only")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve()
-        return
     if args.quick:
         args.requests, args.workers = 1_000, 16
     modes = ["sync", "async"] if args.mode == "both" else [args.mode]
