@@ -314,22 +314,22 @@ def in_process(size: int, rounds: int) -> dict[str, dict[str, dict[str, float]]]
 
 
 def profile(name: str, size: int) -> str:
-    """Where one adapter's in-process time goes: cProfile's top functions by own time."""
+    """Where one adapter's in-process time goes, at its own layer: cProfile, by own time."""
     profiler = cProfile.Profile()
-    if name in sync_pairs():
-        _, adapter = sync_pairs()[name]
-        profiler.runcall(_cpu_batch, adapter, size)
+    layer = layer_pairs()
+    if name in layer:
+        profiler.runcall(_cpu_batch, layer[name][1], size)
     else:
 
         async def run() -> None:
-            _, adapter_async = (await async_pairs())[name]
+            pairs = {**(await async_pairs()), **async_layer_pairs()}
             profiler.enable()
-            await _cpu_batch_async(adapter_async, size)
+            await _cpu_batch_async(pairs[name][1], size)
             profiler.disable()
 
         asyncio.run(run())
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
     return out.getvalue()
 
 
