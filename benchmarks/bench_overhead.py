@@ -47,7 +47,7 @@ import aiohttp
 import httpx
 import requests
 import structlog
-from _emulator_process import EmulatorProcess
+from _support import EmulatorProcess
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 

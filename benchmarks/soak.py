@@ -40,14 +40,13 @@ from typing import Any
 
 import httpx
 import structlog
-from _emulator_process import EmulatorProcess
+from _support import CountingHook, EmulatorProcess, write_secret
 
 from resilient_runpod import (
     AsyncResilientTransport,
     Credentials,
     ResilientTransport,
     TransientError,
-    recovery,
 )
 
 CHAOS: dict[str, Any] = {
@@ -61,24 +60,6 @@ STALE_LAG = 1.5  # seconds between a revocation and the secret file's update, st
 
 
 # -- counting ---------------------------------------------------------------------------
-
-
-class CountingHook:
-    """``recovery.from_file``, counting its calls; everything else is the source's."""
-
-    def __init__(self, path: Path) -> None:
-        self.source = recovery.from_file(path)
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, context: Any) -> Any:
-        with self._lock:
-            self.calls += 1
-        return self.source(context)
-
-    def __getattr__(self, name: str) -> Any:
-        # The engine reads a hook's name, timeout, interactive... from the hook itself.
-        return getattr(self.source, name)
 
 
 class EventCounter:
@@ -137,23 +118,16 @@ def rotator(emulator: EmulatorProcess, secret: Path, *, stale: bool, stop: threa
         if stale:
             emulator.revoke(old)
             if stop.wait(STALE_LAG):
-                _write(secret, new)  # keep the store true for the requests still running
+                write_secret(secret, new)  # keep the store true for the requests still running
                 rotations += 1
                 break
-            _write(secret, new)
+            write_secret(secret, new)
         else:
-            _write(secret, new)
+            write_secret(secret, new)
             emulator.revoke(old)
         old = new
         rotations += 1
     return rotations
-
-
-def _write(secret: Path, key: str) -> None:
-    # Atomically, as a Secret volume or a Vault agent does: a reader never sees half a key.
-    temporary = secret.with_suffix(".new")
-    temporary.write_text(key + "\n")
-    temporary.replace(secret)
 
 
 def run_sync(client: httpx.Client, inputs: range, workers: int, tally: Tally) -> None:
@@ -225,7 +199,7 @@ def soak(mode: str, *, stale: bool, requests: int, workers: int, seed: int) -> d
     structlog.configure(processors=[events])
     with tempfile.TemporaryDirectory() as tmp:
         secret = Path(tmp) / "runpod-api-key"
-        _write(secret, emulator.key)
+        write_secret(secret, emulator.key)
         hook = CountingHook(secret)
         credentials = Credentials(emulator.key, hook, hosts=[emulator.host])
         limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)

@@ -1,4 +1,4 @@
-"""The emulator in a process of its own, for the benchmarks.
+"""What the benchmarks share: the emulator in a process of its own, and a counting hook.
 
 Many client threads and the server in one interpreter fight over one GIL; on a loaded
 2-core machine that starves the server and measures the fight, not the client. In its
@@ -16,9 +16,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+from resilient_runpod import recovery
 
 
 def serve() -> None:
@@ -86,6 +90,31 @@ class EmulatorProcess:
         assert self.process.stdin is not None
         self.process.stdin.close()
         self.process.wait(timeout=30)
+
+
+class CountingHook:
+    """``recovery.from_file``, counting its calls; everything else is the source's."""
+
+    def __init__(self, path: Path) -> None:
+        self.source = recovery.from_file(path)
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, context: Any) -> Any:
+        with self._lock:
+            self.calls += 1
+        return self.source(context)
+
+    def __getattr__(self, name: str) -> Any:
+        # The engine reads a hook's name, timeout, interactive... from the hook itself.
+        return getattr(self.source, name)
+
+
+def write_secret(secret: Path, key: str) -> None:
+    """Write *key* atomically, as a Secret volume or a Vault agent does: never half a key."""
+    temporary = secret.with_suffix(".new")
+    temporary.write_text(key + "\n")
+    temporary.replace(secret)
 
 
 if __name__ == "__main__":
