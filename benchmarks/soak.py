@@ -191,10 +191,12 @@ async def run_async(client: httpx.AsyncClient, inputs: range, workers: int, tall
     await asyncio.gather(*(worker() for _ in range(workers)))
 
 
-def soak(mode: str, *, stale: bool, requests: int, workers: int, seed: int) -> dict[str, Any]:
+def soak(
+    mode: str, *, stale: bool, requests: int, workers: int, seed: int, unauthorized: float
+) -> dict[str, Any]:
     """One soak run against a fresh emulator; returns its figures."""
     emulator = EmulatorProcess()
-    emulator.chaos({**CHAOS, "seed": seed})
+    emulator.chaos({**CHAOS, "unauthorized": unauthorized, "seed": seed})
     events = EventCounter()
     structlog.configure(processors=[events])
     with tempfile.TemporaryDirectory() as tmp:
@@ -244,6 +246,7 @@ def soak(mode: str, *, stale: bool, requests: int, workers: int, seed: int) -> d
     return {
         "mode": mode,
         "store": "stale" if stale else "fresh",
+        "spurious_401_rate": unauthorized,
         "requests": requests,
         "workers": workers,
         "seconds": round(elapsed, 1),
@@ -311,6 +314,12 @@ def main() -> None:
     parser.add_argument("--mode", choices=["sync", "async", "both"], default="both")
     parser.add_argument("--store", choices=["fresh", "stale", "both"], default="both")
     parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument(
+        "--unauthorized",
+        type=float,
+        default=CHAOS["unauthorized"],
+        help="rate of spurious 401s on valid keys (0: rotations alone)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
     if args.quick:
@@ -318,7 +327,14 @@ def main() -> None:
     modes = ["sync", "async"] if args.mode == "both" else [args.mode]
     stores = [False, True] if args.store == "both" else [args.store == "stale"]
     results = [
-        soak(mode, stale=stale, requests=args.requests, workers=args.workers, seed=args.seed)
+        soak(
+            mode,
+            stale=stale,
+            requests=args.requests,
+            workers=args.workers,
+            seed=args.seed,
+            unauthorized=args.unauthorized,
+        )
         for stale in stores
         for mode in modes
     ]
