@@ -192,15 +192,26 @@ def layer_pairs() -> dict[str, tuple[Sync, Sync]]:
 
 
 def async_layer_pairs() -> dict[str, tuple[Async, Async]]:
-    """As `layer_pairs`, for the async transport."""
+    """As `layer_pairs`, for the async transport and auth flow."""
+    credentials = Credentials(KEY)
     mock = httpx.MockTransport(_ok)
     request = httpx.Request("GET", URL, headers={"Authorization": f"Bearer {KEY}"})
-    transport = AsyncResilientTransport(Credentials(KEY), mock)
+    transport = AsyncResilientTransport(credentials, mock)
+    auth = RunPodAuth(credentials)
+
+    async def through_auth() -> object:
+        flow = auth.async_auth_flow(request)
+        response = await mock.handle_async_request(await flow.__anext__())
+        with contextlib.suppress(StopAsyncIteration):
+            await flow.asend(response)
+        return response
+
     return {
         "httpx transport (async)": (
             lambda: mock.handle_async_request(request),
             lambda: transport.handle_async_request(request),
-        )
+        ),
+        "httpx RunPodAuth (async)": (lambda: mock.handle_async_request(request), through_auth),
     }
 
 
