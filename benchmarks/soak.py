@@ -68,14 +68,22 @@ class EventCounter:
     def __init__(self) -> None:
         self.retries: collections.Counter[str] = collections.Counter()
         self.rejected = 0
+        # The library's key-recovery errors (a request given up), kept whole: they say why.
+        self.errors: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    def __call__(self, _logger: Any, _method: str, event: dict[str, Any]) -> Any:
+    def __call__(self, _logger: Any, method: str, event: dict[str, Any]) -> Any:
         with self._lock:
             if event["event"] == "runpod.transient.retry":
                 self.retries[str(event.get("reason"))] += 1
             elif event["event"] == "runpod.auth.rejected":
                 self.rejected += 1
+            elif (
+                method == "error"
+                and event["event"].startswith("runpod.auth.")
+                and len(self.errors) < 10
+            ):
+                self.errors.append({k: str(v) for k, v in event.items()})
         raise structlog.DropEvent
 
 
@@ -254,6 +262,7 @@ def soak(
         "lost": sum(tally.lost.values()),
         "lost_by_error": dict(tally.lost),
         "first_errors": tally.first_errors,
+        "error_events": events.errors,
         "jobs": len(inputs),
         "duplicates": sum(n - 1 for n in jobs.values()),
         "missing_jobs": requests - len(jobs),
