@@ -315,10 +315,10 @@ def negotiate(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                 )
                 raise _Again(reply, wait)  # noqa: TRY301 -- tenacity sends again
     except _Again as exc:
-        # The loop's bounds ended it: the ceiling on sends, the user's stop, or
-        # max_recoveries recovered keys rejected.
+        sends = attempt.retry_state.attempt_number
+        # The loop's bounds ended it: the ceiling on sends, or the user's stop.
         if exc.reply.status == UNAUTHORIZED:
-            raise _still_rejected(credentials, state.key, method, url, rejected_recovered) from None
+            raise _ceiling_reached(credentials, state.key, method, url, sends) from None
         raise _transient("exhausted", method, url, exc.reply, history) from None
 
 
@@ -399,6 +399,24 @@ def _still_rejected(
         f"recovery by {name!r} produced ({recovered} recovered key(s) rejected). {NEXT_STEPS}",
         fingerprint=shown,
         attempts=recovered + 1,
+        hooks=(name,),
+    )
+
+
+def _ceiling_reached(
+    credentials: Credentials, key: str | None, method: str, url: str, sends: int
+) -> AuthenticationError:
+    shown = fingerprint(key)
+    name = hook_name(credentials.recovery)
+    context = RecoveryContext(shown, sends, UNAUTHORIZED, method, url, key_id(key))
+    _log_give_up("ceiling", context)
+    return AuthenticationError(
+        f"RunPod kept answering 401 to {method} {url} ({sends} sends, the last with API key "
+        f"{shown}, the key {name!r} holds): the request reached its ceiling on sends "
+        "(RetryPolicy.max_sends). If the key works elsewhere, RunPod or a proxy is refusing it "
+        f"here; else it was revoked and its source not updated. {NEXT_STEPS}",
+        fingerprint=shown,
+        attempts=sends,
         hooks=(name,),
     )
 

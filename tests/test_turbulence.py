@@ -180,7 +180,10 @@ def test_a_flapping_server_is_bounded_by_the_ceiling_on_sends(runpod_emulator, s
     _, credentials = file_credentials(runpod_emulator, secret)
     runpod_emulator.chaos(Chaos(unauthorized=1.0, path_prefix="/v2/"))
 
-    with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError):
+    with (
+        client_for(runpod_emulator, credentials) as client,
+        pytest.raises(AuthenticationError, match="ceiling on sends"),
+    ):
         client.get("/health")
 
     assert credentials.retry.max_sends == runpod_emulator.counters().by_status[401]
