@@ -101,33 +101,33 @@ def _request(key: str | None) -> dict[str, object]:
 def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
     key: str | None, url: str, response: httpx.Response
 ) -> Validation:
-    print_, where = fingerprint(key), redact_url(url)
+    shown, where = fingerprint(key), redact_url(url)
     status = response.status_code
     if status == httpx.codes.UNAUTHORIZED:
-        return Validation(KeyStatus.REJECTED, print_, where, "HTTP 401: RunPod rejected the key")
+        return Validation(KeyStatus.REJECTED, shown, where, "HTTP 401: RunPod rejected the key")
     if status == httpx.codes.FORBIDDEN:
-        return Validation(KeyStatus.FORBIDDEN, print_, where, "HTTP 403: the key lacks permission")
+        return Validation(KeyStatus.FORBIDDEN, shown, where, "HTTP 403: the key lacks permission")
     if status != 200:  # noqa: PLR2004
-        return Validation(KeyStatus.UNREACHABLE, print_, where, f"unexpected HTTP {status}")
+        return Validation(KeyStatus.UNREACHABLE, shown, where, f"unexpected HTTP {status}")
     try:
         body = response.json()
     except ValueError:
-        return Validation(KeyStatus.UNREACHABLE, print_, where, "the answer was not JSON")
+        return Validation(KeyStatus.UNREACHABLE, shown, where, "the answer was not JSON")
     errors = body.get("errors") if isinstance(body, dict) else None
     if errors:
         message = str(errors[0].get("message", "")) if isinstance(errors[0], dict) else ""
         if "unauthorized" in message.lower():
-            return Validation(KeyStatus.FORBIDDEN, print_, where, "GraphQL answered Unauthorized")
-        return Validation(KeyStatus.UNREACHABLE, print_, where, "GraphQL answered an error")
+            return Validation(KeyStatus.FORBIDDEN, shown, where, "GraphQL answered Unauthorized")
+        return Validation(KeyStatus.UNREACHABLE, shown, where, "GraphQL answered an error")
     data = body.get("data") if isinstance(body, dict) else None
     myself = data.get("myself") if isinstance(data, dict) else None
     if myself is None:
         if key is None:
-            return Validation(KeyStatus.MISSING, print_, where, "no key was sent")
+            return Validation(KeyStatus.MISSING, shown, where, "no key was sent")
         return Validation(
-            KeyStatus.REJECTED, print_, where, "RunPod did not recognise the key (myself: null)"
+            KeyStatus.REJECTED, shown, where, "RunPod did not recognise the key (myself: null)"
         )
-    return Validation(KeyStatus.ACCEPTED, print_, where, "RunPod accepted the key")
+    return Validation(KeyStatus.ACCEPTED, shown, where, "RunPod accepted the key")
 
 
 def validate(

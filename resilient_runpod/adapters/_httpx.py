@@ -16,10 +16,10 @@ import httpx
 
 from .._engine import (
     DISCARD,
-    FORBIDDEN,
     UNAUTHORIZED,
     Reply,
     async_driver,
+    first_reply,
     run_async,
     run_sync,
     sync_driver,
@@ -215,13 +215,6 @@ class RunPodAuth(httpx.Auth):
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
 
-    def _first(self, request: httpx.Request, response: httpx.Response) -> Reply | None:
-        """The first response's `Reply` if the engine must see it; None if it stands."""
-        status = response.status_code
-        if status in (UNAUTHORIZED, FORBIDDEN) or status in self.credentials.retry.statuses:
-            return Reply(status, _retry_after(response))
-        return None
-
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
@@ -233,9 +226,9 @@ class RunPodAuth(httpx.Auth):
             return
         state = credentials.current
         _stamp(request, state.key)
-        first = self._first(request, (yield request))
+        response = yield request
+        first = first_reply(credentials, state, response.status_code, _retry_after(response))
         if first is None:
-            credentials._confirm(state.generation)  # noqa: SLF001 -- one unit with the engine
             return
         driver = sync_driver(
             credentials, request.method, request.url, state, first, replayable=_replayable(request)
@@ -265,9 +258,9 @@ class RunPodAuth(httpx.Auth):
             return
         state = credentials.current
         _stamp(request, state.key)
-        first = self._first(request, (yield request))
+        response = yield request
+        first = first_reply(credentials, state, response.status_code, _retry_after(response))
         if first is None:
-            credentials._confirm(state.generation)  # noqa: SLF001
             return
         driver = async_driver(
             credentials, request.method, request.url, state, first, replayable=_replayable(request)

@@ -592,12 +592,12 @@ def _live_findings(
 
 
 def _live_finding(name: str, where: str, result: Validation) -> Finding:
-    print_ = result.fingerprint
+    shown = result.fingerprint
     if result.status is KeyStatus.ACCEPTED:
         return Finding(
             FindingCode.KEY_ACCEPTED,
             "ok",
-            f"RunPod accepted the key in {where} ({print_})",
+            f"RunPod accepted the key in {where} ({shown})",
             f"asked {result.url}",
             "",
             name,
@@ -606,7 +606,7 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
         return Finding(
             FindingCode.KEY_REJECTED,
             "error",
-            f"RunPod rejected the key in {where} ({print_}): {result.detail}",
+            f"RunPod rejected the key in {where} ({shown}): {result.detail}",
             "the key was revoked, has expired or was never valid (a typo): every request with it "
             "gets 401",
             f"Create a new key at {CONSOLE_URL} (API Keys) and {_put_it(name, where)}; then "
@@ -617,7 +617,7 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
         return Finding(
             FindingCode.KEY_FORBIDDEN,
             "error",
-            f"RunPod knows the key in {where} ({print_}) but it lacks permission: {result.detail}",
+            f"RunPod knows the key in {where} ({shown}) but it lacks permission: {result.detail}",
             "this is not a rejected key (401): a new copy of the same key will not help, and this "
             "library never retries 403",
             f"At {CONSOLE_URL}, give the key the permission it needs (Read/Write or All), or use "
@@ -636,7 +636,7 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
     return Finding(
         FindingCode.UNREACHABLE,
         "error",
-        f"could not ask RunPod about the key in {where} ({print_}): {result.detail} from "
+        f"could not ask RunPod about the key in {where} ({shown}): {result.detail} from "
         f"{result.url}",
         "nothing is known about whether RunPod accepts the key",
         "Check the network, a proxy (HTTPS_PROXY) or --api-url; or run with --offline to "
