@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import signal
-import string
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -21,6 +18,8 @@ import pytest
 import structlog
 
 from resilient_runpod import Credentials
+
+from .helpers import make_key
 
 if TYPE_CHECKING:
     from resilient_runpod.testing import Emulator
@@ -62,17 +61,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def make_key() -> str:
-    """A fresh key of RunPod's current shape: rpa_ + 40 upper/digits + 6 alphanumerics."""
-    upper = string.ascii_uppercase + string.digits
-    tail = string.ascii_letters + string.digits
-    return (
-        "rpa_"
-        + "".join(secrets.choice(upper) for _ in range(40))
-        + "".join(secrets.choice(tail) for _ in range(6))
-    )
-
-
 @pytest.fixture
 def key() -> str:
     """A valid-looking key no server knows."""
@@ -90,18 +78,6 @@ def child_env(tmp_path: Path) -> dict[str, str]:
     env["HOME"] = str(tmp_path)
     env["TERM"] = "xterm"
     return env
-
-
-def in_threads(call, count: int = 64) -> list[object]:
-    """Run *call* in *count* threads released together; return their results in order."""
-    barrier = threading.Barrier(count)
-
-    def run(_: int) -> object:
-        barrier.wait()
-        return call()
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 class EmulatorProcess:

@@ -13,7 +13,7 @@ import pytest
 from resilient_runpod._keys import fingerprint
 from resilient_runpod.cli import main
 
-from .conftest import make_key
+from .helpers import make_key
 
 JSON_KEYS = {
     "ok",

@@ -21,7 +21,7 @@ from resilient_runpod._config import config_path, load_config
 from resilient_runpod._files import CONFIG_LIMIT, SECRET_FILE_LIMIT
 from resilient_runpod.recovery import save_key
 
-from .conftest import make_key
+from .helpers import make_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from resilient_runpod import scrub_secrets
 from resilient_runpod._logging import remember_key
 
-from .conftest import make_key
+from .helpers import make_key
 
 
 def test_scrub_secrets_removes_keys_everywhere():

@@ -14,7 +14,7 @@ import pytest
 
 from resilient_runpod.cli import main
 
-from .conftest import make_key
+from .helpers import make_key
 
 
 def login(args: list[str], env: dict[str, str]):

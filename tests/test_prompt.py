@@ -27,7 +27,7 @@ from resilient_runpod import (
 )
 from resilient_runpod.recovery._prompt import Prompt, where_to_ask
 
-from .conftest import make_key
+from .helpers import Counting, make_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,11 +36,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 CONTEXT = RecoveryContext("rpa_…OLD1", 1, 401, "POST", "https://api.runpod.ai/v2/ep/run")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture
@@ -267,19 +262,6 @@ def test_closed_stdin_means_nobody_is_there(monkeypatch):
 # -- with the engine ---------------------------------------------------------------------
 
 
-class Counting:
-    def __init__(self, hook: Prompt) -> None:
-        self.hook = hook
-        self.calls = 0
-        self.name = "prompt"
-        self._lock = threading.Lock()
-
-    def __call__(self, context: RecoveryContext) -> RecoveredKey:
-        with self._lock:
-            self.calls += 1
-        return self.hook(context)
-
-
 def test_one_prompt_for_256_threads_and_200_tasks(pipe, screen, emulator_process):
     """456 requests rejected at once share one prompt; all succeed with the typed key."""
     # The emulator runs in its own process: 456 clients and the server in one interpreter
@@ -287,7 +269,7 @@ def test_one_prompt_for_256_threads_and_200_tasks(pipe, screen, emulator_process
     emulator = emulator_process
     old = emulator.key
     new = emulator.rotate(old)
-    hook = Counting(asking(pipe, screen))
+    hook = Counting(asking(pipe, screen), name="prompt")
     credentials = Credentials(old, recovery=hook, hosts=[emulator.host], hook_timeout=None)
     url = f"{emulator.url}/v2/prompt-storm/health"
     statuses: list[int | str] = []

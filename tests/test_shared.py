@@ -27,7 +27,8 @@ from resilient_runpod import (
 from resilient_runpod._keys import fingerprint, key_id
 from resilient_runpod.recovery._shared import runtime_dir
 
-from .conftest import EmulatorProcess, make_key
+from .conftest import EmulatorProcess
+from .helpers import make_key
 
 WORKERS = 8
 ROTATIONS = 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,29 +18,13 @@ from resilient_runpod import (
     Credentials,
     HookTimeoutError,
     PermissionDeniedError,
-    RecoveryContext,
     ResilientTransport,
     RunPodAuth,
     recovery,
 )
 from resilient_runpod.testing import Emulator
 
-from .conftest import make_key
-
-
-class Counting:
-    """Wraps a hook and counts its calls (thread-safe)."""
-
-    def __init__(self, hook: Callable[[RecoveryContext], object]) -> None:
-        self.hook = hook
-        self.calls = 0
-        self.name = f"counting({getattr(hook, 'name', 'hook')})"
-        self._lock = threading.Lock()
-
-    def __call__(self, context: RecoveryContext) -> object:
-        with self._lock:
-            self.calls += 1
-        return self.hook(context)
+from .helpers import Counting, make_key
 
 
 def rotate_via_file(emulator: Emulator, secret: Path, old: str) -> str:

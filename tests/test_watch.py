@@ -19,7 +19,7 @@ import pytest
 from resilient_runpod import Credentials, ResilientTransport, recovery
 from resilient_runpod.typing import RecoveredKey
 
-from .conftest import make_key
+from .helpers import make_key
 
 # Generous bounds for a loaded machine: they end a wait that failed, nothing is timed.
 PATIENCE = 15.0
