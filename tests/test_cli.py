@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,21 +15,13 @@ import pytest
 
 from resilient_runpod.cli._common import use_color
 
+from .helpers import run_cli
 from .test_emulator import cli_emulator
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path | None = None, module: str = "") -> tuple:
     """Run the command; return (exit code, stdout, stderr)."""
-    done = subprocess.run(
-        [sys.executable, "-m", module or "resilient_runpod.cli", *args],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(*args, env=env, cwd=cwd, python=("-m", module or "resilient_runpod.cli"))
     return done.returncode, done.stdout, done.stderr
 
 

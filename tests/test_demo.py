@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import structlog
 
 from resilient_runpod.cli._demo_run import MAX_JOBS, run_demo
 
+from .helpers import run_cli
+
 # Any whole key, shaped like RunPod's: must never appear in the demo's output.
 WHOLE_KEY = re.compile(r"rpa_[A-Za-z0-9]{20,}")
 
@@ -22,15 +23,7 @@ WHOLE_KEY = re.compile(r"rpa_[A-Za-z0-9]{20,}")
 def demo_process(*args, python=("-m", "resilient_runpod.cli")):
     """Run `demo ARGS` in a child; *python* is what starts the CLI there."""
     env = {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
-    return subprocess.run(
-        [sys.executable, *python, "demo", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli("demo", *args, env=env, python=python)
 
 
 def summary_counts(output: str) -> dict[str, int]:

@@ -27,7 +27,7 @@ from resilient_runpod import (
 )
 from resilient_runpod.recovery._prompt import Prompt, where_to_ask
 
-from .helpers import Counting, make_key
+from .helpers import Counting, make_key, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -308,10 +308,7 @@ def test_one_prompt_for_256_threads_and_200_tasks(pipe, screen, emulator_process
         thread.start()
     try:
         # Answer only once every request has been rejected: all 456 are waiting on the prompt.
-        deadline_polls = 0
-        while emulator.status_counts().get(401, 0) < 456 and deadline_polls < 6000:
-            threading.Event().wait(0.01)
-            deadline_polls += 1
+        assert wait_for(lambda: emulator.status_counts().get(401, 0) >= 456)
         rejected_before_answer = emulator.status_counts().get(401, 0)
         pipe.send_text(new + "\r")
     finally:
