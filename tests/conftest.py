@@ -133,6 +133,11 @@ class EmulatorProcess:
         counts = self.admin.get("counters").json()["by_status"]
         return {int(code): n for code, n in counts.items()}
 
+    def in_flight(self) -> int:
+        """Requests that arrived and are not answered yet: proof they are in flight."""
+        count: int = self.admin.get("in_flight").json()["in_flight"]
+        return count
+
     def close(self) -> None:
         self.admin.close()
         self.process.send_signal(signal.SIGTERM)
