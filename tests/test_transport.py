@@ -464,8 +464,10 @@ def test_graphql_query_key_is_replaced_by_the_current_one(runpod_emulator):
     assert response.json()["data"]["myself"]["id"]
 
 
-def test_connection_pool_survives_a_thousand_401s(runpod_emulator):
-    """Every discarded 401 is closed: 1,000 of them through a 2-connection pool, then a 200."""
+def test_connection_pool_survives_many_401s(runpod_emulator):
+    """Every discarded 401 is closed: 200 of them through a 2-connection pool, then a 200
+    (a leaked connection would exhaust the pool after two).
+    """
     old = runpod_emulator.api_key
     runpod_emulator.revoke(old)
     credentials = Credentials(
@@ -476,7 +478,7 @@ def test_connection_pool_survives_a_thousand_401s(runpod_emulator):
     with client_for(
         runpod_emulator, credentials, limits=limits, timeout=httpx.Timeout(5.0, pool=2.0)
     ) as client:
-        for _ in range(1000):
+        for _ in range(200):
             try:
                 client.get("/health")
             except AuthenticationError:
@@ -484,8 +486,8 @@ def test_connection_pool_survives_a_thousand_401s(runpod_emulator):
         credentials.set_key(runpod_emulator.add_key())
         final = client.get("/health")
 
-    assert (1000, 200) == (failures, final.status_code)
-    assert 1000 == runpod_emulator.counters().by_status[401]
+    assert (200, 200) == (failures, final.status_code)
+    assert 200 == runpod_emulator.counters().by_status[401]
 
 
 def test_runpod_auth_recovers_with_auth_argument(runpod_emulator, secret):
