@@ -67,17 +67,22 @@ def key() -> str:
     return make_key()
 
 
-@pytest.fixture
-def child_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a person's shell: no CI flags, no keys, a private HOME."""
+def person_env(home: Path) -> dict[str, str]:
+    """The environment of a person's shell: no CI flags, no keys, *home* as HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "RESILIENT_"))}
     for name in _ISOLATED_VARIABLES:
         env.pop(name, None)
     # Without this prompt_toolkit waits for a cursor-position reply pexpect never sends.
     env["PROMPT_TOOLKIT_NO_CPR"] = "1"
-    env["HOME"] = str(tmp_path)
+    env["HOME"] = str(home)
     env["TERM"] = "xterm"
     return env
+
+
+@pytest.fixture
+def child_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a person's shell: no CI flags, no keys, a private HOME."""
+    return person_env(tmp_path)
 
 
 class EmulatorProcess:

@@ -6,6 +6,7 @@ module imports them by name instead of writing them again.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -21,7 +22,15 @@ if TYPE_CHECKING:
 
     from resilient_runpod import RecoveryContext
 
-__all__ = ["Counting", "handing_out", "in_threads", "make_key", "run_cli", "wait_for"]
+__all__ = [
+    "Counting",
+    "handing_out",
+    "in_threads",
+    "make_key",
+    "run_cli",
+    "run_cli_batch",
+    "wait_for",
+]
 
 T = TypeVar("T")
 
@@ -85,6 +94,42 @@ def wait_for(condition: Callable[[], object], timeout: float = PATIENCE) -> bool
             return False
         time.sleep(0.01)
     return True
+
+
+# Runs the CLI's `main` once per argument list in one interpreter, each with its own
+# stdout and stderr: the exit code is what `main` returns or what SystemExit carries.
+_BATCH = """
+import contextlib, io, json, sys
+from resilient_runpod.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    results.append([code, out.getvalue(), err.getvalue()])
+sys.__stdout__.write(json.dumps(results))
+"""
+
+
+def run_cli_batch(
+    argvs: Sequence[Sequence[str]], env: Mapping[str, str]
+) -> dict[tuple[str, ...], tuple[int, str, str]]:
+    """Run the CLI for each of *argvs* in ONE real subprocess; map each to (code, out, err).
+
+    For command-line conventions (usage errors, --help, exit codes) checked over many
+    argument lists: each starts a fresh ``main`` with stdin at /dev/null, without paying
+    for an interpreter each. What only a process shows (``python -m``, the exit status)
+    is checked with `run_cli`.
+    """
+    done = run_cli(json.dumps([list(argv) for argv in argvs]), env=env, python=("-c", _BATCH))
+    assert 0 == done.returncode, done.stderr
+    results = json.loads(done.stdout)
+    return {
+        tuple(argv): (code, out, err) for argv, (code, out, err) in zip(argvs, results, strict=True)
+    }
 
 
 def run_cli(
