@@ -118,7 +118,11 @@ class TestResolution:
         """Without any key, requests go out without one and the first 401 runs recovery."""
         credentials = Credentials()
 
-        assert (None, "<no key>") == (credentials.api_key, credentials.fingerprint)
+        assert (None, "<no key>", "none") == (
+            credentials.api_key,
+            credentials.fingerprint,
+            credentials.source,
+        )
 
     def test_padded_explicit_key_is_refused(self):
         """A key handed over in code is never altered: padding is an error that says so."""
@@ -150,6 +154,13 @@ class TestRepr:
         assert key not in repr(credentials)
         assert key not in str(credentials)
         assert credentials.fingerprint in repr(credentials)
+
+    def test_repr_names_the_generation_and_the_hook(self):
+        """repr() says which generation is current and which hook recovers it."""
+        credentials = Credentials(make_key(), handing_out())
+        credentials.set_key(make_key())
+
+        assert "generation=1 recovery='handing_out'>" in repr(credentials)
 
     def test_recovered_key_repr_hides_the_key(self):
         """A RecoveredKey shows where it came from, not what it is."""
@@ -313,16 +324,82 @@ class TestBadHooks:
         assert isinstance(info.value.__cause__, OSError)
 
     def test_hanging_hook_times_out(self):
-        """A hook that never answers is abandoned after hook_timeout, for every waiter."""
+        """A hook that never answers is abandoned after hook_timeout, for every waiter; the
+        cause names the hook and the budget, and the abandoned flight counts as a failure.
+        """
         never = threading.Event()
-        credentials = Credentials(make_key(), lambda context: never.wait(), hook_timeout=0.2)
+        hook = Counting(lambda context: never.wait(), name="stuck")
+        credentials = Credentials(make_key(), hook, hook_timeout=0.2, failure_threshold=1)
 
         errors = recover_in_threads(credentials, 8)
+        with pytest.raises(CooldownError):
+            credentials.recover(0, context_for(credentials))
         never.set()
 
         assert 8 == len(errors)
         assert all(isinstance(e, AuthenticationError) for e in errors)
         assert all(isinstance(e.__cause__, HookTimeoutError) for e in errors)
+        assert {"recovery hook 'stuck' did not answer within 0.2 seconds and was abandoned"} == {
+            str(e.__cause__) for e in errors
+        }
+        assert 1 == hook.calls
+
+    def test_a_callers_deadline_ends_its_wait_not_the_flight(self):
+        """A caller whose deadline passes while the hook runs gets AuthenticationError
+        naming the hook, its cause saying the deadline passed; the flight runs on and a
+        caller without a deadline gets its key.
+        """
+        release = threading.Event()
+        new = make_key()
+
+        def slow(context: RecoveryContext) -> str:
+            assert release.wait(PATIENCE)
+            return new
+
+        credentials = Credentials(make_key(), Counting(slow, name="slow"))
+        context = context_for(credentials)
+        patient = threading.Thread(target=credentials.recover, args=(0, context))
+        patient.start()
+
+        with pytest.raises(AuthenticationError) as info:
+            credentials.recover(0, context, deadline=time.monotonic() + 0.1)
+        release.set()
+        patient.join()
+
+        assert isinstance(info.value.__cause__, RecoveryError)
+        assert "the request's deadline passed while recovery was running" == str(
+            info.value.__cause__
+        )
+        assert ("slow",) == info.value.hooks
+        assert new == credentials.api_key
+
+    @pytest.mark.anyio
+    async def test_a_callers_deadline_ends_its_async_wait_not_the_flight(self):
+        """The same for asyncio: the deadline ends the wait without blocking the loop."""
+        release = asyncio.Event()
+        new = make_key()
+        asked: list[str] = []
+
+        async def slow(context: RecoveryContext) -> str:
+            asked.append(context.fingerprint)
+            await release.wait()
+            return new
+
+        credentials = Credentials(make_key(), slow)
+        context = context_for(credentials)
+        patient = asyncio.ensure_future(credentials.arecover(0, context))
+        await asyncio.sleep(0)
+
+        with pytest.raises(AuthenticationError) as info:
+            await credentials.arecover(0, context, deadline=time.monotonic() + 0.1)
+        release.set()
+
+        assert Outcome.NEW == await patient
+        assert [context.fingerprint] == asked  # the hook ran once, on this loop, with the context
+        assert "the request's deadline passed while recovery was running" == str(
+            info.value.__cause__
+        )
+        assert new == credentials.api_key
 
     @pytest.mark.anyio
     async def test_hanging_async_hook_times_out(self):
@@ -378,6 +455,9 @@ class TestCooldown:
 
         assert 3 == hook.calls
         assert 0 < info.value.retry_after <= 60
+        assert context.fingerprint == info.value.fingerprint
+        assert "recovery failed 3 times in a row" in str(info.value)
+        assert "instead of calling 'handing_out' again" in str(info.value)
 
     def test_open_breaker_rereads_a_cheap_source_and_closes_on_a_new_key(self):
         """While open, a source is re-read at most every probe_interval; a new key closes it."""
