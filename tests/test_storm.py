@@ -21,7 +21,7 @@ THREADS = 64
 TASKS = 200
 # Long enough that every parked request is still parked when the key is revoked, on a
 # loaded machine: each one is then rejected exactly once.
-LATENCY = 2.0
+LATENCY = 1.0
 # The async client's pool: at most this many of its requests reach the server at once.
 POOL = 10
 
