@@ -598,14 +598,30 @@ def test_a_recovery_error_from_the_hook_is_quoted_as_is_and_read_once():
     """
 
     def hook(context: RecoveryContext) -> str:
-        raise RecoveryError("nobody home")
+        raise RecoveryError("nobody home.")
 
     counting = Counting(hook)
     credentials = Credentials(make_key(), counting)
+    context = context_for(credentials, attempt=2)
+
+    with pytest.raises(AuthenticationError) as info:
+        credentials.recover(0, context)
+
+    assert 1 == counting.calls
+    assert "found no replacement: nobody home. " in str(info.value)  # one full stop
+    assert (context.fingerprint, 2) == (info.value.fingerprint, info.value.attempts)
+    assert isinstance(info.value.__cause__, RecoveryError)
+
+
+def test_a_cancelled_prompt_is_said_so():
+    """A hook interrupted by Ctrl-C ends recovery with an error saying the person cancelled."""
+
+    def hook(context: RecoveryContext) -> str:
+        raise KeyboardInterrupt
+
+    credentials = Credentials(make_key(), hook)
 
     with pytest.raises(AuthenticationError) as info:
         credentials.recover(0, context_for(credentials))
 
-    assert 1 == counting.calls
-    assert "found no replacement: nobody home. " in str(info.value)
-    assert isinstance(info.value.__cause__, RecoveryError)
+    assert "found no replacement: the person cancelled the prompt. " in str(info.value)
