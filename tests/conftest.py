@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import signal
-import string
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -21,6 +18,8 @@ import pytest
 import structlog
 
 from resilient_runpod import Credentials
+
+from .helpers import make_key
 
 if TYPE_CHECKING:
     from resilient_runpod.testing import Emulator
@@ -62,46 +61,28 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def make_key() -> str:
-    """A fresh key of RunPod's current shape: rpa_ + 40 upper/digits + 6 alphanumerics."""
-    upper = string.ascii_uppercase + string.digits
-    tail = string.ascii_letters + string.digits
-    return (
-        "rpa_"
-        + "".join(secrets.choice(upper) for _ in range(40))
-        + "".join(secrets.choice(tail) for _ in range(6))
-    )
-
-
 @pytest.fixture
 def key() -> str:
     """A valid-looking key no server knows."""
     return make_key()
 
 
-@pytest.fixture
-def child_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a person's shell: no CI flags, no keys, a private HOME."""
+def person_env(home: Path) -> dict[str, str]:
+    """The environment of a person's shell: no CI flags, no keys, *home* as HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "RESILIENT_"))}
     for name in _ISOLATED_VARIABLES:
         env.pop(name, None)
     # Without this prompt_toolkit waits for a cursor-position reply pexpect never sends.
     env["PROMPT_TOOLKIT_NO_CPR"] = "1"
-    env["HOME"] = str(tmp_path)
+    env["HOME"] = str(home)
     env["TERM"] = "xterm"
     return env
 
 
-def in_threads(call, count: int = 64) -> list[object]:
-    """Run *call* in *count* threads released together; return their results in order."""
-    barrier = threading.Barrier(count)
-
-    def run(_: int) -> object:
-        barrier.wait()
-        return call()
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(run, range(count)))
+@pytest.fixture
+def child_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a person's shell: no CI flags, no keys, a private HOME."""
+    return person_env(tmp_path)
 
 
 class EmulatorProcess:
@@ -156,6 +137,11 @@ class EmulatorProcess:
     def status_counts(self) -> dict[int, int]:
         counts = self.admin.get("counters").json()["by_status"]
         return {int(code): n for code, n in counts.items()}
+
+    def in_flight(self) -> int:
+        """Requests that arrived and are not answered yet: proof they are in flight."""
+        count: int = self.admin.get("in_flight").json()["in_flight"]
+        return count
 
     def close(self) -> None:
         self.admin.close()

@@ -11,9 +11,10 @@ from resilient_runpod.adapters import ResilientMiddleware
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_rotated_key_is_recovered_and_the_request_sent_again(runpod_emulator, vault):
+async def test_a_rotated_key_is_recovered_and_the_request_sent_again(
+    runpod_emulator, vault, credentials
+):
     """A GET and a JSON POST both succeed after a rotation; the hook runs once each time."""
-    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
     base = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}"
     async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as session:
         vault.rotate()
@@ -49,9 +50,8 @@ async def test_a_403_raises_permission_denied_without_recovery(runpod_emulator, 
     assert 0 == vault.calls
 
 
-async def test_recovery_that_finds_nothing_gives_up(runpod_emulator, vault):
+async def test_recovery_that_finds_nothing_gives_up(runpod_emulator, vault, credentials):
     """A dead key and an empty vault: AuthenticationError after one recovery, no loop."""
-    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
     runpod_emulator.revoke(runpod_emulator.api_key)
     vault.key = None
     async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as session:

@@ -16,7 +16,7 @@ import pytest
 from resilient_runpod import Credentials, RecoveryContext, ResilientTransport, SourceError, recovery
 from resilient_runpod._keys import fingerprint, key_id
 
-from .conftest import make_key
+from .helpers import make_key
 
 REGION = "us-east-1"
 

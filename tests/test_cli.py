@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,21 +15,14 @@ import pytest
 
 from resilient_runpod.cli._common import use_color
 
+from .conftest import person_env
+from .helpers import run_cli, run_cli_batch
 from .test_emulator import cli_emulator
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path | None = None, module: str = "") -> tuple:
     """Run the command; return (exit code, stdout, stderr)."""
-    done = subprocess.run(
-        [sys.executable, "-m", module or "resilient_runpod.cli", *args],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(*args, env=env, cwd=cwd, python=("-m", module or "resilient_runpod.cli"))
     return done.returncode, done.stdout, done.stderr
 
 
@@ -44,10 +35,32 @@ def test_unknown_top_level_flag_is_named(child_env):
     assert "unrecognized arguments: --bogus" in err
 
 
-@pytest.mark.parametrize("command", ["doctor", "login", "demo", "emulator"])
-def test_unknown_subcommand_flag_prints_that_commands_usage(child_env, command):
+COMMANDS = ("doctor", "login", "demo", "emulator")
+EXIT_CODES = [
+    (("doctor", "--offline"), 1),  # a problem found: no key
+    (("doctor", "--api-url", "localhost:8000"), 2),  # usage: no scheme
+    (("login", "--stdin", "--no-validate"), 1),  # not saved: the empty stdin is no key
+    (("login",), 2),  # nobody to ask: no terminal
+    (("demo", "--jobs", "0"), 2),
+    (("emulator", "--port", "x"), 2),
+]
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory) -> dict[tuple[str, ...], tuple[int, str, str]]:
+    """Every argument list below, run in one real subprocess from a person's shell."""
+    argvs = [
+        *((command, "--bogus") for command in COMMANDS),
+        *((command, "--help") for command in COMMANDS),
+        *(args for args, _ in EXIT_CODES),
+    ]
+    return run_cli_batch(argvs, env=person_env(tmp_path_factory.mktemp("home")))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unknown_subcommand_flag_prints_that_commands_usage(batch, command):
     """`doctor --bogus` prints doctor's usage and names the flag, exit 2."""
-    code, out, err = cli(command, "--bogus", env=child_env)
+    code, out, err = batch[command, "--bogus"]
 
     assert (2, "") == (code, out)
     assert err.startswith(f"usage: resilient-runpod {command} ")
@@ -70,28 +83,18 @@ def test_python_m_resilient_runpod_is_the_command(child_env):
     assert ["no-key"] == [f["code"] for f in json.loads(out)["findings"]]
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["doctor", "--offline"], 1),  # a problem found: no key
-        (["doctor", "--api-url", "localhost:8000"], 2),  # usage: no scheme
-        (["login", "--stdin", "--no-validate"], 1),  # not saved: the empty stdin is no key
-        (["login"], 2),  # nobody to ask: no terminal
-        (["demo", "--jobs", "0"], 2),
-        (["emulator", "--port", "x"], 2),
-    ],
-)
-def test_exit_codes_are_as_documented(child_env, args, expected):
+@pytest.mark.parametrize(("args", "expected"), EXIT_CODES)
+def test_exit_codes_are_as_documented(batch, args, expected):
     """0 ok, 1 a problem found or not done, 2 usage error: as each command's --help says."""
-    code, _, _ = cli(*args, env=child_env)
+    code, _, _ = batch[args]
 
     assert expected == code
 
 
-def test_every_command_documents_its_exit_codes(child_env):
+def test_every_command_documents_its_exit_codes(batch):
     """Each command's --help states its exit codes: the single source the README points to."""
-    for command in ("doctor", "login", "demo", "emulator"):
-        code, out, _ = cli(command, "--help", env=child_env)
+    for command in COMMANDS:
+        code, out, _ = batch[command, "--help"]
         text = " ".join(out.split())
 
         assert 0 == code

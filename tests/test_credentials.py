@@ -23,7 +23,7 @@ from resilient_runpod import (
 )
 from resilient_runpod._flight import Outcome
 
-from .conftest import make_key
+from .helpers import PATIENCE, Counting, handing_out, make_key
 
 
 def context_for(credentials: Credentials, attempt: int = 1) -> RecoveryContext:
@@ -57,42 +57,24 @@ def recover_in_threads(credentials: Credentials, count: int) -> list[BaseExcepti
 
 @contextlib.contextmanager
 def hook_running() -> Iterator[Credentials]:
-    """Credentials whose hook is running (and blocked) for the whole ``with`` body."""
+    """Credentials whose hook is running, blocked until the ``with`` body ends."""
     started = threading.Event()
     release = threading.Event()
 
     def slow_hook(context: RecoveryContext) -> str:
         started.set()
-        release.wait(5)
+        assert release.wait(PATIENCE)
         return make_key()
 
     credentials = Credentials(make_key(), slow_hook)
     waiter = threading.Thread(target=credentials.recover, args=(0, context_for(credentials)))
     waiter.start()
-    started.wait(5)
+    assert started.wait(PATIENCE)
     try:
         yield credentials
     finally:
         release.set()
         waiter.join()
-
-
-class CountingHook:
-    """A hook that hands out prepared keys and counts its calls."""
-
-    def __init__(self, *keys: str | None, delay: float = 0.0) -> None:
-        self.keys = list(keys)
-        self.calls = 0
-        self.delay = delay
-        self.lock = threading.Lock()
-
-    def __call__(self, context: RecoveryContext) -> str | None:
-        with self.lock:
-            self.calls += 1
-            key = self.keys.pop(0) if self.keys else None
-        if self.delay:
-            time.sleep(self.delay)
-        return key
 
 
 class TestResolution:
@@ -136,7 +118,11 @@ class TestResolution:
         """Without any key, requests go out without one and the first 401 runs recovery."""
         credentials = Credentials()
 
-        assert (None, "<no key>") == (credentials.api_key, credentials.fingerprint)
+        assert (None, "<no key>", "none") == (
+            credentials.api_key,
+            credentials.fingerprint,
+            credentials.source,
+        )
 
     def test_padded_explicit_key_is_refused(self):
         """A key handed over in code is never altered: padding is an error that says so."""
@@ -169,6 +155,13 @@ class TestRepr:
         assert key not in str(credentials)
         assert credentials.fingerprint in repr(credentials)
 
+    def test_repr_names_the_generation_and_the_hook(self):
+        """repr() says which generation is current and which hook recovers it."""
+        credentials = Credentials(make_key(), handing_out())
+        credentials.set_key(make_key())
+
+        assert "generation=1 recovery='handing_out'>" in repr(credentials)
+
     def test_recovered_key_repr_hides_the_key(self):
         """A RecoveredKey shows where it came from, not what it is."""
         key = make_key()
@@ -180,7 +173,7 @@ class TestSingleFlight:
     def test_one_hook_call_for_many_threads(self):
         """256 threads reporting the same rejected generation cause exactly one hook call."""
         new = make_key()
-        hook = CountingHook(new, delay=0.05)
+        hook = handing_out(new, delay=0.05)
         credentials = Credentials(make_key(), hook)
 
         errors = recover_in_threads(credentials, 256)
@@ -209,7 +202,7 @@ class TestSingleFlight:
     def test_one_hook_call_across_event_loops_in_threads(self):
         """Tasks on four loops in four threads, plus plain threads, share one flight."""
         new = make_key()
-        hook = CountingHook(new, delay=0.1)
+        hook = handing_out(new, delay=0.1)
         credentials = Credentials(make_key(), hook)
         context = context_for(credentials)
         barrier = threading.Barrier(8)
@@ -233,7 +226,7 @@ class TestSingleFlight:
 
     def test_old_generation_returns_without_hook(self):
         """A request rejected with a key that was already replaced just retries."""
-        hook = CountingHook(make_key())
+        hook = handing_out(make_key())
         credentials = Credentials(make_key(), hook)
         credentials.set_key(make_key())
 
@@ -251,13 +244,34 @@ class TestSingleFlight:
         assert (pushed, 1) == (credentials.api_key, credentials.generation)
 
     def test_hook_does_not_hold_the_lock(self):
-        """While the hook runs, reading and setting the key do not wait for it."""
-        with hook_running() as credentials:
-            # Both would deadlock if the hook ran under the credentials' lock.
-            fingerprint = credentials.fingerprint
-            credentials.set_key(make_key())
+        """While the hook runs, others read the key, set one, and pass a stale 401 through.
 
-        assert fingerprint.startswith("rpa_")
+        The hook stays blocked until the ``with`` body ends. Another thread reads the
+        fingerprint, sets a new key, and reports the rejected generation, which is now
+        stale and returns NEW at once. If the hook ran under the credentials' lock, that
+        thread would block until the hook returned, so ``done.wait`` would return False.
+        """
+        pushed = make_key()
+        done = threading.Event()
+        seen: list[object] = []
+
+        def meanwhile(credentials: Credentials) -> None:
+            seen.append(credentials.fingerprint)
+            credentials.set_key(pushed)
+            seen.append(credentials.recover(0, context_for(credentials)))
+            done.set()
+
+        with hook_running() as credentials:
+            rejected = credentials.fingerprint
+            threading.Thread(target=meanwhile, args=(credentials,), daemon=True).start()
+            finished_while_the_hook_ran = done.wait(PATIENCE / 2)
+            key_while_the_hook_ran = credentials.api_key
+
+        assert finished_while_the_hook_ran
+        assert [rejected, Outcome.NEW] == seen
+        assert pushed == key_while_the_hook_ran
+        # The recovery that finished after set_key did not overwrite the pushed key.
+        assert pushed == credentials.api_key
 
 
 class TestBadHooks:
@@ -286,7 +300,7 @@ class TestBadHooks:
     def test_same_key_is_sent_once_more_then_polled_within_the_window(self):
         """A hook that returns the rejected key: first "unchanged", then polled, then refused."""
         key = make_key()
-        hook = CountingHook(*([key] * 10))
+        hook = handing_out(*([key] * 10))
         credentials = Credentials(key, hook, recovery_window=0)
 
         first = credentials.recover(0, context_for(credentials))
@@ -303,22 +317,89 @@ class TestBadHooks:
 
         credentials = Credentials(make_key(), broken)
 
-        with pytest.raises(AuthenticationError, match="vault sealed") as info:
+        with pytest.raises(AuthenticationError) as info:
             credentials.recover(0, context_for(credentials))
 
+        assert "found no replacement: OSError: vault sealed. " in str(info.value)
         assert isinstance(info.value.__cause__, OSError)
 
     def test_hanging_hook_times_out(self):
-        """A hook that never answers is abandoned after hook_timeout, for every waiter."""
+        """A hook that never answers is abandoned after hook_timeout, for every waiter; the
+        cause names the hook and the budget, and the abandoned flight counts as a failure.
+        """
         never = threading.Event()
-        credentials = Credentials(make_key(), lambda context: never.wait(), hook_timeout=0.2)
+        hook = Counting(lambda context: never.wait(), name="stuck")
+        credentials = Credentials(make_key(), hook, hook_timeout=0.2, failure_threshold=1)
 
         errors = recover_in_threads(credentials, 8)
+        with pytest.raises(CooldownError):
+            credentials.recover(0, context_for(credentials))
         never.set()
 
         assert 8 == len(errors)
         assert all(isinstance(e, AuthenticationError) for e in errors)
         assert all(isinstance(e.__cause__, HookTimeoutError) for e in errors)
+        assert {"recovery hook 'stuck' did not answer within 0.2 seconds and was abandoned"} == {
+            str(e.__cause__) for e in errors
+        }
+        assert 1 == hook.calls
+
+    def test_a_callers_deadline_ends_its_wait_not_the_flight(self):
+        """A caller whose deadline passes while the hook runs gets AuthenticationError
+        naming the hook, its cause saying the deadline passed; the flight runs on and a
+        caller without a deadline gets its key.
+        """
+        release = threading.Event()
+        new = make_key()
+
+        def slow(context: RecoveryContext) -> str:
+            assert release.wait(PATIENCE)
+            return new
+
+        credentials = Credentials(make_key(), Counting(slow, name="slow"))
+        context = context_for(credentials)
+        patient = threading.Thread(target=credentials.recover, args=(0, context))
+        patient.start()
+
+        with pytest.raises(AuthenticationError) as info:
+            credentials.recover(0, context, deadline=time.monotonic() + 0.1)
+        release.set()
+        patient.join()
+
+        assert isinstance(info.value.__cause__, RecoveryError)
+        assert "the request's deadline passed while recovery was running" == str(
+            info.value.__cause__
+        )
+        assert ("slow",) == info.value.hooks
+        assert new == credentials.api_key
+
+    @pytest.mark.anyio
+    async def test_a_callers_deadline_ends_its_async_wait_not_the_flight(self):
+        """The same for asyncio: the deadline ends the wait without blocking the loop."""
+        release = asyncio.Event()
+        new = make_key()
+        asked: list[str] = []
+
+        async def slow(context: RecoveryContext) -> str:
+            asked.append(context.fingerprint)
+            await release.wait()
+            return new
+
+        credentials = Credentials(make_key(), slow)
+        context = context_for(credentials)
+        patient = asyncio.ensure_future(credentials.arecover(0, context))
+        await asyncio.sleep(0)
+
+        with pytest.raises(AuthenticationError) as info:
+            await credentials.arecover(0, context, deadline=time.monotonic() + 0.1)
+        release.set()
+
+        assert Outcome.NEW == await patient
+        assert [context.fingerprint] == asked  # the hook ran once, on this loop, with the context
+        assert "the request's deadline passed while recovery was running" == str(
+            info.value.__cause__
+        )
+        assert new == credentials.api_key
 
     @pytest.mark.anyio
     async def test_hanging_async_hook_times_out(self):
@@ -337,7 +418,7 @@ class TestBadHooks:
 
     def test_followers_get_their_own_exception_objects(self):
         """Each waiter raises a fresh error (shared exception objects corrupt tracebacks)."""
-        hook = CountingHook(None, delay=0.1)
+        hook = handing_out(None, delay=0.1)
         credentials = Credentials(make_key(), hook)
 
         errors = recover_in_threads(credentials, 4)
@@ -348,21 +429,21 @@ class TestBadHooks:
     def test_failure_is_logged_once_with_the_hook_name(self):
         """One failed flight is one hook_failed event, naming the hook, not the key."""
         key = make_key()
-        credentials = Credentials(key, CountingHook(None))
+        credentials = Credentials(key, handing_out(None))
 
         with capture_logs() as logs, pytest.raises(AuthenticationError):
             credentials.recover(0, context_for(credentials))
 
         failed = [e for e in logs if e["event"] == "runpod.auth.hook_failed"]
         assert 1 == len(failed)
-        assert "CountingHook" == failed[0]["hook"]
+        assert "handing_out" == failed[0]["hook"]
         assert key not in repr(logs)
 
 
 class TestCooldown:
     def test_three_failures_rest_the_hook(self):
         """After 3 failed recoveries in a row, rejections fail fast without the hook."""
-        hook = CountingHook()  # always None
+        hook = handing_out()  # always None
         credentials = Credentials(make_key(), hook, cooldown=60)
         context = context_for(credentials)
 
@@ -374,11 +455,14 @@ class TestCooldown:
 
         assert 3 == hook.calls
         assert 0 < info.value.retry_after <= 60
+        assert context.fingerprint == info.value.fingerprint
+        assert "recovery failed 3 times in a row" in str(info.value)
+        assert "instead of calling 'handing_out' again" in str(info.value)
 
     def test_open_breaker_rereads_a_cheap_source_and_closes_on_a_new_key(self):
         """While open, a source is re-read at most every probe_interval; a new key closes it."""
         new = make_key()
-        hook = CountingHook(None, None, None, None, new)
+        hook = handing_out(None, None, None, None, new)
         credentials = Credentials(make_key(), hook, cooldown=60, probe_interval=0.2)
         for _ in range(3):
             with pytest.raises(AuthenticationError):
@@ -404,7 +488,7 @@ class TestCooldown:
 
     def test_a_person_is_not_asked_while_the_breaker_is_open(self):
         """An interactive hook is never re-read while the breaker is open."""
-        hook = CountingHook()
+        hook = handing_out()
         hook.interactive = True  # type: ignore[attr-defined]
         credentials = Credentials(make_key(), hook, cooldown=60, probe_interval=0)
         for _ in range(3):
@@ -418,7 +502,7 @@ class TestCooldown:
 
     def test_an_accepted_key_resets_the_count(self):
         """Once a request succeeds with the current key, earlier failures are forgotten."""
-        hook = CountingHook(None, None, make_key(), make_key(), make_key())
+        hook = handing_out(None, None, make_key(), make_key(), make_key())
         credentials = Credentials(make_key(), hook)
         for _ in range(2):
             with pytest.raises(AuthenticationError):
@@ -431,7 +515,7 @@ class TestCooldown:
 
     def test_set_key_ends_the_cooldown(self):
         """Pushing a key from the application resumes recovery at once."""
-        hook = CountingHook(None, None, None, make_key())
+        hook = handing_out(None, None, None, make_key())
         credentials = Credentials(make_key(), hook)
         for _ in range(3):
             with pytest.raises(AuthenticationError):
@@ -446,7 +530,7 @@ class TestCooldown:
 class TestSetKey:
     def test_rotation_pushed_from_outside(self):
         """set_key installs a new generation and names its source."""
-        credentials = Credentials(make_key(), CountingHook())
+        credentials = Credentials(make_key(), handing_out())
         new = make_key()
 
         credentials.set_key(new, source="vault-agent")
@@ -460,7 +544,7 @@ class TestSetKey:
     def test_bad_key_changes_nothing(self):
         """A refused key leaves the current one in place."""
         key = make_key()
-        credentials = Credentials(key, CountingHook())
+        credentials = Credentials(key, handing_out())
 
         with pytest.raises(InvalidKeyError):
             credentials.set_key(" " + make_key())
@@ -480,13 +564,13 @@ def test_fork_child_starts_with_fresh_lock_and_no_flight():
         answer = next(answers)
         if not started.is_set():
             started.set()
-            release.wait(5)
+            assert release.wait(PATIENCE)
         return answer
 
     credentials = Credentials(make_key(), hook)
     waiter = threading.Thread(target=credentials.recover, args=(0, context_for(credentials)))
     waiter.start()
-    started.wait(5)
+    assert started.wait(PATIENCE)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: the parent's flight does not exist here
@@ -505,15 +589,39 @@ def test_fork_child_starts_with_fresh_lock_and_no_flight():
     assert b"1" == verdict
 
 
-def test_recovery_error_is_not_swallowed_as_timeout():
-    """A RecoveryError raised by a hook reaches the caller as the cause."""
+def test_a_recovery_error_from_the_hook_is_quoted_as_is_and_read_once():
+    """A hook raising RecoveryError (not a SourceError) is asked once, its message is
+    quoted without the exception's type name, and it is the cause.
+
+    Other exceptions are quoted as ``Type: message`` (see test_hook_error_is_the_cause);
+    only a failing source is read a second time.
+    """
 
     def hook(context: RecoveryContext) -> str:
-        raise RecoveryError("nobody home")
+        raise RecoveryError("nobody home.")
+
+    counting = Counting(hook)
+    credentials = Credentials(make_key(), counting)
+    context = context_for(credentials, attempt=2)
+
+    with pytest.raises(AuthenticationError) as info:
+        credentials.recover(0, context)
+
+    assert 1 == counting.calls
+    assert "found no replacement: nobody home. " in str(info.value)  # one full stop
+    assert (context.fingerprint, 2) == (info.value.fingerprint, info.value.attempts)
+    assert isinstance(info.value.__cause__, RecoveryError)
+
+
+def test_a_cancelled_prompt_is_said_so():
+    """A hook interrupted by Ctrl-C ends recovery with an error saying the person cancelled."""
+
+    def hook(context: RecoveryContext) -> str:
+        raise KeyboardInterrupt
 
     credentials = Credentials(make_key(), hook)
 
-    with pytest.raises(AuthenticationError, match="nobody home") as info:
+    with pytest.raises(AuthenticationError) as info:
         credentials.recover(0, context_for(credentials))
 
-    assert isinstance(info.value.__cause__, RecoveryError)
+    assert "found no replacement: the person cancelled the prompt. " in str(info.value)

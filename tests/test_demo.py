@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,22 +14,30 @@ import structlog
 
 from resilient_runpod.cli._demo_run import MAX_JOBS, run_demo
 
+from .helpers import run_cli, run_cli_batch
+
 # Any whole key, shaped like RunPod's: must never appear in the demo's output.
 WHOLE_KEY = re.compile(r"rpa_[A-Za-z0-9]{20,}")
 
 
+def demo_env():
+    """This environment without anything RunPod's: the demo makes its own keys."""
+    return {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
+
+
 def demo_process(*args, python=("-m", "resilient_runpod.cli")):
     """Run `demo ARGS` in a child; *python* is what starts the CLI there."""
-    env = {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
-    return subprocess.run(
-        [sys.executable, *python, "demo", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli("demo", *args, env=demo_env(), python=python)
+
+
+USAGE_ERRORS = [["--jobs", "1"], ["--jobs", "many"], ["--jobs", "10001"]]
+
+
+@pytest.fixture(scope="module")
+def refused():
+    """The demo's usage errors, run in one real subprocess (see helpers.run_cli_batch)."""
+    argvs = [("demo", *args) for args in [*USAGE_ERRORS, ["--interactive"]]]
+    return run_cli_batch(argvs, env=demo_env())
 
 
 def summary_counts(output: str) -> dict[str, int]:
@@ -100,29 +107,29 @@ def test_the_cli_cap_is_the_demo_cap():
 
 def test_more_than_100_jobs_run():
     """A run beyond the old cap of 100 jobs per stage completes, every job counted."""
-    summary = run_demo(jobs=120, sdk=False, quiet=True, out=io.StringIO())
+    summary = run_demo(jobs=101, sdk=False, quiet=True, out=io.StringIO())
 
-    assert (240, 240, 0) == (summary.submitted, summary.completed, summary.lost)
+    assert (202, 202, 0) == (summary.submitted, summary.completed, summary.lost)
 
 
-@pytest.mark.parametrize("args", [["--jobs", "1"], ["--jobs", "many"], ["--jobs", "10001"]])
-def test_demo_usage_errors_exit_2(args):
+@pytest.mark.parametrize("args", USAGE_ERRORS)
+def test_demo_usage_errors_exit_2(refused, args):
     """A bad --jobs is a usage error."""
-    result = demo_process(*args)
+    code, _, err = refused[("demo", *args)]
 
-    assert 2 == result.returncode
-    assert "--jobs" in result.stderr
+    assert 2 == code
+    assert "--jobs" in err
 
 
-def test_interactive_without_a_terminal_exits_2():
+def test_interactive_without_a_terminal_exits_2(refused):
     """--interactive with nobody at a terminal says so and exits 2 instead of hanging."""
-    result = demo_process("--interactive")
+    code, out, err = refused["demo", "--interactive"]
 
-    assert 2 == result.returncode
-    assert "--interactive asks you to paste the new key" in result.stderr
+    assert 2 == code
+    assert "--interactive asks you to paste the new key" in err
     # The demo makes its own keys: advice to set one would send the person astray.
-    assert "RUNPOD_API_KEY" not in result.stderr
-    assert "" == result.stdout
+    assert "RUNPOD_API_KEY" not in err
+    assert "" == out
 
 
 def test_interactive_demo_in_a_real_terminal(tmp_path):

@@ -21,7 +21,7 @@ from resilient_runpod.cli._diagnose import (
     winners,
 )
 
-from .conftest import make_key
+from .helpers import make_key
 
 
 def env_source(name: str, raw: str) -> KeySource:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from resilient_runpod._keys import fingerprint
 from resilient_runpod.cli import main
 
-from .conftest import make_key
+from .helpers import make_key, run_cli
 
 JSON_KEYS = {
     "ok",
@@ -41,14 +39,7 @@ def doctor_process(home, env, *args):
     """Run doctor as a real subprocess with only *env* as RunPod-related environment."""
     clean = {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
     clean.update(env, HOME=str(home))
-    return subprocess.run(
-        [sys.executable, "-m", "resilient_runpod.cli", "doctor", *args],
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli("doctor", *args, env=clean)
 
 
 def write_config(home, text):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -22,6 +23,8 @@ import resilient_runpod.testing
 from resilient_runpod._keys import fingerprint, shape_problems
 from resilient_runpod.testing import Emulator
 
+from .helpers import wait_for
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
@@ -32,6 +35,10 @@ ENDPOINT = "demo-endpoint"
 PROBLEM_401 = {"title": "Unauthorized", "status": 401, "detail": "missing bearer token"}
 PROBLEM_403 = {"title": "Forbidden", "status": 403, "detail": "access denied"}
 MYSELF = "query { myself { id } }"
+
+
+# Long enough that a parked request is never answered while its test runs.
+PARKED = 60.0
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -685,6 +692,29 @@ def test_admin_api_controls_faults_latency_and_counters(
     assert {"401": 1} == counters["by_status"]
     assert 1 == counters["total"]
     assert 0 == emu.counters().total
+
+
+def test_admin_api_counts_the_requests_in_flight() -> None:
+    """/_emulator/in_flight counts requests that arrived and are not answered yet, as
+    Emulator.in_flight does; admin calls are not among them.
+
+    An emulator of its own: the parked request stays in flight until the server stops.
+    """
+
+    def park(url: str) -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the server may stop under it
+            httpx.get(url, timeout=PARKED)
+
+    with Emulator() as own, httpx.Client(base_url=own.url) as admin:
+        own.set_latency(PARKED)
+        idle = admin.get("/_emulator/in_flight").json()
+        parked = threading.Thread(target=park, args=(f"{own.serverless_url}/{ENDPOINT}/health",))
+        parked.start()
+        arrived = wait_for(lambda: 1 == admin.get("/_emulator/in_flight").json()["in_flight"])
+        in_process = own.in_flight
+    parked.join()
+
+    assert ({"in_flight": 0}, True, 1) == (idle, arrived, in_process)
 
 
 def test_admin_api_explains_bad_calls(client: httpx.Client) -> None:

@@ -9,8 +9,6 @@ with ``os.mkfifo``, a symlink to ``/dev/zero``, a 200 MB (sparse) file.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from typing import TYPE_CHECKING
 
@@ -21,7 +19,7 @@ from resilient_runpod._config import config_path, load_config
 from resilient_runpod._files import CONFIG_LIMIT, SECRET_FILE_LIMIT
 from resilient_runpod.recovery import save_key
 
-from .conftest import make_key
+from .helpers import make_key, run_cli
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -142,14 +140,7 @@ def test_doctor_reports_the_file_without_a_traceback(tmp_path, kind):
     env = {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
     env["HOME"] = str(home)
 
-    done = subprocess.run(
-        [sys.executable, "-m", "resilient_runpod.cli", "doctor", "--offline"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,  # a hang fails here instead of stalling the suite
-        check=False,
-    )
+    done = run_cli("doctor", "--offline", env=env)
 
     shown = "".join((done.stdout + done.stderr).split())  # doctor wraps lines at 80 columns
     assert "Traceback" not in shown

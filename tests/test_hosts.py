@@ -5,7 +5,7 @@ import pytest
 
 from resilient_runpod._hosts import HostPolicy, redact_text, redact_url
 
-from .conftest import make_key
+from .helpers import make_key
 
 
 class TestHostPolicy:

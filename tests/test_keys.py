@@ -5,7 +5,7 @@ import pytest
 from resilient_runpod import InvalidKeyError, fingerprint
 from resilient_runpod._keys import KeyProblem, check, clean, key_problems, shape_problems
 
-from .conftest import make_key
+from .helpers import make_key
 
 
 class TestFingerprint:

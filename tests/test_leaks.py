@@ -36,7 +36,7 @@ from resilient_runpod import (
 )
 from resilient_runpod.testing import Emulator
 
-from .conftest import make_key
+from .helpers import make_key
 
 Scenario = Callable[[Emulator, Path, pytest.MonkeyPatch], list[object]]
 SCENARIOS: dict[str, Scenario] = {}

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from resilient_runpod import scrub_secrets
 from resilient_runpod._logging import remember_key
 
-from .conftest import make_key
+from .helpers import make_key
 
 
 def test_scrub_secrets_removes_keys_everywhere():
@@ -82,14 +82,46 @@ def test_httpx_log_line_carries_no_key(caplog):
     assert key not in messages[0]
 
 
-def test_events_have_fixed_names():
-    """The library's events are fixed dotted names, with fields, not formatted messages."""
-    from resilient_runpod._logging import logger
+def test_a_recovered_401_is_two_events_with_fixed_names_and_fields(
+    runpod_emulator, vault, credentials
+):
+    """A real 401 recovered through the transport makes the library emit, in order,
+    ``runpod.auth.rejected`` (warning) and ``runpod.auth.recovered`` (info): fixed dotted
+    names whose facts are fields, fingerprints only, never the key.
+    """
+    from resilient_runpod import ResilientTransport, fingerprint
 
-    with capture_logs() as logs:
-        logger.warning("runpod.auth.rejected", status=401)
+    old = vault.key
+    new = vault.rotate()
+    url = f"{runpod_emulator.serverless_url}/ep/health"
 
-    assert [{"event": "runpod.auth.rejected", "status": 401, "log_level": "warning"}] == logs
+    with (
+        capture_logs() as logs,
+        httpx.Client(transport=ResilientTransport(credentials)) as client,
+    ):
+        status = client.get(url).status_code
+
+    auth = [e for e in logs if e["event"].startswith("runpod.auth.")]
+    assert 200 == status
+    assert ["runpod.auth.rejected", "runpod.auth.recovered"] == [e["event"] for e in auth]
+    rejected, recovered = auth
+    assert {
+        "event": "runpod.auth.rejected",
+        "log_level": "warning",
+        "method": "GET",
+        "url": url,
+        "status": 401,
+        "attempt": 1,
+        "fingerprint": fingerprint(old),
+    } == rejected
+    assert ("info", "vault", fingerprint(old), fingerprint(new)) == (
+        recovered["log_level"],
+        recovered["hook"],
+        recovered["rejected"],
+        recovered["fingerprint"],
+    )
+    assert old not in repr(logs)
+    assert new not in repr(logs)
 
 
 def _rejected_once(emulator) -> None:

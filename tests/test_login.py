@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from resilient_runpod.cli import main
 
-from .conftest import make_key
+from .helpers import make_key, run_cli
 
 
 def login(args: list[str], env: dict[str, str]):
@@ -81,15 +80,7 @@ def test_login_ctrl_c_saves_nothing(tmp_path, child_env, runpod_emulator):
 
 def test_login_without_a_terminal_says_what_to_do(tmp_path, child_env):
     """With stdin /dev/null, login exits 2 at once, pointing at --stdin, not at itself."""
-    done = subprocess.run(
-        [sys.executable, "-m", "resilient_runpod.cli", "login"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=child_env,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("login", env=child_env)
     assert 2 == done.returncode
     assert "stdin is not a terminal" in done.stderr
     assert "| resilient-runpod login --stdin" in done.stderr

@@ -22,7 +22,7 @@ from resilient_runpod import (
 )
 from resilient_runpod.recovery._persist import save_to_config, save_to_file
 
-from .conftest import make_key
+from .helpers import make_key
 
 CONTEXT = RecoveryContext("rpa_…OLD1", 1, 401, "GET", "https://api.runpod.ai/v2/ep/health")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import queue
 import sys
-import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from jupyter_client.manager import start_new_kernel
+
+from .helpers import wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -137,10 +138,8 @@ def test_background_thread_after_its_cell_ended_is_non_interactive(kernel, tmp_p
         "threading.Thread(target=later, daemon=True).start()\n"
     )
     run_cell(kernel, start, allow_stdin=True)
-    for _ in range(6000):  # the thread reports through a file: no cell may run meanwhile
-        if report.exists() and report.read_text():
-            break
-        threading.Event().wait(0.01)
+    # The thread reports through a file: no cell may run meanwhile.
+    assert wait_for(lambda: report.exists() and report.read_text())
     assert report.read_text().startswith(
         "RAISED the notebook cell that needed the key has finished"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from resilient_runpod import RecoveryError
 from resilient_runpod._redact import scrubbed_exception
 
-from .conftest import make_key
+from .helpers import make_key
 
 
 def _raised(error: BaseException, cause: BaseException | None = None) -> BaseException:

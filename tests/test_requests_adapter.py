@@ -19,9 +19,8 @@ def session_for(credentials: Credentials) -> requests.Session:
     return session
 
 
-def test_a_rotated_key_is_recovered_and_the_request_sent_again(runpod_emulator, vault):
+def test_a_rotated_key_is_recovered_and_the_request_sent_again(runpod_emulator, vault, credentials):
     """GET and a JSON POST both succeed after a rotation; the hook runs once."""
-    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
     base = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}"
     with session_for(credentials) as session:
         vault.rotate()
@@ -42,9 +41,10 @@ def test_the_key_goes_only_to_allowed_hosts(runpod_emulator, vault):
     assert 0 == vault.calls
 
 
-def test_a_graphql_api_key_query_parameter_carries_the_current_key(runpod_emulator, vault):
+def test_a_graphql_api_key_query_parameter_carries_the_current_key(
+    runpod_emulator, vault, credentials
+):
     """Scripts that send ?api_key= get the recovered key in that parameter too."""
-    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
     old = vault.key
     vault.rotate()
     with session_for(credentials) as session:
@@ -66,9 +66,10 @@ def test_a_403_raises_permission_denied_without_recovery(runpod_emulator, vault)
     assert 0 == vault.calls
 
 
-def test_recovery_that_finds_nothing_gives_up_with_authentication_error(runpod_emulator, vault):
+def test_recovery_that_finds_nothing_gives_up_with_authentication_error(
+    runpod_emulator, vault, credentials
+):
     """A dead key and an empty vault: AuthenticationError, no loop."""
-    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
     runpod_emulator.revoke(runpod_emulator.api_key)
     vault.key = None
     with session_for(credentials) as session, pytest.raises(AuthenticationError):
@@ -91,11 +92,10 @@ def test_the_adapter_closes_the_adapter_it_wraps():
     assert [True] == closed
 
 
-def test_retries_set_through_get_adapter_reach_the_adapter_that_sends(runpod_emulator, vault):
+def test_retries_set_through_get_adapter_reach_the_adapter_that_sends(runpod_emulator, credentials):
     """``session.get_adapter(url).max_retries = Retry(...)`` after mounting takes effect:
     two injected 503s are retried by urllib3 and the third answer is the 200.
     """
-    credentials = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
     url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
     with session_for(credentials) as session:
         session.get_adapter(url).max_retries = Retry(

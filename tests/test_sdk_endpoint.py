@@ -17,7 +17,7 @@ import resilient_runpod
 from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError, wrap
 from resilient_runpod.sdk import _wrap
 
-from .conftest import in_threads
+from .helpers import in_threads
 
 
 def test_every_endpoint_method_recovers_after_a_rotation(sdk, runpod_emulator, vault, credentials):

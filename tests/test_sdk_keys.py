@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
 
 import aiohttp
 import pytest
@@ -22,23 +21,13 @@ from resilient_runpod import Credentials, wrap
 from resilient_runpod._keys import fingerprint
 from resilient_runpod.sdk import _wrap
 
-from .conftest import in_threads
+from .helpers import Counting, in_threads
 
 
-class Replacements:
-    """A hook that replaces each rejected key by the one listed for it, counting calls."""
-
-    name = "replacements"
-
-    def __init__(self, table: dict[str, str]) -> None:
-        self.table = {fingerprint(old): new for old, new in table.items()}
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, context) -> str | None:
-        with self._lock:
-            self.calls += 1
-        return self.table.get(context.fingerprint)
+def replacements(table: dict[str, str]) -> Counting:
+    """A counting hook that replaces each rejected key by the one listed for it."""
+    by_fingerprint = {fingerprint(old): new for old, new in table.items()}
+    return Counting(lambda context: by_fingerprint.get(context.fingerprint), name="replacements")
 
 
 @pytest.fixture
@@ -65,7 +54,7 @@ def test_an_endpoint_made_with_its_own_key_sends_that_key(sdk, runpod_emulator, 
 def test_a_rejected_own_key_is_replaced_for_that_object_only(sdk, runpod_emulator, own_key):
     """The recovered key serves the object that held K; the shared key and the global stay."""
     replacement = runpod_emulator.add_key()
-    hook = Replacements({own_key: replacement})
+    hook = replacements({own_key: replacement})
     shared = Credentials(runpod_emulator.api_key, recovery=hook, hosts=[runpod_emulator.host])
     rp = wrap(runpod, shared)
     own = rp.Endpoint(runpod_emulator.endpoint_id, api_key=own_key)
@@ -95,7 +84,7 @@ def test_64_threads_on_an_endpoint_with_its_own_key_share_one_recovery(
 ):
     """Single flight holds for a key of the object's own: 64 rejected threads, one hook call."""
     replacement = runpod_emulator.add_key()
-    hook = Replacements({own_key: replacement})
+    hook = replacements({own_key: replacement})
     shared = Credentials(runpod_emulator.api_key, recovery=hook, hosts=[runpod_emulator.host])
     endpoint = wrap(runpod.Endpoint(runpod_emulator.endpoint_id, api_key=own_key), shared)
     runpod_emulator.revoke(own_key)
@@ -110,7 +99,7 @@ async def test_an_async_endpoint_keeps_its_own_key_and_its_jobs_follow_it(
 ):
     """AsyncioEndpoint(..., api_key=K) and the jobs it runs send K, then K's replacement."""
     replacement = runpod_emulator.add_key()
-    hook = Replacements({own_key: replacement})
+    hook = replacements({own_key: replacement})
     shared = Credentials(runpod_emulator.api_key, recovery=hook, hosts=[runpod_emulator.host])
     runpod_emulator.job_seconds = 60.0
     async with aiohttp.ClientSession() as session:

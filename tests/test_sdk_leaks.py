@@ -21,7 +21,7 @@ from resilient_runpod import AuthenticationError, Credentials, retry_init, wrap
 from resilient_runpod.adapters import ResilientHTTPAdapter, ResilientMiddleware
 from resilient_runpod.sdk import _wrap
 
-from .conftest import make_key
+from .helpers import make_key
 
 if TYPE_CHECKING:
     from resilient_runpod.testing import Emulator

@@ -21,7 +21,7 @@ from resilient_runpod import (
     recovery,
 )
 
-from .conftest import make_key
+from .helpers import make_key
 
 CONTEXT = RecoveryContext("rpa_…OLD1", 1, 401, "GET", "https://api.runpod.ai/v2/ep/health")
 

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 from resilient_runpod import Credentials, ResilientTransport, recovery
 from resilient_runpod.typing import RecoveredKey
 
-from .conftest import make_key
+from .helpers import make_key, wait_for
 
 # Generous bounds for a loaded machine: they end a wait that failed, nothing is timed.
 PATIENCE = 15.0
@@ -43,15 +42,6 @@ class Pushed:
         with self._cond:
             self._cond.wait_for(lambda: len(self.keys) >= count, PATIENCE)
             return list(self.keys)
-
-
-def wait_until(condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 # -- the ways a secret file really changes ------------------------------------------------
@@ -210,7 +200,7 @@ def test_credentials_follow_the_file(wrap, tmp_path, monkeypatch):
 
     secret.write(new)
 
-    assert wait_until(lambda: credentials.api_key == new)
+    assert wait_for(lambda: credentials.api_key == new)
     assert (generation + 1, f"file:{secret.path}") == (credentials.generation, credentials.source)
 
 
@@ -260,10 +250,7 @@ def test_the_watcher_does_not_keep_the_interpreter_alive(tmp_path, child_env):
 
 def _forked_child(credentials: Credentials, ready, new: str, result) -> None:
     ready.set()
-    deadline = time.monotonic() + PATIENCE
-    while credentials.api_key != new and time.monotonic() < deadline:
-        time.sleep(0.01)
-    result.put(credentials.api_key == new)
+    result.put(wait_for(lambda: credentials.api_key == new, PATIENCE))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
@@ -291,7 +278,7 @@ def test_a_forked_child_keeps_watching(tmp_path):
 
 @pytest.mark.parametrize("layout", [Plain, KubernetesSecret], ids=lambda c: c.__name__)
 def test_graceful_rotations_cause_no_401(layout, runpod_emulator, tmp_path):
-    """About 50 requests a second through 3 rotations, each revoking the old key a moment
+    """About 50 requests a second through 2 rotations, each revoking the old key a moment
     after the new one is written: the emulator answers no 401 at all.
     """
     secret = layout(tmp_path)
@@ -314,14 +301,14 @@ def test_graceful_rotations_cause_no_401(layout, runpod_emulator, tmp_path):
     sender = threading.Thread(target=traffic)
     sender.start()
     try:
-        for _ in range(3):
+        for _ in range(2):
             new = runpod_emulator.add_key()
             secret.write(new)
-            time.sleep(0.5)  # the rotation's grace period, before the old key goes
-            pushed = wait_until(lambda new=new: credentials.api_key == new)
+            time.sleep(0.2)  # the rotation's grace period, before the old key goes
+            pushed = wait_for(lambda new=new: credentials.api_key == new)
             runpod_emulator.revoke(old)
             old = new
-            time.sleep(0.3)  # requests with the new key only
+            time.sleep(0.15)  # requests with the new key only
             assert pushed
     finally:
         stop.set()

@@ -127,6 +127,7 @@ class _Admin:
             ("latency", self.latency, "POST"),
             ("counters", self.counters, "GET"),
             ("counters", self.reset_counters, "DELETE"),
+            ("in_flight", self.in_flight, "GET"),
             ("reset", self.reset, "POST"),
         ]
         return [
@@ -189,6 +190,10 @@ class _Admin:
 
     async def counters(self, _request: Request) -> Response:
         return JSONResponse(self._state.counters().to_json())
+
+    async def in_flight(self, _request: Request) -> Response:
+        """Requests that arrived and are not answered yet (`Emulator.in_flight`)."""
+        return JSONResponse({"in_flight": self._state.in_flight})
 
     async def reset_counters(self, _request: Request) -> Response:
         self._state.reset_counters()

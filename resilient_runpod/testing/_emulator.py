@@ -90,8 +90,8 @@ class Emulator:
     HTTP, without auth, under ``/_emulator/``: ``POST keys`` (``{"key"?, "scope"?}``),
     ``GET keys``, ``POST keys/revoke`` and ``keys/rotate`` (``{"key"}``), ``POST faults``
     (``{"status", "count"?, "path_prefix"?}``), ``DELETE faults``, ``POST latency``
-    (``{"seconds"}``), ``GET``/``DELETE counters`` and ``POST reset``. Admin calls are
-    neither delayed, faulted nor counted.
+    (``{"seconds"}``), ``GET``/``DELETE counters``, ``GET in_flight`` and ``POST reset``.
+    Admin calls are neither delayed, faulted nor counted.
     """
 
     def __init__(

@@ -1,0 +1,156 @@
+"""Helpers shared by the tests: one definition of each, imported where needed.
+
+Fixtures live in ``conftest.py``; plain functions and classes live here, so a test
+module imports them by name instead of writing them again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
+
+from resilient_runpod.testing._state import new_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
+
+    from resilient_runpod import RecoveryContext
+
+__all__ = [
+    "Counting",
+    "handing_out",
+    "in_threads",
+    "make_key",
+    "run_cli",
+    "run_cli_batch",
+    "wait_for",
+]
+
+T = TypeVar("T")
+
+# A safety net, not a timing assertion: a hung child or condition must not hang the suite.
+PATIENCE = 60.0
+
+make_key = new_key
+"""A fresh key of RunPod's shape, the one the emulator mints: no server knows it."""
+
+
+class Counting:
+    """Wraps a recovery hook and counts its calls (thread-safe); returns what the hook returns."""
+
+    def __init__(self, hook: Callable[[RecoveryContext], object], name: str | None = None) -> None:
+        self.hook = hook
+        self.calls = 0
+        self.name = name or f"counting({getattr(hook, 'name', 'hook')})"
+        self._lock = threading.Lock()
+
+    def __call__(self, context: RecoveryContext) -> object:
+        with self._lock:
+            self.calls += 1
+        return self.hook(context)
+
+
+def handing_out(*keys: str | None, delay: float = 0.0) -> Counting:
+    """A counting hook that hands out *keys* in order, then None; each call first sleeps *delay*."""
+    queue = list(keys)
+    lock = threading.Lock()
+
+    def hand_out(_context: RecoveryContext) -> str | None:
+        with lock:
+            key = queue.pop(0) if queue else None
+        if delay:
+            time.sleep(delay)
+        return key
+
+    return Counting(hand_out, name="handing_out")
+
+
+def in_threads(call: Callable[[], T], count: int = 64) -> list[T]:
+    """Run *call* in *count* threads released together; return their results in order."""
+    barrier = threading.Barrier(count)
+
+    def run(_: int) -> T:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def wait_for(condition: Callable[[], object], timeout: float = PATIENCE) -> bool:
+    """Poll *condition* until it is true (True) or *timeout* seconds pass (False).
+
+    Callers assert the result: a precondition that never came fails the test by name.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+# Runs the CLI's `main` once per argument list in one interpreter, each with its own
+# stdout and stderr: the exit code is what `main` returns or what SystemExit carries.
+_BATCH = """
+import contextlib, io, json, sys
+from resilient_runpod.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    results.append([code, out.getvalue(), err.getvalue()])
+sys.__stdout__.write(json.dumps(results))
+"""
+
+
+def run_cli_batch(
+    argvs: Sequence[Sequence[str]], env: Mapping[str, str]
+) -> dict[tuple[str, ...], tuple[int, str, str]]:
+    """Run the CLI for each of *argvs* in ONE real subprocess; map each to (code, out, err).
+
+    For command-line conventions (usage errors, --help, exit codes) checked over many
+    argument lists: each starts a fresh ``main`` with stdin at /dev/null, without paying
+    for an interpreter each. What only a process shows (``python -m``, the exit status)
+    is checked with `run_cli`.
+    """
+    done = run_cli(json.dumps([list(argv) for argv in argvs]), env=env, python=("-c", _BATCH))
+    assert 0 == done.returncode, done.stderr
+    results = json.loads(done.stdout)
+    return {
+        tuple(argv): (code, out, err) for argv, (code, out, err) in zip(argvs, results, strict=True)
+    }
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    python: Sequence[str] = ("-m", "resilient_runpod.cli"),
+    stdin: int | None = subprocess.DEVNULL,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``resilient-runpod ARGS`` as a real subprocess, as a person or a script would.
+
+    *python* is what starts the CLI in the child (``-m resilient_runpod.cli`` unless a
+    test starts it another way); stdin is /dev/null unless given.
+    """
+    return subprocess.run(
+        [sys.executable, *python, *args],
+        env=dict(env),
+        cwd=cwd,
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE * 2,
+        check=False,
+    )
