@@ -20,6 +20,12 @@ from resilient_runpod import (
 )
 
 
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """This module's async tests run on both of httpx's event loops."""
+    return str(request.param)
+
+
 @pytest.fixture
 def fresh_warning(monkeypatch):
     """The foreign-host warning is once per process: start each test before it."""

@@ -26,7 +26,8 @@ from resilient_runpod import (
 from resilient_runpod._policy import Verdict, parse_retry_after
 from resilient_runpod.testing import Chaos, Emulator
 
-from .test_transport import Counting, client_for
+from .helpers import Counting
+from .test_transport import client_for
 
 FAST = RetryPolicy(backoff=tenacity.wait_fixed(0.01))
 

@@ -33,6 +33,12 @@ from resilient_runpod.testing import Emulator
 from .helpers import Counting, make_key
 
 
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """This module's async tests run on both of httpx's event loops."""
+    return str(request.param)
+
+
 def rotate_via_file(emulator: Emulator, secret: Path, old: str) -> str:
     """What an operator's rotation looks like: the new key lands in the file, then the old dies."""
     new = emulator.add_key()

@@ -25,7 +25,7 @@ from resilient_runpod import (
 )
 from resilient_runpod.testing import Emulator
 
-from .test_transport import Counting
+from .helpers import Counting
 
 TASKS = 50
 

@@ -25,7 +25,8 @@ from resilient_runpod import (
 )
 from resilient_runpod.testing import Chaos, Emulator
 
-from .test_transport import Counting, client_for
+from .helpers import Counting, wait_for
+from .test_transport import client_for
 
 
 @pytest.fixture
@@ -96,7 +97,7 @@ def test_a_stale_source_is_polled_by_one_flight_until_it_changes(runpod_emulator
         for t in threads:
             t.start()
         started.wait()
-        polling = _wait_for(lambda: credentials._suspect is not None)
+        polling = wait_for(lambda: credentials._suspect is not None)
         secret.write_text(new)  # the store catches up
         for t in threads:
             t.join()
@@ -133,7 +134,7 @@ def test_rotations_made_by_others_cost_a_request_nothing(runpod_emulator, secret
     with client_for(runpod_emulator, credentials) as client:
         thread = threading.Thread(target=lambda: outcome.append(client.get("/health").status_code))
         thread.start()
-        in_flight = _wait_for(lambda: runpod_emulator.in_flight == 1)
+        in_flight = wait_for(lambda: runpod_emulator.in_flight == 1)
         middle = runpod_emulator.add_key()
         credentials.set_key(middle)
         newest = runpod_emulator.add_key()
@@ -250,12 +251,3 @@ def _submit(client: httpx.Client, n: int) -> str:
         job: str = response.json()["id"]
         return job
     raise AssertionError("POST /run kept failing")
-
-
-def _wait_for(condition: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return False
