@@ -65,10 +65,10 @@ __all__ = [
     "Send",
     "Sleep",
     "async_driver",
-    "first_reply",
     "negotiate",
     "run_async",
     "run_sync",
+    "stands",
     "sync_driver",
     "warn_foreign_401",
 ]
@@ -498,19 +498,17 @@ async def async_driver(
 # -- the adapters' entry points ----------------------------------------------------------
 
 
-def first_reply(
-    credentials: Credentials, state: KeyState, status: int, retry_after: str | None
-) -> Reply | None:
-    """Judge the first answer of a request sent with *state*'s key.
+def stands(credentials: Credentials, state: KeyState, status: int) -> bool:
+    """Whether the first answer, *status*, to a request sent with *state*'s key is final.
 
-    ``None``: the answer stands (and the key is confirmed). Else the `Reply` to start
-    `sync_driver` or `async_driver` with. For adapters that cannot hand their sends to
-    `run_sync` / `run_async` (httpx's auth flows).
+    A final answer confirms the key. Otherwise the adapter starts `sync_driver` or
+    `async_driver` with it. For adapters that cannot hand their sends to `run_sync` /
+    `run_async` (httpx's auth flows).
     """
     if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
         credentials._confirm(state.generation)  # noqa: SLF001 -- the engine's half of one unit
-        return None
-    return Reply(status, retry_after)
+        return True
+    return False
 
 
 R = TypeVar("R")

@@ -19,9 +19,9 @@ from .._engine import (
     UNAUTHORIZED,
     Reply,
     async_driver,
-    first_reply,
     run_async,
     run_sync,
+    stands,
     sync_driver,
     warn_foreign_401,
 )
@@ -227,9 +227,9 @@ class RunPodAuth(httpx.Auth):
         state = credentials.current
         _stamp(request, state.key)
         response = yield request
-        first = first_reply(credentials, state, response.status_code, _retry_after(response))
-        if first is None:
+        if stands(credentials, state, response.status_code):
             return
+        first = Reply(response.status_code, _retry_after(response))
         driver = sync_driver(
             credentials, request.method, request.url, state, first, replayable=_replayable(request)
         )
@@ -259,9 +259,9 @@ class RunPodAuth(httpx.Auth):
         state = credentials.current
         _stamp(request, state.key)
         response = yield request
-        first = first_reply(credentials, state, response.status_code, _retry_after(response))
-        if first is None:
+        if stands(credentials, state, response.status_code):
             return
+        first = Reply(response.status_code, _retry_after(response))
         driver = async_driver(
             credentials, request.method, request.url, state, first, replayable=_replayable(request)
         )
