@@ -12,6 +12,7 @@ import threading
 import httpx
 import pytest
 import tenacity
+from structlog.testing import capture_logs
 
 from resilient_runpod import (
     AuthenticationError,
@@ -326,3 +327,40 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def test_each_retry_is_an_event_and_the_give_up_names_the_request(runpod_emulator):
+    """runpod.transient.retry per retry (status, attempt, wait), then gave_up with the history."""
+    runpod_emulator.chaos(Chaos(server_error=1.0, seed=5))
+    policy = RetryPolicy(attempts=2, backoff=tenacity.wait_fixed(0.01))
+
+    with (
+        capture_logs() as logs,
+        client_for(runpod_emulator, credentials_for(runpod_emulator, policy)) as client,
+        pytest.raises(TransientError) as info,
+    ):
+        client.get("/health")
+
+    retry = next(e for e in logs if e["event"] == "runpod.transient.retry")
+    gave_up = next(e for e in logs if e["event"] == "runpod.transient.gave_up")
+    status = info.value.history[0][0]
+    assert (
+        "GET",
+        f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health",
+        int(status),
+        status,
+        1,
+        0.01,
+    ) == (
+        retry["method"],
+        retry["url"],
+        retry["status"],
+        retry["reason"],
+        retry["attempt"],
+        retry["wait"],
+    )
+    assert ("exhausted", f"{status} (waited 0.01 s), {info.value.history[1][0]}") == (
+        gave_up["reason"],
+        gave_up["history"],
+    )
+    assert f"GET {retry['url']} failed with" in str(info.value)
