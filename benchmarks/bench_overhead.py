@@ -35,6 +35,7 @@ import contextlib
 import cProfile
 import io
 import json
+import os
 import pstats
 import statistics
 import subprocess
@@ -435,12 +436,16 @@ IMPORTS = {
 def import_time(runs: int) -> dict[str, float]:
     """Milliseconds to import, in fresh interpreters, alternating; ratios to the dependencies."""
 
+    # Bytecode must be written, or every run would compile the package again.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
     def once(statement: str) -> float:
         out = subprocess.run(
             [sys.executable, "-c", IMPORT_PROBE.format(statement=statement)],
             capture_output=True,
             text=True,
             check=True,
+            env=env,
         )
         return float(out.stdout)
 
