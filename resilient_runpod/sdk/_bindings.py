@@ -20,15 +20,15 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .._credentials import Credentials
-from .._engine import UNAUTHORIZED
+from .._engine import UNAUTHORIZED, run_async, run_sync
 from .._errors import AuthenticationError, InvalidKeyError, ResilientRunPodError
-from .._keys import fingerprint, key_id
-from ..typing import RecoveryContext
+from .._keys import key_id
 from ._copies import KeyCopies, copies_for, was_global
 from ._errors import compatible
+from ._retry_init import Attempt
 
 __all__ = ["Binding", "acall_with_key", "binding_for", "call_with_key", "shared"]
 
@@ -94,12 +94,10 @@ def binding_for(credentials: Credentials, key: Any) -> Binding | None:
     return _own(credentials, key)
 
 
-def _keyless(binding: Binding) -> RecoveryContext | None:
-    """What to tell the hook when neither the credentials nor the SDK have a key, else None."""
+def _keyless(binding: Binding) -> bool:
+    """Whether neither the credentials nor the SDK have a key."""
     runpod: Any = sys.modules["runpod"]
-    if binding.credentials.api_key is not None or runpod.api_key:
-        return None
-    return RecoveryContext(fingerprint(None), 1, UNAUTHORIZED, "INIT", "runpod.api_key")
+    return binding.credentials.api_key is None and not runpod.api_key
 
 
 def _refused(error: BaseException) -> bool:
@@ -119,43 +117,76 @@ def call_with_key(binding: Binding, call: Callable[[], T]) -> T:
     """Run *call* (an SDK call) with the key handed to the SDK first.
 
     With no key anywhere, the SDK refuses before it sends anything, so no 401 would
-    ever run recovery: that refusal runs it, and *call* is made once more with the
-    key found. A call that needs no key (it fails validation, say) runs no recovery.
+    ever run recovery. The engine then sees that refusal as the 401 it stands for:
+    recovery runs under its usual rules, and *call* is made again with the key found.
+    A call that needs no key (it fails validation, say) runs no recovery.
 
     Raises:
         AuthenticationError: recovery found no key (also the SDK's error types).
     """
     binding.copies.refresh()
-    context = _keyless(binding)
-    if context is None:
+    if not _keyless(binding):
         return call()
-    try:
-        return call()
-    except Exception as exc:
-        if not _refused(exc):
-            raise
+
+    def send() -> Attempt[T]:
         try:
-            binding.credentials.recover(binding.credentials.generation, context)
-        except AuthenticationError as error:
-            raise compatible(error) from error.__cause__
-    binding.copies.refresh()
-    return call()
+            return Attempt(_OK, call())
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+            return Attempt(UNAUTHORIZED, error=exc)
+
+    try:
+        attempt = run_sync(binding.credentials, "INIT", _WHERE, send=send, **_translation(binding))
+    except AuthenticationError as error:
+        raise compatible(error) from error.__cause__
+    return cast("T", attempt.value)
 
 
 async def acall_with_key(binding: Binding, call: Callable[[], Awaitable[T]]) -> T:
     """`call_with_key` for coroutines: recovery never blocks the event loop."""
     binding.copies.refresh()
-    context = _keyless(binding)
-    if context is None:
+    if not _keyless(binding):
         return await call()
-    try:
-        return await call()
-    except Exception as exc:
-        if not _refused(exc):
-            raise
+
+    async def send() -> Attempt[T]:
         try:
-            await binding.credentials.arecover(binding.credentials.generation, context)
-        except AuthenticationError as error:
-            raise compatible(error) from error.__cause__
-    binding.copies.refresh()
-    return await call()
+            return Attempt(_OK, await call())
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+            return Attempt(UNAUTHORIZED, error=exc)
+
+    async def discard(_attempt: Attempt[T]) -> None:
+        return None
+
+    translation = _translation(binding)
+    translation["discard"] = discard
+    try:
+        attempt = await run_async(binding.credentials, "INIT", _WHERE, send=send, **translation)
+    except AuthenticationError as error:
+        raise compatible(error) from error.__cause__
+    return cast("T", attempt.value)
+
+
+# What the events name as the rejected "request": the key the SDK had, none.
+_WHERE = "runpod.api_key"
+_OK = 200
+
+
+def _translation(binding: Binding) -> dict[str, Any]:
+    """The engine's view of an SDK call: the key is handed over by refreshing its copies."""
+    return {
+        "stamp": lambda _key: binding.copies.refresh(),
+        "status_of": _status,
+        "discard": _nothing,
+        "check_host": False,  # the SDK sends the key itself, to the hosts it is pointed at
+    }
+
+
+def _status(attempt: Attempt[Any]) -> int:
+    return attempt.status
+
+
+def _nothing(_attempt: Attempt[Any]) -> None:
+    """An SDK call refused for lack of a key left nothing to close."""

@@ -22,7 +22,7 @@ from .._validate import KeyStatus, checked_graphql_url, graphql_url, validate
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["retry_init"]
+__all__ = ["Attempt", "retry_init"]
 
 T = TypeVar("T")
 
@@ -35,7 +35,9 @@ _STATUS = {
 
 
 @dataclass(slots=True)
-class _Attempt(Generic[T]):
+class Attempt(Generic[T]):
+    """One try at an SDK call, as the engine sees it: a status, and the value or the error."""
+
     status: int
     value: T | None = None
     error: BaseException | None = None
@@ -102,13 +104,13 @@ def retry_init(
     """
     credentials = credentials if credentials is not None else Credentials()
     url = checked_graphql_url(credentials.hosts, api_url) if validate_key else graphql_url(api_url)
-    last: list[_Attempt[T]] = []
+    last: list[Attempt[T]] = []
     key_box = [credentials.api_key]
 
     def stamp(key: str | None) -> None:
         key_box[0] = key
 
-    def send() -> _Attempt[T]:
+    def send() -> Attempt[T]:
         key = key_box[0]
         try:
             value = factory(key)
@@ -116,9 +118,9 @@ def retry_init(
             status = _status_of_error(exc, keyless=key is None)
             if status is None:
                 raise
-            attempt: _Attempt[T] = _Attempt(status, error=exc)
+            attempt: Attempt[T] = Attempt(status, error=exc)
         else:
-            attempt = _Attempt(_OK, value)
+            attempt = Attempt(_OK, value)
             if validate_key:
                 answer = validate(key, url)
                 attempt.status = _STATUS.get(answer.status, _OK)
@@ -150,9 +152,9 @@ def _give_up(error: AuthenticationError) -> BaseException:
     return compatible(error)
 
 
-def _status(attempt: _Attempt[Any]) -> int:
+def _status(attempt: Attempt[Any]) -> int:
     return attempt.status
 
 
-def _discard(_attempt: _Attempt[Any]) -> None:
+def _discard(_attempt: Attempt[Any]) -> None:
     """Drop a client built with a rejected key: it has not been handed out."""
