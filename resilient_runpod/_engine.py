@@ -512,6 +512,17 @@ def stands(credentials: Credentials, state: KeyState, status: int) -> bool:
 
 
 R = TypeVar("R")
+
+
+def _lost(error: BaseException, unsent_errors: tuple[type[BaseException], ...]) -> Reply:
+    """The `Reply` for a connection error: sent, unless it is one raised before sending."""
+    return Reply(None, error=error, sent=not isinstance(error, unsent_errors))
+
+
+def _retry_after(response: R, retry_after_of: Callable[[R], str | None] | None) -> str | None:
+    return retry_after_of(response) if retry_after_of is not None else None
+
+
 _NO_ERRORS: tuple[type[BaseException], ...] = ()
 
 
@@ -557,13 +568,13 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
     try:
         response = send()
     except lost_errors as exc:
-        first = Reply(None, error=exc, sent=not isinstance(exc, unsent_errors))
+        first = _lost(exc, unsent_errors)
     else:
         status = status_of(response)
         if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
             credentials._confirm(state.generation)  # noqa: SLF001
             return response
-        first = Reply(status, retry_after_of(response) if retry_after_of else None)
+        first = Reply(status, _retry_after(response, retry_after_of))
     driver = sync_driver(credentials, method, url, state, first, replayable=replayable)
     reply: Reply | None = None
     try:
@@ -577,11 +588,11 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
             try:
                 response = send()
             except lost_errors as exc:
-                reply = Reply(None, error=exc, sent=not isinstance(exc, unsent_errors))
+                reply = _lost(exc, unsent_errors)
                 response = None
             else:
                 status = status_of(response)
-                reply = Reply(status, retry_after_of(response) if retry_after_of else None)
+                reply = Reply(status, _retry_after(response, retry_after_of))
     except StopIteration:
         pass
     finally:
@@ -618,13 +629,13 @@ async def run_async(  # noqa: C901 -- as run_sync
     try:
         response = await send()
     except lost_errors as exc:
-        first = Reply(None, error=exc, sent=not isinstance(exc, unsent_errors))
+        first = _lost(exc, unsent_errors)
     else:
         status = status_of(response)
         if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
             credentials._confirm(state.generation)  # noqa: SLF001
             return response
-        first = Reply(status, retry_after_of(response) if retry_after_of else None)
+        first = Reply(status, _retry_after(response, retry_after_of))
     driver = async_driver(credentials, method, url, state, first, replayable=replayable)
     reply: Reply | None = None
     try:
@@ -638,11 +649,11 @@ async def run_async(  # noqa: C901 -- as run_sync
             try:
                 response = await send()
             except lost_errors as exc:
-                reply = Reply(None, error=exc, sent=not isinstance(exc, unsent_errors))
+                reply = _lost(exc, unsent_errors)
                 response = None
             else:
                 status = status_of(response)
-                reply = Reply(status, retry_after_of(response) if retry_after_of else None)
+                reply = Reply(status, _retry_after(response, retry_after_of))
     except StopAsyncIteration:
         pass
     finally:
