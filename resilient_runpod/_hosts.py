@@ -81,10 +81,6 @@ class HostPolicy:
                 self._cache[cache_key] = verdict
             return verdict
 
-    def allows_str(self, url: str) -> bool:
-        """`allows` for a URL given as text."""
-        return self.allows(url)
-
     def __repr__(self) -> str:
         hosts = sorted(f"{s}://{h}:{p}" for s, h, p in self._allowed)
         return f"HostPolicy({hosts})"

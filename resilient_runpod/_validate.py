@@ -70,7 +70,7 @@ def graphql_url(api_url: str | None = None) -> str:
 def checked_graphql_url(hosts: HostPolicy, api_url: str | None = None) -> str:
     """`graphql_url`, refused with ValueError if *hosts* may not receive the key there."""
     url = graphql_url(api_url)
-    if not hosts.allows_str(url):
+    if not hosts.allows(url):
         raise ValueError(
             f"will not send the key to {redact_url(url)}: not a RunPod host. "
             "Add it with Credentials(hosts=[...]) if it is yours (an emulator, a proxy)."
@@ -90,7 +90,7 @@ def probe_url(hosts: HostPolicy, request_url: str) -> str | None:
         candidate = graphql_url()
     else:
         candidate = str(url.copy_with(path="/graphql", query=None, fragment=None))
-    return candidate if hosts.allows_str(candidate) else None
+    return candidate if hosts.allows(candidate) else None
 
 
 def _request(key: str | None) -> dict[str, object]:
