@@ -33,7 +33,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import httpx
 import tenacity
 
 from ._errors import (
@@ -46,7 +45,7 @@ from ._errors import (
 )
 from ._flight import Outcome
 from ._hooks import hook_name
-from ._hosts import redact_url
+from ._hosts import AnyURL, as_httpx_url, redact_url
 from ._keys import fingerprint, key_id
 from ._logging import logger
 from ._policy import Verdict
@@ -204,7 +203,7 @@ def _retrying(
 def negotiate(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     credentials: Credentials,
     method: str,
-    raw_url: httpx.URL | str,
+    raw_url: AnyURL,
     state: KeyState,
     first: Reply,
     *,
@@ -215,7 +214,7 @@ def negotiate(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     Only requests that were not simply accepted get here: the drivers handle those.
     """
     policy = credentials.retry
-    parsed = httpx.URL(raw_url)
+    parsed = as_httpx_url(raw_url)
     url = redact_url(parsed)
     deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
     reply = first
@@ -428,7 +427,7 @@ def _ceiling_reached(
 def sync_driver(
     credentials: Credentials,
     method: str,
-    url: httpx.URL | str,
+    url: AnyURL,
     state: KeyState,
     first: Reply,
     *,
@@ -462,7 +461,7 @@ def sync_driver(
 async def async_driver(
     credentials: Credentials,
     method: str,
-    url: httpx.URL | str,
+    url: AnyURL,
     state: KeyState,
     first: Reply,
     *,
@@ -529,7 +528,7 @@ _NO_ERRORS: tuple[type[BaseException], ...] = ()
 def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
     credentials: Credentials,
     method: str,
-    url: httpx.URL | str,
+    url: AnyURL,
     *,
     stamp: Callable[[str | None], None],
     send: Callable[[], R],
@@ -605,7 +604,7 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
 async def run_async(  # noqa: C901 -- as run_sync
     credentials: Credentials,
     method: str,
-    url: httpx.URL | str,
+    url: AnyURL,
     *,
     stamp: Callable[[str | None], None],
     send: Callable[[], Awaitable[R]],
@@ -666,7 +665,7 @@ async def run_async(  # noqa: C901 -- as run_sync
 _warned = False
 
 
-def warn_foreign_401(url: httpx.URL | str) -> None:
+def warn_foreign_401(url: AnyURL) -> None:
     """Say once per process when a RunPod-looking API outside the host policy answers 401.
 
     The key was not sent there (it is not an allowed host), which is usually the reason
@@ -675,7 +674,7 @@ def warn_foreign_401(url: httpx.URL | str) -> None:
     global _warned  # noqa: PLW0603 -- once per process, by design
     if _warned:
         return
-    parsed = httpx.URL(url)
+    parsed = as_httpx_url(url)
     if not (parsed.path.startswith("/v2/") or parsed.path.startswith("/graphql")):
         return
     _warned = True

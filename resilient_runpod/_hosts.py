@@ -5,12 +5,23 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from typing import Protocol, TypeAlias
 
 import httpx
 
 from ._keys import fingerprint, known_keys
 
-__all__ = ["RUNPOD_HOSTS", "HostPolicy", "redact_text", "redact_url", "with_api_key_param"]
+__all__ = [
+    "RUNPOD_HOSTS",
+    "AnyURL",
+    "HostPolicy",
+    "ParsedURL",
+    "as_httpx_url",
+    "query_text",
+    "redact_text",
+    "redact_url",
+    "with_api_key_param",
+]
 
 # RunPod's own API hosts. The key is sent to these over HTTPS only.
 RUNPOD_HOSTS = frozenset({"api.runpod.ai", "api.runpod.io", "rest.runpod.io"})
@@ -20,6 +31,61 @@ _BASE_URL_VARIABLES = ("RUNPOD_ENDPOINT_BASE_URL", "RUNPOD_API_BASE_URL")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _Origin = tuple[str, str, int]
+
+
+class ParsedURL(Protocol):
+    """A URL another client has already parsed: aiohttp's ``yarl.URL``."""
+
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def raw_host(self) -> str | None: ...
+    @property
+    def port(self) -> int | None: ...
+
+
+# What the engine and the host policy take: httpx's URL, text, or aiohttp's URL.
+AnyURL: TypeAlias = httpx.URL | str | ParsedURL
+
+
+def as_httpx_url(url: AnyURL) -> httpx.URL:
+    """*url* as an ``httpx.URL`` (parsed again only when it is not one already)."""
+    return url if isinstance(url, httpx.URL) else httpx.URL(str(url))
+
+
+def _origin_key_public(url: httpx.URL) -> object:
+    return (url.raw_scheme, url.raw_host, url.port)
+
+
+def _origin_key_parsed(url: httpx.URL) -> object:
+    ref = url._uri_reference  # noqa: SLF001 -- see _origin_key
+    return (ref.scheme, ref.host, ref.port)
+
+
+def _query_public(url: httpx.URL) -> str:
+    return url.query.decode("ascii")
+
+
+def _query_parsed(url: httpx.URL) -> str:
+    return url._uri_reference.query or ""  # noqa: SLF001 -- see _origin_key
+
+
+def _has_parsed_parts() -> bool:
+    try:
+        ref = httpx.URL("https://h:1/p?q=1")._uri_reference  # noqa: SLF001
+    except AttributeError:  # pragma: no cover -- a future httpx; the public path then
+        return False
+    return (ref.scheme, ref.host, ref.port, ref.query) == ("https", "h", 1, "q=1")
+
+
+# What names a URL's origin in the host cache, read on every request. httpx's public
+# properties re-encode the parsed parts into bytes on each read (a third of the host
+# check); the parsed parts themselves are read when this httpx keeps them where 0.23 to
+# 0.28 do, and the public properties otherwise. Both give the same verdicts (tested).
+_PARSED_PARTS = _has_parsed_parts()
+_origin_key = _origin_key_parsed if _PARSED_PARTS else _origin_key_public
+# The query as text, for the adapters' ``?api_key=`` test on every request.
+query_text = _query_parsed if _PARSED_PARTS else _query_public
 
 
 def _origin(scheme: str, host: str, port: int | None) -> _Origin:
@@ -61,21 +127,24 @@ class HostPolicy:
         self._allowed = frozenset(allowed)
         self._cache: dict[object, bool] = {}
 
-    def allows(self, url: httpx.URL | str) -> bool:
+    def allows(self, url: AnyURL) -> bool:
         """Whether a request to *url* may carry the key.
 
         Verdicts are cached by origin, so the URL is parsed once per origin, not once
-        per request.
+        per request. Each kind of URL names its origin its own way in the cache; a
+        key means one origin whichever kind it came from.
         """
         if isinstance(url, str):
             # "scheme://authority/...": the first three pieces name the origin.
             cache_key: object = tuple(url.split("/", 3)[:3])
-        else:
-            cache_key = (url.raw_scheme, url.raw_host, url.port)
+        elif isinstance(url, httpx.URL):
+            cache_key = _origin_key(url)
+        else:  # yarl keeps the port explicit, so it never meets httpx's (..., None)
+            cache_key = (url.scheme, url.raw_host, url.port)
         try:
             return self._cache[cache_key]
         except KeyError:
-            parsed = httpx.URL(url)
+            parsed = as_httpx_url(url)
             verdict = _origin(parsed.scheme, parsed.host, parsed.port) in self._allowed
             if len(self._cache) < 1024:  # noqa: PLR2004 -- a bound, not a tuning knob
                 self._cache[cache_key] = verdict

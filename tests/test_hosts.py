@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import yarl
 
-from resilient_runpod._hosts import HostPolicy, redact_text, redact_url
+from resilient_runpod import _hosts
+from resilient_runpod._hosts import HostPolicy, query_text, redact_text, redact_url
 
 from .helpers import make_key
 
@@ -66,6 +68,62 @@ class TestHostPolicy:
             policy.allows(httpx.URL("http://127.0.0.1:7001/v2/e/run")),
             policy.allows(httpx.URL("http://127.0.0.1:7002/graphql")),
         ]
+
+
+# Origins that must keep apart in the verdict cache: case, ports, schemes, look-alikes,
+# IDNA and IPv6 hosts, user info.
+_ORIGINS = [
+    "https://api.runpod.ai/v2/abc/run",
+    "https://API.RUNPOD.AI:443/v2/x",
+    "http://api.runpod.ai/v2/abc/run",
+    "https://api.runpod.ai:8443/v2",
+    "https://api.runpod.ai.evil.example/v2",
+    "https://user:pw@api.runpod.io/graphql?api_key=x",
+    "http://127.0.0.1:8123/v2",
+    "http://127.0.0.1:8124/v2",
+    "https://127.0.0.1:8123/v2",
+    "http://[::1]:8123/v2",
+    "https://xn--fiqs8s.example/v2",
+    "https://rest.runpod.io",
+]
+
+
+class TestOriginCache:
+    """The host check reads a URL's origin the cheapest way each kind of URL allows."""
+
+    @pytest.mark.parametrize("reader", ["parsed", "public"])
+    def test_every_kind_of_url_gets_the_verdict_of_its_text(self, monkeypatch, reader):
+        """httpx URLs (either way of reading them), yarl URLs and text agree, in any order."""
+        if reader == "public":
+            monkeypatch.setattr(_hosts, "_origin_key", _hosts._origin_key_public)
+        expected = [HostPolicy(["127.0.0.1:8123"]).allows(httpx.URL(u)) for u in _ORIGINS]
+        policy = HostPolicy(["127.0.0.1:8123"])  # one cache, shared by all kinds
+
+        seen = [
+            [policy.allows(url) for url in _ORIGINS],
+            [policy.allows(yarl.URL(url)) for url in _ORIGINS],
+            [policy.allows(httpx.URL(url)) for url in reversed(_ORIGINS)][::-1],
+        ]
+
+        assert [expected] * 3 == seen
+        assert [True, True, False, False, False, True, True, False, True, False, False, True] == (
+            expected
+        )
+
+    def test_this_httpx_is_read_without_re_encoding(self):
+        """The installed httpx keeps the parsed parts the fast reader expects."""
+        assert _hosts._origin_key_parsed is _hosts._origin_key
+        assert _hosts._query_parsed is query_text
+
+    @pytest.mark.parametrize(
+        "url",
+        ["https://h/p", "https://h/p?", "https://h/p?api_key=a%20b&x=1", "https://h/?k=%E2%9C%93"],
+    )
+    def test_query_text_is_the_query(self, url):
+        """The fast and the public reading of a query give the same text."""
+        parsed = httpx.URL(url)
+
+        assert _hosts._query_public(parsed) == _hosts._query_parsed(parsed)
 
 
 class TestRedaction:

@@ -28,6 +28,7 @@ from resilient_runpod import (
     fingerprint,
     recovery,
 )
+from resilient_runpod.adapters import _httpx as _httpx_adapter
 from resilient_runpod.testing import Emulator
 
 from .helpers import Counting, make_key
@@ -623,3 +624,32 @@ async def test_async_refused_connection_is_retried_even_for_a_job(runpod_emulato
     assert ("exhausted", None) == (info.value.reason, info.value.status_code)
     assert ["ConnectError"] * 3 == [what for what, _ in info.value.history]
     assert isinstance(info.value.__cause__, httpx.ConnectError)
+
+
+class TestStampedHeaders:
+    """The key is written into httpx's header list directly: the same headers as httpx's API."""
+
+    @pytest.mark.parametrize(
+        "before",
+        [
+            [],
+            [("Accept", "*/*")],
+            [("Authorization", "Bearer old")],
+            [("authorization", "Bearer old"), ("Accept", "*/*")],
+            [("X-A", "1"), ("Authorization", "a"), ("X-B", "2"), ("AUTHORIZATION", "b")],
+            [("Authorization", "a"), ("authorization", "b"), ("Authorization", "c")],
+        ],
+    )
+    def test_the_fast_write_sets_what_the_public_one_sets(self, before):
+        """Replace the first, drop the other duplicates, else append; order kept."""
+        fast, public = httpx.Headers(before), httpx.Headers(before)
+
+        _httpx_adapter._set_authorization_listed(fast, "Bearer new")
+        _httpx_adapter._set_authorization_public(public, "Bearer new")
+
+        assert public.raw == fast.raw
+        assert ["Bearer new"] == fast.get_list("Authorization")
+
+    def test_this_httpx_takes_the_fast_write(self):
+        """The installed httpx keeps its headers where the fast write expects them."""
+        assert _httpx_adapter._set_authorization_listed is _httpx_adapter._set_authorization

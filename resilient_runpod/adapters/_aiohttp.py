@@ -91,7 +91,7 @@ class ResilientMiddleware:
         return await run_async(
             self.credentials,
             request.method,
-            str(request.url),
+            request.url,  # parsed already: the host check reads its origin
             stamp=lambda key: _stamp(request, key),
             send=lambda: handler(request),
             status_of=_status,

@@ -25,7 +25,7 @@ from .._engine import (
     sync_driver,
     warn_foreign_401,
 )
-from .._hosts import with_api_key_param
+from .._hosts import query_text, with_api_key_param
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -47,13 +47,54 @@ def _replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, (httpx.ByteStream, _MultipartStream))
 
 
+def _set_authorization_public(headers: httpx.Headers, value: str) -> None:
+    headers["Authorization"] = value
+
+
+def _set_authorization_listed(headers: httpx.Headers, value: str) -> None:
+    # What ``headers["Authorization"] = value`` does (replace the first, drop the others,
+    # else append), without re-encoding and re-scanning every header for each request.
+    entries: list[tuple[bytes, bytes, bytes]] = headers._list  # noqa: SLF001 -- see below
+    raw = value.encode(headers._encoding or "utf-8")  # noqa: SLF001
+    entry = (b"Authorization", b"authorization", raw)
+    found = -1
+    for index in range(len(entries) - 1, -1, -1):
+        if entries[index][1] == b"authorization":
+            if found != -1:
+                del entries[found]
+            found = index
+    if found == -1:
+        entries.append(entry)
+    else:
+        entries[found] = entry
+
+
+def _headers_are_listed() -> bool:
+    headers = httpx.Headers({"A": "1", "authorization": "x", "Authorization": "y"})
+    try:
+        _set_authorization_listed(headers, "z")
+    except (AttributeError, TypeError, ValueError):  # pragma: no cover -- a future httpx
+        return False
+    return headers.raw == [(b"A", b"1"), (b"Authorization", b"z")]
+
+
+# Setting a header through ``httpx.Headers`` costs about as much as the rest of the
+# wrapper together: it encodes the name and value and scans every header. httpx 0.23 to
+# 0.28 keep headers as a list of (name, lower-case name, value) in ``_list``; the hot
+# path writes the one entry there when this httpx still does (checked at import, above)
+# and goes through the public API otherwise. Both give the same headers (tested).
+_set_authorization = (
+    _set_authorization_listed if _headers_are_listed() else _set_authorization_public
+)
+
+
 def _stamp(request: httpx.Request, key: str | None) -> None:
     """Put *key* where RunPod reads it, replacing any stale key the request carried."""
     if key is None:
         request.headers.pop("Authorization", None)
     else:
-        request.headers["Authorization"] = f"Bearer {key}"
-    if b"api_key=" in request.url.query:  # a cheap test first: this runs on every request
+        _set_authorization(request.headers, f"Bearer {key}")
+    if "api_key=" in query_text(request.url):  # a cheap test first: this runs on every request
         url = with_api_key_param(request.url, key)
         if url is not None:
             request.url = url
