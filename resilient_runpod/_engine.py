@@ -2,8 +2,8 @@
 
 Three layers, each written once:
 
-- `negotiate` is the rule. A generator that knows nothing about I/O: it yields
-  *commands* and is sent their results.
+- `rule`: a generator that knows nothing about I/O. It yields *commands* and is
+  sent their results.
 
   - `Send` (key): send the request with this key; reply with a `Reply`.
   - `DISCARD`: close the response last sent back; it will not be returned.
@@ -64,7 +64,7 @@ __all__ = [
     "Send",
     "Sleep",
     "async_driver",
-    "negotiate",
+    "rule",
     "run_async",
     "run_sync",
     "stands",
@@ -200,7 +200,7 @@ def _retrying(
     )
 
 
-def negotiate(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
+def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     credentials: Credentials,
     method: str,
     raw_url: AnyURL,
@@ -433,8 +433,8 @@ def sync_driver(
     *,
     replayable: bool = True,
 ) -> Generator[Send | _Discard, Reply | None, None]:
-    """Carry out `negotiate`'s `Recover` and `Sleep` by blocking; pass the I/O on."""
-    flow = negotiate(credentials, method, url, state, first, replayable=replayable)
+    """Carry out `rule`'s `Recover` and `Sleep` by blocking; pass the I/O on."""
+    flow = rule(credentials, method, url, state, first, replayable=replayable)
     reply: Any = None
     try:
         while True:
@@ -468,7 +468,7 @@ async def async_driver(
     replayable: bool = True,
 ) -> AsyncGenerator[Send | _Discard, Reply | None]:
     """`sync_driver` for asyncio and trio: nothing here blocks the event loop."""
-    flow = negotiate(credentials, method, url, state, first, replayable=replayable)
+    flow = rule(credentials, method, url, state, first, replayable=replayable)
     reply: Any = None
     try:
         while True:
