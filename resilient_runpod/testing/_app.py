@@ -8,8 +8,9 @@ traffic.
 
 Only the serverless routes and the admin API are imported with the app. REST v2
 (`_rest_sdk`, `_rest`) and GraphQL (`_graphql`) are `_OnFirstUse` routes: their module
-is imported the first time a request's path falls under theirs, and the pods (`_pods`)
-only when a request touches one. Most suites only send jobs, and load none of them.
+is imported the first time a request's path falls under theirs. The pods (`_pods`) come
+with REST v2 or with GraphQL's pod fields (`_graphql_pods`), never with ``myself``. Most
+suites only send jobs, and load none of them.
 """
 
 from __future__ import annotations

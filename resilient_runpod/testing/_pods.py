@@ -1,8 +1,9 @@
 """Pods, shared by the GraphQL API and REST v2, each of which shows them in its own shape.
 
 All keys act on one account's pods: RunPod's keys belong to a user, and a rotated key
-must still see the pods the old one made. Imported with the first request that touches
-a pod (see `EmulatorState.pods`); serverless traffic never loads it.
+must still see the pods the old one made. Imported with the REST v2 routes or GraphQL's
+pod fields, whichever a request reaches first; serverless traffic and ``myself`` never
+load it.
 """
 
 from __future__ import annotations
