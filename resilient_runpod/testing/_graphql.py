@@ -36,11 +36,10 @@ _POD_MUTATIONS = frozenset({"podFindAndDeployOnDemand", "podStop", "podResume", 
 
 
 def _myself(user_id: str, pods: list[Pod]) -> dict[str, Any]:
+    # The fields the SDK's queries read: get_user, get_endpoints, get_pods, create_pod.
     return {
         "id": user_id,
-        "email": f"{user_id}@emulator.invalid",
         "pubKey": "",
-        "currentSpendPerHr": 0,
         "networkVolumes": [],
         "endpoints": [],
         "pods": [pod.graphql() for pod in pods],
