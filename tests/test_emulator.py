@@ -345,6 +345,59 @@ def test_read_only_key_may_read(
     assert 200 == response.status_code
 
 
+# -- loading on first use ------------------------------------------------------------------
+
+_FIRST_USE_SCRIPT = """
+import json, sys
+import httpx
+from resilient_runpod.testing import Emulator
+
+LAZY = ["_graphql", "_graphql_pods", "_pods", "_rest", "_rest_sdk"]
+
+def loaded():
+    return [name for name in LAZY if f"resilient_runpod.testing.{name}" in sys.modules]
+
+seen = {}
+with Emulator() as emu, httpx.Client(base_url=emu.url) as client:
+    headers = {"Authorization": f"Bearer {emu.api_key}"}
+    job = client.post(f"/v2/{emu.endpoint_id}/run", json={"input": {}}, headers=headers)
+    seen["after serverless"] = (job.status_code, loaded())
+    myself = client.post("/graphql", json={"query": "query { myself { id pods { id } } }"},
+                         headers=headers)
+    seen["after myself"] = (myself.json()["data"]["myself"]["pods"], loaded())
+    body = {"name": "p", "image": "img", "gpu": {"id": "NVIDIA GeForce RTX 4090"}}
+    created = client.post("/v2/pods", json=body, headers=headers).json()
+    listed = client.get("/v2/pods", headers=headers).json()
+    seen["after REST pods"] = ([created["id"]] == [p["id"] for p in listed["pods"]], loaded())
+    query = 'query { pod(input: {podId: "%s"}) { name } }' % created["id"]
+    pod = client.post("/graphql", json={"query": query}, headers=headers).json()
+    seen["after GraphQL pod"] = (pod["data"]["pod"]["name"], loaded())
+print(json.dumps(seen))
+"""
+
+
+def test_pod_and_graphql_surfaces_load_on_first_use() -> None:
+    """Serverless traffic imports no pod or GraphQL module; each loads when a request needs it.
+
+    In a fresh process, so that what other tests imported does not count.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", _FIRST_USE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert 0 == result.returncode, result.stderr
+    assert {
+        "after serverless": [200, []],
+        "after myself": [[], ["_graphql"]],
+        "after REST pods": [True, ["_graphql", "_pods", "_rest", "_rest_sdk"]],
+        "after GraphQL pod": ["p", ["_graphql", "_graphql_pods", "_pods", "_rest", "_rest_sdk"]],
+    } == json.loads(result.stdout)
+
+
 # -- GraphQL -------------------------------------------------------------------------------
 
 
@@ -578,14 +631,19 @@ def test_injected_faults_look_like_the_surface_they_hit(
     emu: Emulator, client: httpx.Client
 ) -> None:
     """An injected 401 has the serverless, REST or GraphQL body that surface would send."""
-    emu.inject(401, count=3)
+    emu.inject(401, count=4)
 
     serverless = client.get(f"/v2/{ENDPOINT}/health", headers=bearer(emu.api_key))
     rest = client.get("/v2/pods", headers=bearer(emu.api_key))
+    stand_in = client.get("/v2/catalog/gpus", headers=bearer(emu.api_key))
     graphql = client.post("/graphql", json={"query": MYSELF}, headers=bearer(emu.api_key))
 
     assert {"error": "Unauthorized"} == serverless.json()
-    assert (PROBLEM_401, "application/problem+json") == (rest.json(), rest.headers["content-type"])
+    for response in (rest, stand_in):
+        assert (PROBLEM_401, "application/problem+json") == (
+            response.json(),
+            response.headers["content-type"],
+        )
     assert (401, "Unauthorized") == (graphql.status_code, graphql.json()["errors"][0]["message"])
 
 

@@ -2,8 +2,10 @@
 
 `Emulator` serves RunPod's serverless, GraphQL and REST v2 routes on loopback, with the
 same 401 and 403 answers, and lets a test add, revoke and rotate keys, inject faults and
-count requests. The pytest plugin (installed with the package) provides the
-``runpod_emulator`` fixture. Both need the ``emulator`` extra::
+count requests. Only the serverless routes load with it: REST v2, GraphQL and the pods
+behind them are imported by the first request that reaches them. The pytest plugin
+(installed with the package) provides the ``runpod_emulator`` fixture. Both need the
+``emulator`` extra::
 
     pip install 'resilient-runpod[emulator]'
 """

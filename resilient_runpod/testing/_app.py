@@ -1,9 +1,16 @@
 """The emulator's ASGI app: RunPod's surfaces behind a layer that counts, delays and fails.
 
 Requests flow through `_Instrument` first (latency, injected faults, counters), then
-to the routes: REST v2 pods, GraphQL, serverless, in that order, so that
-``/v2/pods/...`` is never taken for a serverless endpoint. The admin API under
-``/_emulator/`` skips the instrument layer: controlling the emulator is not traffic.
+to the routes: REST v2 (the SDK 2.x stand-ins, then pods), GraphQL, serverless, in
+that order, so that ``/v2/pods/...`` is never taken for a serverless endpoint. The admin
+API under ``/_emulator/`` skips the instrument layer: controlling the emulator is not
+traffic.
+
+Only the serverless routes and the admin API are imported with the app. REST v2
+(`_rest_sdk`, `_rest`) and GraphQL (`_graphql`) are `_OnFirstUse` routes: their module
+is imported the first time a request's path falls under theirs. The pods (`_pods`) come
+with REST v2 or with GraphQL's pod fields (`_graphql_pods`), never with ``myself``. Most
+suites only send jobs, and load none of them.
 """
 
 from __future__ import annotations
@@ -15,17 +22,18 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route, Router
 
 from resilient_runpod._keys import fingerprint
 
-from . import _graphql, _rest, _rest_sdk, _serverless
-from ._auth import error_response, presented_key, surface_of
+from . import _serverless
+from ._auth import GRAPHQL_PATH, REST_PATHS, error_response, presented_key, surface_of, under
 from ._state import RESET, Chaos, EmulatorState, Fault, UnknownKeyError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from starlette.datastructures import URLPath
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     _Handler = Callable[[Request], Awaitable[Response]]
@@ -40,14 +48,75 @@ def build_app(state: EmulatorState) -> ASGIApp:
     app = Starlette(
         routes=[
             *_Admin(state).routes(),
-            *_rest_sdk.routes(state),
-            *_rest.routes(state),
-            *_graphql.routes(state),
+            _OnFirstUse(REST_PATHS, _rest_routes, state),
+            _OnFirstUse((GRAPHQL_PATH,), _graphql_routes, state),
             *_serverless.routes(state),
         ]
     )
     # Outside Starlette, so that even its own error pages are counted.
     return _Instrument(app, state)
+
+
+def _rest_routes(state: EmulatorState) -> list[BaseRoute]:
+    from . import _rest, _rest_sdk  # noqa: PLC0415 (on first use, see _OnFirstUse)
+
+    # The stand-ins first: /v2/pods/{id}/action is theirs, not /v2/pods/{rest:path}'s.
+    return [*_rest_sdk.routes(state), *_rest.routes(state)]
+
+
+def _graphql_routes(state: EmulatorState) -> list[BaseRoute]:
+    from . import _graphql  # noqa: PLC0415 (on first use, see _OnFirstUse)
+
+    return _graphql.routes(state)
+
+
+class _OnFirstUse(BaseRoute):
+    """Routes made by *load* (which imports their module) when a path under *prefixes* arrives.
+
+    Until then a request elsewhere costs one prefix test. Once loaded, it matches as its
+    routes would in its place: the first full match, else the first partial one (a
+    method the path does not allow, which Starlette answers with 405).
+    """
+
+    def __init__(
+        self,
+        prefixes: tuple[str, ...],
+        load: Callable[[EmulatorState], list[BaseRoute]],
+        state: EmulatorState,
+    ) -> None:
+        self._prefixes = prefixes
+        self._load = load
+        self._state = state
+        self._router: Router | None = None
+
+    def _routes(self) -> Router:
+        router = self._router
+        if router is None:
+            # No lock: imports are idempotent, and a router made twice by a race answers
+            # the same from the same state; the last one made stays.
+            router = self._router = Router(self._load(self._state))
+        return router
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Match as the loaded routes would, loading them if the path is under the prefixes."""
+        if scope["type"] != "http" or not under(scope["path"], self._prefixes):
+            return Match.NONE, {}
+        partial: tuple[Match, Scope] = (Match.NONE, {})
+        for route in self._routes().routes:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                return match, child_scope
+            if match is Match.PARTIAL and partial[0] is Match.NONE:
+                partial = (match, child_scope)
+        return partial
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request with the loaded routes (only called after `matches` said so)."""
+        await self._routes()(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        """Not supported: the emulator's routes are never reversed."""
+        raise NoMatchFound(name, path_params)
 
 
 class _Instrument:

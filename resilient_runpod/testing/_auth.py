@@ -3,7 +3,8 @@
 - Serverless, ``/v2/{endpoint_id}/...``: ``Authorization: Bearer KEY`` or a bare
   ``Authorization: KEY``. Rejected key: 401 ``{"error": "Unauthorized"}``; key without
   access: 403 ``{"error": "Forbidden"}``.
-- REST v2, ``/v2/pods...``: ``Bearer`` only. 401 and 403 are ``application/problem+json``.
+- REST v2, ``/v2/pods...`` and the other `REST_PATHS`: ``Bearer`` only. 401 and 403 are
+  ``application/problem+json``.
 - GraphQL, ``/graphql``: the header in either form, or ``?api_key=KEY``. Rejected key:
   401; key without access: 200 with ``errors[0].message == "Unauthorized"``; no key at
   all: 200 ``{"data": {"myself": null}}``.
@@ -21,31 +22,48 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRAPHQL_PATH",
+    "REST_PATHS",
     "REST_PODS_PATH",
     "Surface",
     "bearer_key",
     "error_response",
+    "graphql_error",
     "header_key",
     "presented_key",
     "problem",
     "surface_of",
+    "under",
 ]
 
 Surface = Literal["serverless", "rest", "graphql"]
 
 GRAPHQL_PATH = "/graphql"
 REST_PODS_PATH = "/v2/pods"
+REST_PATHS = (
+    REST_PODS_PATH,
+    "/v2/catalog",
+    "/v2/templates",
+    "/v2/serverless",
+    "/v2/registries",
+    "/v2/account",
+)
+"""The REST v2 collections the emulator serves; every other ``/v2/{id}`` is serverless."""
 
 # What RunPod's REST v2 says for every missing, malformed, expired or invalid key.
 _REST_401_DETAIL = "missing bearer token"
 _REST_403_DETAIL = "access denied"
 
 
+def under(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether *path* is one of *prefixes* or lies below one of them."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
+
+
 def surface_of(path: str) -> Surface:
     """Name the RunPod surface that serves *path*."""
     if path == GRAPHQL_PATH:
         return "graphql"
-    if path == REST_PODS_PATH or path.startswith(REST_PODS_PATH + "/"):
+    if under(path, REST_PATHS):
         return "rest"
     return "serverless"
 
@@ -77,6 +95,13 @@ def problem(status: int, detail: str, **extra: object) -> JSONResponse:
     return JSONResponse(body, status, media_type="application/problem+json")
 
 
+def graphql_error(
+    message: str, status: int = 200, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """Return GraphQL's answer carrying one error, *message*, and no data."""
+    return JSONResponse({"errors": [{"message": message}], "data": None}, status, headers)
+
+
 def error_response(
     status: int, surface: Surface, *, retry_after: str | None = None
 ) -> JSONResponse:
@@ -101,5 +126,5 @@ def error_response(
             response.headers.update(headers)
         return response
     if surface == "graphql":
-        return JSONResponse({"errors": [{"message": phrase}], "data": None}, status, headers)
+        return graphql_error(phrase, status, headers)
     return JSONResponse({"error": phrase}, status, headers)

@@ -224,7 +224,7 @@ class Emulator:
 
     @property
     def rest_url(self) -> str:
-        """The REST v2 base, ``{url}/v2`` (only ``/pods`` is served there)."""
+        """The REST v2 base, ``{url}/v2``: pods, and stand-ins for the SDK 2.x's other calls."""
         return f"{self.url}/v2"
 
     @property

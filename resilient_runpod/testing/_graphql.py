@@ -1,9 +1,10 @@
 """RunPod's GraphQL API at ``/graphql``, read lightly: enough for the SDK's calls.
 
-No GraphQL parser: a query is recognised by the fields it names (``myself``, ``pod(``,
-``gpuTypes``) and a mutation by its field (``podFindAndDeployOnDemand``, ``deployCpuPod``,
-``podStop``, ``podResume``, ``podTerminate``). Answers carry every field the SDK asks
-for, whether or not this particular query named it.
+No GraphQL parser: a query is recognised by the fields it names and a mutation by its
+first field. Here: the key rules, ``myself`` (what a key check asks) and mutations with
+no state behind them (templates, endpoints, registries, user settings), answered with an
+id. The pod fields (``pod(``, ``gpuTypes`` and the pod mutations) are in `_graphql_pods`,
+imported the first time a query names one.
 """
 
 from __future__ import annotations
@@ -16,123 +17,59 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ._auth import GRAPHQL_PATH, error_response, presented_key
-from ._pods import GPU_TYPES
+from ._auth import GRAPHQL_PATH, error_response, graphql_error, presented_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from starlette.requests import Request
 
-    from ._pods import Pod, PodStore
+    from ._pods import Pod
     from ._state import EmulatorState
 
 __all__ = ["routes"]
 
 _MUTATION = re.compile(r"^\s*mutation\b")
-_MUTATION_FIELD = re.compile(
-    r"\b(podFindAndDeployOnDemand|deployCpuPod|podStop|podResume|podTerminate)\s*\("
-)
-_POD_FIELD = re.compile(r"\bpod\s*\(")
-_QUOTED = r'"((?:[^"\\]|\\.)*)"'
-_ENV_ITEM = re.compile(r"\{\s*key:\s*" + _QUOTED + r"\s*,\s*value:\s*" + _QUOTED + r"\s*\}")
-
-
-def _string_arg(query: str, name: str) -> str | None:
-    match = re.search(rf"\b{name}:\s*{_QUOTED}", query)
-    return match.group(1) if match else None
-
-
-def _int_arg(query: str, name: str) -> int | None:
-    match = re.search(rf"\b{name}:\s*(\d+)", query)
-    return int(match.group(1)) if match else None
-
-
-def _errors(message: str, status: int = 200) -> JSONResponse:
-    return JSONResponse({"errors": [{"message": message}], "data": None}, status)
-
-
-def _gpu_types(query: str) -> list[dict[str, Any]]:
-    wanted = _string_arg(query, "id")
-    return [
-        {
-            **gpu,
-            "manufacturer": "Nvidia",
-            "maxGpuCount": 8,
-            "secureCloud": True,
-            "communityCloud": True,
-            "securePrice": 0.44,
-            "communityPrice": 0.34,
-            "lowestPrice": {"minimumBidPrice": 0.2, "uninterruptablePrice": 0.34},
-        }
-        for gpu in GPU_TYPES
-        if wanted is None or gpu["id"] == wanted
-    ]
-
-
-def _mutate(field: str, query: str, pods: PodStore) -> JSONResponse:
-    pod_id = _string_arg(query, "podId") or ""
-    if field == "podTerminate":
-        return JSONResponse({"data": {field: None}} if pods.delete(pod_id) else _missing(pod_id))
-    if field in ("podStop", "podResume"):
-        pod = pods.set_status(pod_id, "EXITED" if field == "podStop" else "RUNNING")
-        return JSONResponse({"data": {field: pod.graphql()}} if pod else _missing(pod_id))
-    gpu_type_id = _string_arg(query, "gpuTypeId")
-    if field == "podFindAndDeployOnDemand" and not any(g["id"] == gpu_type_id for g in GPU_TYPES):
-        # RunPod's answer when no machine has the GPU asked for.
-        return _errors(
-            "There are no longer any instances available with the requested specifications."
-        )
-    name = _string_arg(query, "name")
-    image = _string_arg(query, "imageName") or _string_arg(query, "templateId")
-    if not name or not image:
-        return _errors("a pod needs a name and an imageName or templateId")
-    ports = _string_arg(query, "ports")
-    pod = pods.create(
-        name,
-        image,
-        gpu_type_id=gpu_type_id,
-        gpu_count=(_int_arg(query, "gpuCount") or 1) if gpu_type_id else 0,
-        env=dict(_ENV_ITEM.findall(query)),
-        ports=tuple(ports.split(",")) if ports else (),
-        disk_gb=_int_arg(query, "containerDiskInGb") or 10,
-        volume_gb=_int_arg(query, "volumeInGb") or 0,
-        volume_mount_path=_string_arg(query, "volumeMountPath") or "/workspace",
-        docker_args=_string_arg(query, "dockerArgs") or "",
-    )
-    return JSONResponse({"data": {field: pod.graphql()}})
-
-
-def _missing(pod_id: str) -> dict[str, Any]:
-    return {"errors": [{"message": f"pod {pod_id} not found"}], "data": None}
-
-
-def _query(query: str, user_id: str, pods: PodStore) -> JSONResponse:
-    resolvers: dict[str, Callable[[], Any]] = {
-        "myself": lambda: _myself(user_id, pods.all()),
-        "gpuTypes": lambda: _gpu_types(query),
-    }
-    data = {
-        name: resolve() for name, resolve in resolvers.items() if re.search(rf"\b{name}\b", query)
-    }
-    if _POD_FIELD.search(query):
-        pod = pods.get(_string_arg(query, "podId") or "")
-        data["pod"] = pod.graphql() if pod else None
-    if not data:
-        return _errors("the RunPod emulator does not implement this query", 400)
-    return JSONResponse({"data": data})
+_MUTATION_FIELD = re.compile(r"^\s*mutation\b[^{]*\{\s*(\w+)")
+_MYSELF = re.compile(r"\bmyself\b")
+# Named here, so that recognising them does not import the pod surface.
+_POD_QUERY = re.compile(r"\bpod\s*\(|\bgpuTypes\b")
+_POD_MUTATIONS = frozenset({"podFindAndDeployOnDemand", "podStop", "podResume", "podTerminate"})
 
 
 def _myself(user_id: str, pods: list[Pod]) -> dict[str, Any]:
+    # The fields the SDK's queries read: get_user, get_endpoints, get_pods, create_pod.
     return {
         "id": user_id,
-        "email": f"{user_id}@emulator.invalid",
         "pubKey": "",
-        "currentSpendPerHr": 0,
         "networkVolumes": [],
         "endpoints": [],
         "pods": [pod.graphql() for pod in pods],
     }
+
+
+def _query(state: EmulatorState, key: str, query: str) -> Response:
+    data: dict[str, Any] = {}
+    if _MYSELF.search(query):
+        data["myself"] = _myself(state.user_id(key), state.pod_list())
+    if _POD_QUERY.search(query):
+        from . import _graphql_pods  # noqa: PLC0415 (the pod surface, on first use)
+
+        data.update(_graphql_pods.query(query, state.pods))
+    if not data:
+        return graphql_error("the RunPod emulator does not implement this query", 400)
+    return JSONResponse({"data": data})
+
+
+def _mutate(state: EmulatorState, query: str) -> Response:
+    match = _MUTATION_FIELD.match(query)
+    if match is None:
+        return graphql_error("the RunPod emulator does not implement this mutation", 400)
+    field = match.group(1)
+    if field in _POD_MUTATIONS:
+        from . import _graphql_pods  # noqa: PLC0415 (the pod surface, on first use)
+
+        return _graphql_pods.mutate(field, query, state.pods)
+    # No state behind it (templates, endpoints, registries, ...): an id is all callers read.
+    return JSONResponse({"data": {field: {"id": secrets.token_hex(7)}}})
 
 
 async def _read_query(request: Request) -> str | None:
@@ -149,31 +86,18 @@ def _answer(state: EmulatorState, key: str | None, query: str) -> Response:
     mutation = _MUTATION.match(query) is not None
     if key is None:
         # RunPod answers an anonymous caller as a nobody rather than with a 401.
-        anonymous = re.search(r"\bmyself\b", query) and not mutation
-        return JSONResponse({"data": {"myself": None}}) if anonymous else _errors("Unauthorized")
+        if _MYSELF.search(query) and not mutation:
+            return JSONResponse({"data": {"myself": None}})
+        return graphql_error("Unauthorized")
     scope = state.scope_of(key)
     if scope is None:
         return error_response(401, "graphql")
     if not mutation:
-        return _query(query, state.user_id(key), state.pods)
+        return _query(state, key, query)
     if scope != "all":
         # Permission problems come back as a GraphQL error, not as an HTTP status.
-        return _errors("Unauthorized")
-    field = _MUTATION_FIELD.search(query)
-    if field is None:
-        return _echo_mutation(query)
-    return _mutate(field.group(1), query, state.pods)
-
-
-_ANY_MUTATION_FIELD = re.compile(r"^\s*mutation\b[^{]*\{\s*(\w+)")
-
-
-def _echo_mutation(query: str) -> Response:
-    """Answer a mutation with no state behind it (templates, registries, ...): an id."""
-    field = _ANY_MUTATION_FIELD.match(query)
-    if field is None:
-        return _errors("the RunPod emulator does not implement this mutation", 400)
-    return JSONResponse({"data": {field.group(1): {"id": secrets.token_hex(7)}}})
+        return graphql_error("Unauthorized")
+    return _mutate(state, query)
 
 
 def routes(state: EmulatorState) -> list[BaseRoute]:
@@ -182,7 +106,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
     async def graphql(request: Request) -> Response:
         query = await _read_query(request)
         if query is None:
-            return _errors("the request needs a JSON body with a query string", 400)
+            return graphql_error("the request needs a JSON body with a query string", 400)
         return _answer(state, presented_key(request), query)
 
     return [Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"])]

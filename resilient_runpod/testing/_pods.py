@@ -1,7 +1,9 @@
 """Pods, shared by the GraphQL API and REST v2, each of which shows them in its own shape.
 
 All keys act on one account's pods: RunPod's keys belong to a user, and a rotated key
-must still see the pods the old one made.
+must still see the pods the old one made. Imported with the REST v2 routes or GraphQL's
+pod fields, whichever a request reaches first; serverless traffic and ``myself`` never
+load it.
 """
 
 from __future__ import annotations
@@ -37,41 +39,19 @@ class Pod:
     env: dict[str, str] = field(default_factory=dict)
     ports: tuple[str, ...] = ()
     disk_gb: int = 10
-    volume_gb: int = 0
-    volume_mount_path: str = "/workspace"
     docker_args: str = ""
     status: str = "RUNNING"
     created_at: str = ""
 
     def graphql(self) -> dict[str, Any]:
         """Return the pod as GraphQL's ``pod`` and ``myself.pods`` show it."""
-        gpu = next((g for g in GPU_TYPES if g["id"] == self.gpu_type_id), None)
         return {
             "id": self.id,
             "name": self.name,
             "imageName": self.image,
-            "containerDiskInGb": self.disk_gb,
-            "costPerHr": 0.44 if gpu else 0.06,
             "desiredStatus": self.status,
-            "dockerArgs": self.docker_args,
-            "dockerId": None,
             "env": [f"{k}={v}" for k, v in self.env.items()],
             "gpuCount": self.gpu_count,
-            "lastStatusChange": f"{self.status.capitalize()} by emulator at {self.created_at}",
-            "machineId": f"m-{self.id[:8]}",
-            "memoryInGb": 16,
-            "podType": "RESERVED",
-            "port": None,
-            "ports": ",".join(self.ports),
-            "uptimeSeconds": 0,
-            "vcpuCount": 4,
-            "volumeInGb": self.volume_gb,
-            "volumeMountPath": self.volume_mount_path,
-            "runtime": None,
-            "machine": {
-                "gpuDisplayName": gpu["displayName"] if gpu else None,
-                "podHostId": f"{self.id}-64411eb2",
-            },
         }
 
     def rest(self) -> dict[str, Any]:
@@ -89,9 +69,7 @@ class Pod:
             "actions": ["stop", "restart", "terminate"]
             if self.status == "RUNNING"
             else ["start", "terminate"],
-            "mounts": {"persistent": {"size": self.volume_gb, "path": self.volume_mount_path}}
-            if self.volume_gb
-            else {},
+            "mounts": {},
             # A GPU pod has `gpu`, a CPU pod `cpu`: the document omits the other, never nulls it.
             **(
                 {"gpu": {"id": self.gpu_type_id, "count": self.gpu_count}}

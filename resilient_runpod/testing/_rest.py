@@ -1,8 +1,9 @@
 """A slice of RunPod's REST API v2: list, create, read and delete pods under ``/v2/pods``.
 
 Bearer keys only. Every answer that is not a success is ``application/problem+json``.
-These routes are registered before the serverless ones and claim everything under
-``/v2/pods``, so ``pods`` cannot be used as a serverless endpoint id.
+These routes are imported with the first request under a REST v2 path (see `_app`),
+are tried before the serverless ones and claim everything under ``/v2/pods``, so
+``pods`` cannot be used as a serverless endpoint id.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ def _integer(value: Any, default: int) -> int:
 class _Pods:
     def __init__(self, state: EmulatorState) -> None:
         self._state = state
-        self._pods = state.pods
 
     def guarded(self, handler: _Handler) -> _Handler:
         async def endpoint(request: Request) -> Response:
@@ -72,7 +72,7 @@ class _Pods:
 
     async def collection(self, request: Request) -> Response:
         if request.method in _READ_METHODS:
-            return JSONResponse({"pods": [pod.rest() for pod in self._pods.all()]})
+            return JSONResponse({"pods": [pod.rest() for pod in self._state.pods.all()]})
         if request.method == "POST":
             return await self._create(request)
         return problem(405, f"{request.method} is not allowed on {REST_PODS_PATH}")
@@ -87,7 +87,7 @@ class _Pods:
         gpu = body.get("gpu")
         if gpu is not None and not any(g["id"] == gpu["id"] for g in GPU_TYPES):
             return problem(400, f"no capacity for GPU type {gpu['id']!r}")
-        pod = self._pods.create(
+        pod = self._state.pods.create(
             body["name"],
             str(body.get("image") or body.get("templateId")),
             gpu_type_id=gpu["id"] if gpu else None,
@@ -104,10 +104,10 @@ class _Pods:
     async def item(self, request: Request) -> Response:
         pod_id = request.path_params["pod_id"]
         if request.method in _READ_METHODS:
-            pod = self._pods.get(pod_id)
+            pod = self._state.pods.get(pod_id)
             return JSONResponse(pod.rest()) if pod else problem(404, "pod not found")
         if request.method == "DELETE":
-            deleted = self._pods.delete(pod_id)
+            deleted = self._state.pods.delete(pod_id)
             return Response(status_code=204) if deleted else problem(404, "pod not found")
         return problem(405, f"{request.method} is not implemented by the emulator")
 

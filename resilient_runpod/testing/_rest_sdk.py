@@ -3,7 +3,7 @@
 Pod actions, the GPU catalog, templates, serverless endpoints, container registry
 credentials and SSH keys: enough for every 2.x API function to get a success, with
 the same key rules as ``/v2/pods`` (Bearer only; read-only keys may only read).
-These routes are registered ahead of ``/v2/pods`` and the serverless routes.
+Imported with `_rest` on first use, and tried ahead of ``/v2/pods`` and the serverless routes.
 """
 
 from __future__ import annotations
@@ -48,13 +48,12 @@ async def _body(request: Request) -> dict[str, Any]:
 def routes(state: EmulatorState) -> list[BaseRoute]:
     """Return the routes, answering from *state* (pods) or echoing what was created."""
     guarded = _Pods(state).guarded
-    pods = state.pods
 
     async def pod_action(request: Request) -> Response:
         action = (await _body(request)).get("action")
         if action not in _ACTIONS:
             return problem(400, f"unknown action {action!r}")
-        pod = pods.set_status(request.path_params["pod_id"], _ACTIONS[action])
+        pod = state.pods.set_status(request.path_params["pod_id"], _ACTIONS[action])
         return JSONResponse(pod.rest()) if pod else problem(404, "pod not found")
 
     async def gpus(_request: Request) -> Response:

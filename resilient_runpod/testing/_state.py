@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Literal
 from resilient_runpod._keys import API_KEY_PREFIX, fingerprint
 
 from ._jobs import JobQueue
-from ._pods import PodStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+
+    from ._pods import Pod, PodStore
 
 __all__ = [
     "SCOPES",
@@ -167,13 +168,6 @@ class UnknownKeyError(KeyError):
     """The emulator was asked to change a key it never registered. Names it by fingerprint."""
 
 
-def _user_id(key: str) -> str:
-    # A stable identity per key, so tests can tell which key a GraphQL call used, made
-    # with a one-way hash so that nothing in a response reveals the key's characters.
-    digest = hashlib.sha256(b"resilient-runpod-emulator\0" + key.encode()).hexdigest()
-    return f"user-{digest[:12]}"
-
-
 def check_scope(scope: str) -> Scope:
     """Return *scope* if it is one the emulator knows, else raise `ValueError`."""
     for known in SCOPES:
@@ -199,7 +193,7 @@ class EmulatorState:
         self._by_second: dict[int, Counter[int]] = {}
         self._job_seconds = job_seconds
         self.jobs = JobQueue(job_seconds)
-        self.pods = PodStore()
+        self._pods: PodStore | None = None
         initial: dict[str, Scope] = dict.fromkeys(keys, "all")
         initial.update(dict.fromkeys(read_keys, "read"))
         self._initial = initial or {new_key(): "all"}
@@ -248,9 +242,13 @@ class EmulatorState:
             record = self._keys.get(key)
         return record.scope if record is not None and record.active else None
 
-    def user_id(self, key: str) -> str:
+    @staticmethod
+    def user_id(key: str) -> str:
         """Return the stable account id the emulator shows for *key*."""
-        return _user_id(key)
+        # Stable, so tests can tell which key a GraphQL call used; a one-way hash, so that
+        # nothing in a response reveals the key's characters.
+        digest = hashlib.sha256(b"resilient-runpod-emulator\0" + key.encode()).hexdigest()
+        return f"user-{digest[:12]}"
 
     def first_key(self) -> str | None:
         """Return the first active full-access key, if any."""
@@ -267,6 +265,26 @@ class EmulatorState:
                 KeyInfo(fingerprint(key), record.scope, record.active)
                 for key, record in self._keys.items()
             )
+
+    # -- pods ---------------------------------------------------------------------------
+
+    @property
+    def pods(self) -> PodStore:
+        """The account's pods, made on first use: only pod routes need `_pods`."""
+        store = self._pods
+        if store is None:
+            from ._pods import PodStore  # noqa: PLC0415 (loaded by the first pod request)
+
+            with self._lock:
+                store = self._pods  # another thread may have made it meanwhile
+                if store is None:
+                    store = self._pods = PodStore()
+        return store
+
+    def pod_list(self) -> list[Pod]:
+        """Every pod, oldest first, without making the store if no pod was ever asked for."""
+        store = self._pods
+        return [] if store is None else store.all()
 
     # -- faults -------------------------------------------------------------------------
 
@@ -397,4 +415,5 @@ class EmulatorState:
             self._by_key_status.clear()
             self._by_second.clear()
         self.jobs.reset(self._job_seconds)
-        self.pods.reset()
+        if self._pods is not None:
+            self._pods.reset()
