@@ -252,6 +252,30 @@ class Credentials:
                 return Breaker.HALF_OPEN
             return self._breaker
 
+    def _derive(self, api_key: str) -> Credentials:
+        """Credentials for *api_key* with everything else of ours: hook, hosts and policy.
+
+        For objects that bring a key of their own (the SDK's ``Endpoint(..., api_key=K)``).
+
+        Raises:
+            InvalidKeyError: *api_key* cannot be sent.
+        """
+        derived = Credentials(
+            api_key,
+            self._hook,
+            max_recoveries=self.max_recoveries,
+            stop=self.stop,
+            wait=self.wait,
+            hook_timeout=self.hook_timeout,
+            recovery_window=self.recovery_window,
+            failure_threshold=self.failure_threshold,
+            cooldown=self.cooldown,
+            probe_interval=self.probe_interval,
+            retry=self.retry,
+        )
+        derived.hosts = self.hosts
+        return derived
+
     def __repr__(self) -> str:
         return (
             f"<Credentials {self.fingerprint} source={self.source!r} "
