@@ -172,10 +172,19 @@ class Credentials:
         probe_interval: float = 5.0,
         retry: RetryPolicy | None = None,
     ) -> None:
+        if recovery is not None and not callable(recovery):
+            raise TypeError(
+                f"recovery must be a hook: a callable taking a RecoveryContext (such as "
+                f"recovery.from_env()), not {type(recovery).__name__}"
+            )
         if max_recoveries < 1:
             raise ValueError("max_recoveries must be at least 1")
-        if recovery_window < 0:
-            raise ValueError("recovery_window cannot be negative")
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        if hook_timeout is not None and hook_timeout <= 0:
+            raise ValueError("hook_timeout must be positive, or None for no limit")
+        if min(recovery_window, cooldown, probe_interval) < 0:
+            raise ValueError("recovery_window, cooldown and probe_interval cannot be negative")
         if recovery is None:
             recovery = default(profile=profile)
         if api_key is None:
@@ -312,8 +321,9 @@ class Credentials:
         """Use *api_key* from now on, e.g. when the application learns of a rotation.
 
         Requests in flight with the old key that get 401 retry with this one without
-        running the hook. Ends a recovery cooldown. A recovery still running will not
-        overwrite this key when it finishes.
+        running the hook. So do those already waiting for a recovery: this key is its
+        answer. Ends a recovery cooldown. A recovery still running is set aside: it will
+        not overwrite this key, nor count as a failure, when it finishes.
 
         Raises:
             InvalidKeyError: *api_key* cannot be sent.
@@ -324,6 +334,12 @@ class Credentials:
             self._install_locked(key, source)
             self._close_locked()
             self._suspect = self._watch = self._unaccepted = None
+            superseded, self._flight = self._flight, None
+            if superseded is not None:
+                superseded.settled = True
+                superseded.outcome = Outcome.NEW
+        if superseded is not None:
+            superseded.resolve()
 
     def _subscribe(self, hook: object) -> None:
         """Follow a hook that announces new keys (a watched file): each one is `set_key`."""
@@ -449,6 +465,8 @@ class Credentials:
             current = self._current
             if current.generation != generation:
                 return None
+            # A flight, while there is one, is for the current generation: whatever
+            # installs a key (`_finish`, `set_key`) also ends or sets aside the flight.
             if self._flight is not None:
                 return self._flight
             now = time.monotonic()

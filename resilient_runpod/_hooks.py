@@ -73,13 +73,15 @@ def accept(result: object, name: str) -> tuple[str, str]:
     """
     if result is None:
         raise RecoveryError(f"recovery hook {name!r} found no key")
+    raw: object = result
+    source = name
     if isinstance(result, RecoveredKey):
         raw, source = result.key, result.source
-    elif isinstance(result, str):
-        raw, source = result, name
-    else:
+        if raw is None:
+            raise RecoveryError(f"recovery hook {name!r} found no key in {source!r}")
+    if not isinstance(raw, str):
         raise RecoveryError(
-            f"recovery hook {name!r} returned a {type(result).__name__}, not a key (str)"
+            f"recovery hook {name!r} returned a {type(raw).__name__}, not a key (str)"
         )
     try:
         key = _keys.clean(raw)

@@ -98,10 +98,11 @@ def _parse_allowed(entry: str) -> set[_Origin]:
     A bare host or host:port is allowed over both http and https: the user named it
     explicitly (an emulator on loopback speaks plain http).
     """
+    url = httpx.URL(entry if "://" in entry else f"http://{entry}")
+    if not url.host:
+        raise ValueError(f"hosts: {entry!r} names no host; use 'host', 'host:port' or a URL")
     if "://" in entry:
-        url = httpx.URL(entry)
         return {_origin(url.scheme, url.host, url.port)}
-    url = httpx.URL(f"http://{entry}")
     if url.port is None:
         return {_origin("http", url.host, None), _origin("https", url.host, None)}
     return {_origin("http", url.host, url.port), _origin("https", url.host, url.port)}
@@ -118,6 +119,8 @@ class HostPolicy:
     __slots__ = ("_allowed", "_cache")
 
     def __init__(self, extra: Iterable[str] = (), *, environ: bool = True) -> None:
+        if isinstance(extra, (str, bytes)):
+            raise TypeError(f"hosts must be a list of hosts, such as [{extra!r}], not a string")
         allowed = {_origin("https", host, None) for host in RUNPOD_HOSTS}
         entries = list(extra)
         if environ:

@@ -274,6 +274,47 @@ class TestSingleFlight:
         assert pushed == credentials.api_key
 
 
+class TestSettings:
+    @pytest.mark.parametrize(
+        ("settings", "error", "fragment"),
+        [
+            ({"recovery": "from_env"}, TypeError, "must be a hook"),
+            ({"max_recoveries": 0}, ValueError, "max_recoveries"),
+            ({"failure_threshold": 0}, ValueError, "failure_threshold"),
+            ({"hook_timeout": -5}, ValueError, "hook_timeout"),
+            ({"hook_timeout": 0}, ValueError, "hook_timeout"),
+            ({"probe_interval": -1}, ValueError, "cannot be negative"),
+            ({"cooldown": -1}, ValueError, "cannot be negative"),
+            ({"recovery_window": -1}, ValueError, "cannot be negative"),
+            ({"hosts": "127.0.0.1:8000"}, TypeError, r"\['127.0.0.1:8000'\]"),
+            ({"hosts": [""]}, ValueError, "names no host"),
+            ({"hosts": ["http://"]}, ValueError, "names no host"),
+        ],
+    )
+    def test_bad_settings_are_refused_at_once(self, settings, error, fragment):
+        """A setting that could only fail later, or silently, is refused when it is given."""
+        with pytest.raises(error, match=fragment):
+            Credentials(make_key(), **settings)
+
+    def test_edge_settings_are_accepted(self):
+        """No hook timeout, cooldown, polling window or pause between probes are valid choices."""
+        credentials = Credentials(
+            make_key(),
+            hook_timeout=None,
+            cooldown=0,
+            recovery_window=0,
+            probe_interval=0,
+            hosts=["h:1"],
+        )
+
+        assert (None, 0, 0, 0) == (
+            credentials.hook_timeout,
+            credentials.cooldown,
+            credentials.recovery_window,
+            credentials.probe_interval,
+        )
+
+
 class TestBadHooks:
     @pytest.mark.parametrize(
         ("answer", "fragment"),
@@ -283,10 +324,13 @@ class TestBadHooks:
             ("   \n", "empty"),
             (42, "not a key"),
             ("rps_" + "A" * 46, "S3"),
+            (RecoveredKey(None, "vault"), "found no key in 'vault'"),  # type: ignore[arg-type]
+            (RecoveredKey(42, "vault"), "int, not a key"),  # type: ignore[arg-type]
         ],
     )
     def test_unusable_answers_fail_once_with_a_reason(self, answer, fragment):
-        """None, empty, whitespace, non-str and S3 answers end in AuthenticationError."""
+        """None, empty, whitespace, non-str and S3 answers, bare or in a RecoveredKey, end in
+        AuthenticationError."""
         credentials = Credentials(make_key(), lambda context: answer)
 
         with pytest.raises(AuthenticationError, match=fragment) as info:

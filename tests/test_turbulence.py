@@ -25,7 +25,7 @@ from resilient_runpod import (
 )
 from resilient_runpod.testing import Chaos, Emulator
 
-from .helpers import Counting, wait_for
+from .helpers import PATIENCE, Counting, wait_for
 from .test_transport import client_for
 
 
@@ -251,3 +251,52 @@ def _submit(client: httpx.Client, n: int) -> str:
         job: str = response.json()["id"]
         return job
     raise AssertionError("POST /run kept failing")
+
+
+def _recovery_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "resilient-runpod-recovery"]
+
+
+def test_a_pushed_key_answers_the_recovery_already_waiting(runpod_emulator):
+    """set_key during a slow recovery: the waiting request goes out with the pushed key.
+
+    The set-aside recovery's late failure is not counted (with ``failure_threshold=1`` it
+    would open the breaker), and a 401 for the pushed key gets a recovery of its own.
+    """
+    rejected = runpod_emulator.api_key
+    entered, release = threading.Event(), threading.Event()
+    third = runpod_emulator.add_key()
+
+    def store(context: RecoveryContext) -> str:
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(PATIENCE)
+            raise RuntimeError("the secret store is down")
+        return third
+
+    hook = Counting(store)
+    credentials = Credentials(rejected, hook, hosts=[runpod_emulator.host], failure_threshold=1)
+    runpod_emulator.revoke(rejected)
+    statuses: list[int] = []
+
+    def request() -> None:
+        with client_for(runpod_emulator, credentials) as client:
+            statuses.append(client.get("/health").status_code)
+
+    waiting = threading.Thread(target=request)
+    waiting.start()
+    assert entered.wait(PATIENCE)
+    pushed = runpod_emulator.add_key()
+    credentials.set_key(pushed)
+    waiting.join(PATIENCE)
+    answered_while_the_hook_ran = not waiting.is_alive()
+    release.set()
+    assert wait_for(lambda: not _recovery_threads())
+    breaker_after_the_late_failure = credentials.breaker
+    runpod_emulator.revoke(pushed)
+    request()
+
+    assert answered_while_the_hook_ran
+    assert Breaker.CLOSED is breaker_after_the_late_failure
+    assert [200, 200] == statuses
+    assert (2, third) == (hook.calls, credentials.api_key)
