@@ -513,9 +513,9 @@ def stands(credentials: Credentials, state: KeyState, status: int) -> bool:
 R = TypeVar("R")
 
 
-def _lost(error: BaseException, unsent_errors: tuple[type[BaseException], ...]) -> Reply:
+def _lost(error: BaseException, unsent: Callable[[BaseException], bool]) -> Reply:
     """The `Reply` for a connection error: sent, unless it is one raised before sending."""
-    return Reply(None, error=error, sent=not isinstance(error, unsent_errors))
+    return Reply(None, error=error, sent=not unsent(error))
 
 
 def _retry_after(response: R, retry_after_of: Callable[[R], str | None] | None) -> str | None:
@@ -523,6 +523,10 @@ def _retry_after(response: R, retry_after_of: Callable[[R], str | None] | None) 
 
 
 _NO_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _never_unsent(_error: BaseException) -> bool:
+    return False
 
 
 def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
@@ -535,7 +539,7 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
     status_of: Callable[[R], int],
     discard: Callable[[R], None],
     retry_after_of: Callable[[R], str | None] | None = None,
-    unsent_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
+    unsent: Callable[[BaseException], bool] = _never_unsent,
     lost_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
     replayable: bool = True,
     check_host: bool = True,
@@ -551,7 +555,8 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
         status_of: A response's status.
         discard: Close a response that will not be returned.
         retry_after_of: A response's ``Retry-After`` header.
-        unsent_errors: Connection errors raised before anything was sent (always retried).
+        unsent: Whether a connection error was raised before anything was sent (such
+            a request is always retried).
         lost_errors: Other connection errors (retried where repeating is safe).
         replayable: Whether the body can be sent again.
         check_host: Whether *url* decides if the key is sent (`retry_init` sends nothing).
@@ -567,7 +572,7 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
     try:
         response = send()
     except lost_errors as exc:
-        first = _lost(exc, unsent_errors)
+        first = _lost(exc, unsent)
     else:
         status = status_of(response)
         if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
@@ -587,7 +592,7 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
             try:
                 response = send()
             except lost_errors as exc:
-                reply = _lost(exc, unsent_errors)
+                reply = _lost(exc, unsent)
                 response = None
             else:
                 status = status_of(response)
@@ -611,7 +616,7 @@ async def run_async(  # noqa: C901 -- as run_sync
     status_of: Callable[[R], int],
     discard: Callable[[R], Awaitable[None]],
     retry_after_of: Callable[[R], str | None] | None = None,
-    unsent_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
+    unsent: Callable[[BaseException], bool] = _never_unsent,
     lost_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
     replayable: bool = True,
     check_host: bool = True,
@@ -628,7 +633,7 @@ async def run_async(  # noqa: C901 -- as run_sync
     try:
         response = await send()
     except lost_errors as exc:
-        first = _lost(exc, unsent_errors)
+        first = _lost(exc, unsent)
     else:
         status = status_of(response)
         if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
@@ -648,7 +653,7 @@ async def run_async(  # noqa: C901 -- as run_sync
             try:
                 response = await send()
             except lost_errors as exc:
-                reply = _lost(exc, unsent_errors)
+                reply = _lost(exc, unsent)
                 response = None
             else:
                 status = status_of(response)

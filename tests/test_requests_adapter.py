@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import pytest
 import requests
+import tenacity
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError
+from resilient_runpod import (
+    AuthenticationError,
+    Credentials,
+    PermissionDeniedError,
+    RetryPolicy,
+    TransientError,
+)
 from resilient_runpod.adapters import ResilientHTTPAdapter
+from resilient_runpod.testing import Emulator
+
+from .helpers import make_key
 
 
 def session_for(credentials: Credentials) -> requests.Session:
@@ -118,3 +128,24 @@ def test_attributes_of_the_wrapped_adapter_read_through_the_wrapper(runpod_emula
     assert 5 == inner.max_retries.total
     assert inner.max_retries is adapter.max_retries
     assert inner is adapter.adapter
+
+
+def test_a_refused_connection_is_retried_even_for_a_job():
+    """A connection refused sent nothing, so even ``POST /run`` is sent again, up to
+    ``attempts``, then reported (reason ``exhausted``), as with httpx.
+    """
+    with Emulator() as gone:
+        host, url = gone.host, f"{gone.serverless_url}/ep/run"
+    credentials = Credentials(
+        make_key(),
+        lambda context: None,
+        hosts=[host],
+        retry=RetryPolicy(attempts=3, backoff=tenacity.wait_none()),
+    )
+    session = session_for(credentials)
+
+    with pytest.raises(TransientError) as info:
+        session.post(url, json={"input": {}})
+
+    assert ("exhausted", None) == (info.value.reason, info.value.status_code)
+    assert ["ConnectionError"] * 3 == [what for what, _ in info.value.history]

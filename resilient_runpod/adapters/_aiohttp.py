@@ -50,9 +50,13 @@ def _retry_after(response: ClientResponse) -> str | None:
     return response.headers.get("Retry-After")
 
 
-# Connection errors raised before any of the request went out, and the others.
-_UNSENT = (aiohttp.ClientConnectorError,)
+# The connection errors the engine handles, and which of them happen before any of the
+# request went out.
 _LOST = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+
+
+def _unsent(error: BaseException) -> bool:
+    return isinstance(error, aiohttp.ClientConnectorError)
 
 
 async def _release(response: ClientResponse) -> None:
@@ -97,7 +101,7 @@ class ResilientMiddleware:
             status_of=_status,
             discard=_release,
             retry_after_of=_retry_after,
-            unsent_errors=_UNSENT,
+            unsent=_unsent,
             lost_errors=_LOST,
             replayable=_replayable(request),
         )

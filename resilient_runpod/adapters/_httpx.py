@@ -100,9 +100,13 @@ def _stamp(request: httpx.Request, key: str | None) -> None:
             request.url = url
 
 
-# Connection errors raised before any of the request went out, and the others.
-_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)
+# The connection errors the engine handles, and which of them happen before any of the
+# request went out.
 _LOST = (httpx.TransportError,)
+
+
+def _unsent(error: BaseException) -> bool:
+    return isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
 
 
 def _status(response: httpx.Response) -> int:
@@ -167,7 +171,7 @@ class ResilientTransport(httpx.BaseTransport):
             status_of=_status,
             discard=_close,
             retry_after_of=_retry_after,
-            unsent_errors=_UNSENT,
+            unsent=_unsent,
             lost_errors=_LOST,
             replayable=_replayable(request),
         )
@@ -213,7 +217,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             status_of=_status,
             discard=_aclose,
             retry_after_of=_retry_after,
-            unsent_errors=_UNSENT,
+            unsent=_unsent,
             lost_errors=_LOST,
             replayable=_replayable(request),
         )

@@ -13,6 +13,7 @@ import httpx
 
 try:
     import requests.exceptions
+    import urllib3.exceptions
     from requests.adapters import BaseAdapter, HTTPAdapter
 except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` does
     raise ImportError(
@@ -60,9 +61,19 @@ def _retry_after(response: Response) -> str | None:
     return value
 
 
-# Connection errors raised before any of the request went out, and the others.
-_UNSENT = (requests.exceptions.ConnectTimeout,)
+# The connection errors the engine handles, and which of them happen before any of the
+# request went out.
 _LOST = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+
+
+def _unsent(error: BaseException) -> bool:
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return True
+    # A refused connection or a name that does not resolve: requests raises a plain
+    # ConnectionError around urllib3's MaxRetryError, whose reason says it never connected
+    # (NewConnectionError and NameResolutionError are ConnectTimeoutErrors).
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
 
 
 def _close(response: Response) -> None:
@@ -131,7 +142,7 @@ class ResilientHTTPAdapter(BaseAdapter):
             status_of=self.status_of,
             discard=_close,
             retry_after_of=_retry_after,
-            unsent_errors=_UNSENT,
+            unsent=_unsent,
             lost_errors=_LOST,
             replayable=_replayable(request),
         )
