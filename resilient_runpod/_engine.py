@@ -6,7 +6,8 @@ Three layers, each written once:
   sent their results.
 
   - `Send` (key): send the request with this key; reply with a `Reply`.
-  - `DISCARD`: close the response last sent back; it will not be returned.
+  - `DISCARD`: close the response last sent back; it will not be returned. Reply
+    with what its body said (`said`), or ``None``.
   - `Recover`: key generation *g* was rejected; reply with the `Outcome`.
   - `Sleep`: wait this many seconds.
 
@@ -28,6 +29,7 @@ transient retries alike (`RetryPolicy`).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -45,7 +47,7 @@ from ._errors import (
 )
 from ._flight import Outcome
 from ._hooks import hook_name
-from ._hosts import AnyURL, as_httpx_url, redact_url
+from ._hosts import AnyURL, as_httpx_url, redact_text, redact_url
 from ._keys import fingerprint, key_id
 from ._logging import logger
 from ._policy import Verdict
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DISCARD",
     "FORBIDDEN",
+    "HTML_PAGE",
     "UNAUTHORIZED",
     "Command",
     "Recover",
@@ -67,6 +70,7 @@ __all__ = [
     "rule",
     "run_async",
     "run_sync",
+    "said",
     "stands",
     "sync_driver",
     "warn_foreign_401",
@@ -278,8 +282,8 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                         )
                     raise _Again(reply)  # noqa: TRY301 -- tenacity sends again
                 if status == FORBIDDEN:
-                    yield DISCARD
-                    raise _forbidden(state.key, method, url)
+                    detail = yield DISCARD
+                    raise _forbidden(state.key, method, url, detail)
                 if status is not None and status not in policy.statuses:
                     credentials._confirm(state.generation)  # noqa: SLF001 -- one unit
                     return
@@ -362,17 +366,74 @@ def _log_rejected(context: RecoveryContext) -> None:
     )
 
 
-def _forbidden(key: str | None, method: str, url: str) -> PermissionDeniedError:
+def _forbidden(key: str | None, method: str, url: str, detail: str | None) -> PermissionDeniedError:
     shown = fingerprint(key)
     logger.error(
-        "runpod.auth.forbidden", method=method, url=url, status=FORBIDDEN, fingerprint=shown
-    )
-    return PermissionDeniedError(
-        f"RunPod accepted API key {shown} but refused {method} {url} (403 Forbidden): the key "
-        "is valid and lacks permission for this (a read-only or restricted key?). No recovery "
-        "was attempted. Use a key with the needed access (RunPod console > Settings > API Keys).",
+        "runpod.auth.forbidden",
+        method=method,
+        url=url,
+        status=FORBIDDEN,
         fingerprint=shown,
+        detail=detail,
     )
+    if detail == HTML_PAGE:
+        what = (
+            "The answer was an HTML page: that is usually a firewall or proxy in front of "
+            "RunPod (Cloudflare), not the key. Check the network, VPN or proxy, and try again. "
+        )
+    else:
+        what = (
+            "RunPod answers 403 to a valid key that lacks permission for this (a read-only or "
+            "restricted key?). No recovery was attempted. Use a key with the needed access "
+            "(RunPod console > Settings > API Keys). "
+        )
+    said = f" ({detail!r})" if detail and detail != HTML_PAGE else ""
+    return PermissionDeniedError(
+        f"{method} {url} was refused with 403 Forbidden for API key {shown}{said}. {what}"
+        "Recovery does not run on a 403.",
+        fingerprint=shown,
+        detail=detail,
+    )
+
+
+# What `said` makes of a page a browser would show: no quote, just what it is.
+HTML_PAGE: Final = "an HTML page"
+_DETAIL_LIMIT: Final = 200
+
+
+def said(content_type: str | None, body: bytes) -> str | None:
+    """What an error answer's body says, short and without keys: for the error to quote.
+
+    RunPod's REST answers are ``application/problem+json`` (``detail``, ``title``);
+    GraphQL's carry ``errors[0].message``; serverless ones ``error`` or ``message``. An
+    HTML page is named as such (a firewall's, usually). Anything else: its first line.
+    """
+    if not body:
+        return None
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "text/html" or body.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")):
+        return HTML_PAGE
+    text = body.decode("utf-8", "replace")
+    if kind.endswith("json"):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            document = None
+        if isinstance(document, dict):
+            errors = document.get("errors")
+            first = errors[0] if isinstance(errors, list) and errors else None
+            for found in (
+                document.get("detail"),
+                document.get("title"),
+                first.get("message") if isinstance(first, dict) else None,
+                document.get("error"),
+                document.get("message"),
+            ):
+                if isinstance(found, str) and found.strip():
+                    text = found
+                    break
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return redact_text(line[:_DETAIL_LIMIT]) or None
 
 
 def _log_give_up(reason: str, context: RecoveryContext) -> None:
@@ -432,7 +493,7 @@ def sync_driver(
     first: Reply,
     *,
     replayable: bool = True,
-) -> Generator[Send | _Discard, Reply | None, None]:
+) -> Generator[Send | _Discard, Reply | str | None, None]:
     """Carry out `rule`'s `Recover` and `Sleep` by blocking; pass the I/O on."""
     flow = rule(credentials, method, url, state, first, replayable=replayable)
     reply: Any = None
@@ -466,7 +527,7 @@ async def async_driver(
     first: Reply,
     *,
     replayable: bool = True,
-) -> AsyncGenerator[Send | _Discard, Reply | None]:
+) -> AsyncGenerator[Send | _Discard, Reply | str | None]:
     """`sync_driver` for asyncio and trio: nothing here blocks the event loop."""
     flow = rule(credentials, method, url, state, first, replayable=replayable)
     reply: Any = None
@@ -537,7 +598,7 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
     stamp: Callable[[str | None], None],
     send: Callable[[], R],
     status_of: Callable[[R], int],
-    discard: Callable[[R], None],
+    discard: Callable[[R], str | None],
     retry_after_of: Callable[[R], str | None] | None = None,
     unsent: Callable[[BaseException], bool] = _never_unsent,
     lost_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
@@ -553,7 +614,8 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
         stamp: Put a key on the request (``None``: remove it).
         send: Send the request as it now is.
         status_of: A response's status.
-        discard: Close a response that will not be returned.
+        discard: Close a response that will not be returned; return what its body
+            said (`said`), or None.
         retry_after_of: A response's ``Retry-After`` header.
         unsent: Whether a connection error was raised before anything was sent (such
             a request is always retried).
@@ -580,13 +642,13 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
             return response
         first = Reply(status, _retry_after(response, retry_after_of))
     driver = sync_driver(credentials, method, url, state, first, replayable=replayable)
-    reply: Reply | None = None
+    reply: Reply | str | None = None
     try:
         while True:
             command = driver.send(reply)
             reply = None
             if command is DISCARD:
-                discard(response)  # type: ignore[arg-type]  # DISCARD follows a response
+                reply = discard(response)  # type: ignore[arg-type]  # DISCARD follows a response
                 continue
             stamp(command.key)  # type: ignore[union-attr]
             try:
@@ -614,7 +676,7 @@ async def run_async(  # noqa: C901 -- as run_sync
     stamp: Callable[[str | None], None],
     send: Callable[[], Awaitable[R]],
     status_of: Callable[[R], int],
-    discard: Callable[[R], Awaitable[None]],
+    discard: Callable[[R], Awaitable[str | None]],
     retry_after_of: Callable[[R], str | None] | None = None,
     unsent: Callable[[BaseException], bool] = _never_unsent,
     lost_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
@@ -641,13 +703,13 @@ async def run_async(  # noqa: C901 -- as run_sync
             return response
         first = Reply(status, _retry_after(response, retry_after_of))
     driver = async_driver(credentials, method, url, state, first, replayable=replayable)
-    reply: Reply | None = None
+    reply: Reply | str | None = None
     try:
         while True:
             command = await driver.asend(reply)
             reply = None
             if command is DISCARD:
-                await discard(response)  # type: ignore[arg-type]
+                reply = await discard(response)  # type: ignore[arg-type]
                 continue
             stamp(command.key)  # type: ignore[union-attr]
             try:

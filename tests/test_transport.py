@@ -232,7 +232,11 @@ def test_forbidden_is_not_recovered(runpod_emulator):
     shown = fingerprint(reader)
     assert (200, 0, 2) == (health.status_code, hook.calls, runpod_emulator.counters().total)
     assert shown == info.value.fingerprint
-    assert f"accepted API key {shown} but refused POST {url} (403 Forbidden)" in str(info.value)
+    assert "Forbidden" == info.value.detail  # the serverless body: {"error": "Forbidden"}
+    assert str(info.value).startswith(
+        f"POST {url} was refused with 403 Forbidden for API key {shown} ('Forbidden'). "
+        "RunPod answers 403 to a valid key that lacks permission"
+    )
     assert [
         {
             "event": "runpod.auth.forbidden",
@@ -241,6 +245,7 @@ def test_forbidden_is_not_recovered(runpod_emulator):
             "url": url,
             "status": 403,
             "fingerprint": shown,
+            "detail": "Forbidden",
         }
     ] == [e for e in logs if e["event"] == "runpod.auth.forbidden"]
 
@@ -252,10 +257,65 @@ def test_rest_forbidden_is_not_recovered(runpod_emulator):
 
     with httpx.Client(transport=ResilientTransport(credentials)) as client:
         listed = client.get(f"{runpod_emulator.url}/v2/pods")
-        with pytest.raises(PermissionDeniedError):
+        with pytest.raises(PermissionDeniedError) as info:
             client.post(f"{runpod_emulator.url}/v2/pods", json={"name": "x", "imageName": "y"})
 
-    assert 200 == listed.status_code
+    assert (200, "access denied") == (listed.status_code, info.value.detail)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        (
+            "application/problem+json",
+            b'{"title":"Forbidden","detail":"access denied"}',
+            "access denied",
+        ),
+        ("application/json", b'{"errors":[{"message":"Unauthorized"}]}', "Unauthorized"),
+        ("application/json", b'{"error":"Forbidden"}', "Forbidden"),
+        ("application/json", b'{"errors":{"message":"odd"}}', '{"errors":{"message":"odd"}}'),
+        ("application/json", b"[1, 2]", "[1, 2]"),
+        (
+            "text/html; charset=utf-8",
+            b"<html><body>Attention Required!</body></html>",
+            _engine.HTML_PAGE,
+        ),
+        ("text/plain", b"<!DOCTYPE html><html>blocked</html>", _engine.HTML_PAGE),
+        ("text/plain", b"first line\nsecond line", "first line"),
+        ("text/plain", b"", None),
+        ("text/plain", b"  \n ", None),
+        ("text/plain", b"x" * 500, "x" * 200),
+    ],
+)
+def test_what_a_refusal_said_is_short_and_plain(content_type, body, expected):
+    """RunPod's own fields are quoted, an HTML page is named as such, anything else is cut."""
+    assert expected == _engine.said(content_type, body)
+
+
+def test_a_key_in_a_refusal_is_not_quoted():
+    """A body that echoes the key is quoted with its fingerprint instead."""
+    key = make_key()
+
+    quoted = _engine.said("application/json", f'{{"detail": "key {key} may not"}}'.encode())
+
+    assert f"key {fingerprint(key)} may not" == quoted
+
+
+def test_an_html_refusal_points_at_the_network(runpod_emulator):
+    """A firewall's 403 page is not blamed on the key: the error says to check the network."""
+    credentials = Credentials(
+        runpod_emulator.api_key, Counting(lambda context: None), hosts=[runpod_emulator.host]
+    )
+    runpod_emulator.inject(403, firewall=True)
+
+    with client_for(runpod_emulator, credentials) as client:
+        with pytest.raises(PermissionDeniedError) as info:
+            client.get("/health")
+        after = client.get("/health")
+
+    assert _engine.HTML_PAGE == info.value.detail
+    assert "firewall or proxy in front of RunPod" in str(info.value)
+    assert 200 == after.status_code
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
         "ResilientMiddleware needs aiohttp >= 3.12: pip install 'resilient-runpod[sdk]'"
     ) from exc
 
-from .._engine import run_async
+from .._engine import run_async, said
 
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientResponse
@@ -59,12 +59,13 @@ def _unsent(error: BaseException) -> bool:
     return isinstance(error, aiohttp.ClientConnectorError)
 
 
-async def _release(response: ClientResponse) -> None:
-    # Reading the (small) 401 body first lets the connection go back to the pool.
+async def _release(response: ClientResponse) -> str | None:
+    # Reading the (small) error body first lets the connection go back to the pool.
     try:
-        await response.read()
+        body = await response.read()
     finally:
         response.release()
+    return said(response.headers.get("Content-Type"), body)
 
 
 class ResilientMiddleware:

@@ -21,6 +21,7 @@ from .._engine import (
     async_driver,
     run_async,
     run_sync,
+    said,
     stands,
     sync_driver,
     warn_foreign_401,
@@ -118,19 +119,21 @@ def _retry_after(response: httpx.Response) -> str | None:
     return value
 
 
-def _close(response: httpx.Response) -> None:
+def _close(response: httpx.Response) -> str | None:
     # Reading the (small) error body first lets the connection go back to the pool.
     try:
-        response.read()
+        body = response.read()
     finally:
         response.close()
+    return said(response.headers.get("Content-Type"), body)
 
 
-async def _aclose(response: httpx.Response) -> None:
+async def _aclose(response: httpx.Response) -> str | None:
     try:
-        await response.aread()
+        body = await response.aread()
     finally:
         await response.aclose()
+    return said(response.headers.get("Content-Type"), body)
 
 
 class ResilientTransport(httpx.BaseTransport):

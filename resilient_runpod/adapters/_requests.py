@@ -20,7 +20,7 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
         "ResilientHTTPAdapter needs requests: pip install 'resilient-runpod[sdk]'"
     ) from exc
 
-from .._engine import run_sync
+from .._engine import run_sync, said
 from .._hosts import with_api_key_param
 
 if TYPE_CHECKING:
@@ -76,12 +76,13 @@ def _unsent(error: BaseException) -> bool:
     return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
 
 
-def _close(response: Response) -> None:
-    # Reading the (small) 401 body first lets the connection go back to the pool.
+def _close(response: Response) -> str | None:
+    # Reading the (small) error body first lets the connection go back to the pool.
     try:
-        _ = response.content
+        body = response.content
     finally:
         response.close()
+    return said(response.headers.get("Content-Type"), body)
 
 
 class ResilientHTTPAdapter(BaseAdapter):

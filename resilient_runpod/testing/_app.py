@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route, Router
 
 from resilient_runpod._keys import fingerprint
@@ -156,10 +156,21 @@ class _Instrument:
         if fault.status == RESET:
             _abort(send)
             return
-        response = error_response(
-            fault.status, surface_of(scope["path"]), retry_after=fault.retry_after
-        )
+        response: Response
+        if fault.firewall:
+            response = HTMLResponse(_FIREWALL_PAGE, fault.status)
+        else:
+            response = error_response(
+                fault.status, surface_of(scope["path"]), retry_after=fault.retry_after
+            )
         await response(scope, receive, counting_send)
+
+
+# What the firewall in front of RunPod answers, in the shape that matters: a page.
+_FIREWALL_PAGE = (
+    "<!DOCTYPE html><html><head><title>Attention Required!</title></head>"
+    "<body><h1>Sorry, you have been blocked</h1></body></html>"
+)
 
 
 def _abort(send: Send) -> None:
@@ -231,7 +242,8 @@ class _Admin:
         body = await _json_object(request)
         status, count, prefix = body["status"], body.get("count", 1), body.get("path_prefix")
         retry_after, after = body.get("retry_after"), bool(body.get("after", False))
-        self._state.inject(Fault(status, prefix, retry_after, after), count)
+        firewall = bool(body.get("firewall", False))
+        self._state.inject(Fault(status, prefix, retry_after, after, firewall), count)
         return JSONResponse({"status": status, "count": count, "path_prefix": prefix})
 
     async def chaos(self, request: Request) -> Response:

@@ -293,6 +293,7 @@ class Emulator:
         path_prefix: str | None = None,
         retry_after: str | None = None,
         after: bool = False,
+        firewall: bool = False,
     ) -> None:
         """Answer the next *count* requests (whose path starts with *path_prefix*) with *status*.
 
@@ -300,9 +301,11 @@ class Emulator:
         like. The body is the one that surface sends with that status; 429 carries
         ``Retry-After`` (*retry_after* sets it, for any status). With *after*, the request
         is served first (a job is created) and the answer replaced: a gateway error on
-        the way back. Faults queue up in the order they were injected.
+        the way back. With *firewall*, the body is an HTML page, as from the firewall in
+        front of RunPod (its 403 has nothing to do with the key). Faults queue up in the
+        order they were injected.
         """
-        self._state.inject(Fault(status, path_prefix, retry_after, after), count)
+        self._state.inject(Fault(status, path_prefix, retry_after, after, firewall), count)
 
     def inject_reset(
         self, count: int = 1, *, path_prefix: str | None = None, after: bool = False

@@ -127,12 +127,15 @@ class Fault:
         retry_after: The ``Retry-After`` header to send, if any.
         after: Serve the request first (a job is created), then fail: what a gateway
             timing out on a healthy backend looks like.
+        firewall: Answer with an HTML page, as the firewall in front of RunPod does
+            (Cloudflare's "you have been blocked"), instead of RunPod's own body.
     """
 
     status: int
     path_prefix: str | None = None
     retry_after: str | None = None
     after: bool = False
+    firewall: bool = False
 
 
 @dataclass(frozen=True, slots=True)
