@@ -99,6 +99,11 @@ def _kernel_shell() -> Any:
     return shell
 
 
+def _nobody(reason: str) -> NonInteractiveError:
+    """Nobody can answer, for *reason*: the error, its message saying what to set instead."""
+    return NonInteractiveError(f"{reason}. {_WHAT_TO_SET}", reason=reason)
+
+
 def where_to_ask() -> Where:
     """Where a prompt would be shown now: ``"terminal"`` or ``"notebook"``.
 
@@ -108,30 +113,26 @@ def where_to_ask() -> Where:
 
     """
     if _is_set(NO_PROMPT_VARIABLE):
-        raise NonInteractiveError(
-            f"prompting is turned off by ${NO_PROMPT_VARIABLE}. {_WHAT_TO_SET}"
-        )
+        raise _nobody(f"prompting is turned off by ${NO_PROMPT_VARIABLE}")
     ci = next((name for name in CI_VARIABLES if _is_set(name)), None)
     if ci is not None:
-        raise NonInteractiveError(
-            f"nobody can answer a prompt in CI (${ci} is set). {_WHAT_TO_SET}"
-        )
+        raise _nobody(f"nobody can answer a prompt in CI (${ci} is set)")
     shell = _kernel_shell()
     if shell is not None:
         # ipykernel installs its getpass only while a cell runs; afterwards the module's
         # own getpass would read the kernel's closed stdin (or the launching terminal).
         if getattr(getpass.getpass, "__self__", None) is not getattr(shell, "kernel", object()):
-            raise NonInteractiveError(
+            raise _nobody(
                 "the notebook cell that needed the key has finished, so nobody can be asked "
-                f"from this background thread. {_WHAT_TO_SET}"
+                "from this background thread"
             )
         return "notebook"
     if sys.stdin is None:
-        raise NonInteractiveError(f"there is no stdin to read an answer from. {_WHAT_TO_SET}")
+        raise _nobody("there is no stdin to read an answer from")
     if not is_tty(sys.stdin):
-        raise NonInteractiveError(f"stdin is not a terminal. {_WHAT_TO_SET}")
+        raise _nobody("stdin is not a terminal")
     if not is_tty(sys.stderr):
-        raise NonInteractiveError(f"stderr is not a terminal to show a prompt on. {_WHAT_TO_SET}")
+        raise _nobody("stderr is not a terminal to show a prompt on")
     return "terminal"
 
 
@@ -312,9 +313,8 @@ def _ask_notebook(message: str) -> object:
         # Looked up now, not imported: the kernel swaps it in for the running cell only.
         return getpass.getpass(message)
     except NotImplementedError:  # IPython's StdinNotImplementedError
-        raise NonInteractiveError(
-            "this notebook front end does not accept input (nbclient and papermill run "
-            f"without it). {_WHAT_TO_SET}"
+        raise _nobody(
+            "this notebook front end does not accept input (nbclient and papermill run without it)"
         ) from None
     except EOFError:
         return _CANCELLED
