@@ -25,7 +25,7 @@ from resilient_runpod import (
     ResilientTransport,
     recovery,
 )
-from resilient_runpod.recovery._prompt import Prompt, where_to_ask
+from resilient_runpod.recovery._prompt import Prompt, _one_at_a_time, where_to_ask
 
 from .helpers import Counting, make_key, wait_for
 
@@ -171,6 +171,22 @@ def test_timeout_without_answer(pipe, screen):
     with pytest.raises(HookTimeoutError) as caught:
         asking(pipe, screen, timeout=0.2)(CONTEXT)
     assert "within 0.2 seconds" in str(caught.value)
+
+
+def test_waiting_for_another_prompt_counts_against_the_timeout(pipe, screen, key):
+    """The wait for another prompt to close comes out of timeout=, not on top of it.
+
+    Another prompt holds the screen for 0.8 s of timeout=1; the key typed at 1.4 s is
+    after the deadline: HookTimeoutError, the key not taken.
+    """
+    _one_at_a_time.acquire()
+    threading.Timer(0.8, _one_at_a_time.release).start()
+    typing = threading.Timer(1.4, pipe.send_text, [key + "\r"])
+    typing.start()
+    with pytest.raises(HookTimeoutError) as caught:
+        asking(pipe, screen, timeout=1)(CONTEXT)
+    typing.join()  # the pipe must still be open when the key is typed
+    assert "within 1 seconds" in str(caught.value)
 
 
 @pytest.mark.anyio
