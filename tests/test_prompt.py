@@ -16,6 +16,7 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 
 from resilient_runpod import (
     AsyncResilientTransport,
+    AuthenticationError,
     Credentials,
     HookTimeoutError,
     NonInteractiveError,
@@ -28,6 +29,7 @@ from resilient_runpod import (
 from resilient_runpod.recovery._prompt import Prompt, _one_at_a_time, where_to_ask
 
 from .helpers import Counting, make_key, wait_for
+from .test_transport import async_client_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -103,6 +105,34 @@ def test_ctrl_c_stops_a_chain(pipe, screen):
     hook = recovery.chain(asking(pipe, screen), lambda ctx: later.append(ctx) or "unused")
     with pytest.raises(KeyboardInterrupt):
         hook(CONTEXT)
+    assert [] == later
+
+
+@pytest.mark.anyio
+async def test_ctrl_c_in_an_async_chain_fails_the_request_not_the_loop(
+    pipe, screen, runpod_emulator
+):
+    """A chain made async by an async hook: Ctrl-C at its prompt still stops the chain.
+
+    The request fails with AuthenticationError saying so; no KeyboardInterrupt reaches
+    the application's event loop (it would stop the loop, and this test with it).
+    """
+    old = runpod_emulator.api_key
+    runpod_emulator.revoke(old)
+    pipe.send_text("\x03")
+    later: list[object] = []
+
+    async def store(context: RecoveryContext) -> str:
+        later.append(context)
+        return "unused"
+
+    hook = recovery.chain(asking(pipe, screen), store)
+    credentials = Credentials(old, recovery=hook, hosts=[runpod_emulator.host])
+    async with async_client_for(runpod_emulator, credentials) as client:
+        with pytest.raises(AuthenticationError) as caught:
+            await client.get("/health")
+
+    assert "the person cancelled the prompt" in str(caught.value)
     assert [] == later
 
 
