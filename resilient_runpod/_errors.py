@@ -136,7 +136,15 @@ class NonInteractiveError(RecoveryError):
     """A prompt was needed but nobody can answer it (no terminal, CI, or prompting disabled).
 
     The message names the variable or file to set instead.
+
+    Attributes:
+        reason: Why nobody can answer, without the advice (``"stderr is not a terminal
+            to show a prompt on"``): for callers that give advice of their own.
     """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class InvalidKeyError(ResilientRunPodError, ValueError):

@@ -127,6 +127,7 @@ def test_interactive_without_a_terminal_exits_2(refused):
 
     assert 2 == code
     assert "--interactive asks you to paste the new key" in err
+    assert "nobody can be asked here (stdin is not a terminal)" in err
     # The demo makes its own keys: advice to set one would send the person astray.
     assert "RUNPOD_API_KEY" not in err
     assert "" == out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
 import sys
 from pathlib import Path
@@ -85,6 +86,31 @@ def test_login_without_a_terminal_says_what_to_do(tmp_path, child_env):
     assert "stdin is not a terminal" in done.stderr
     assert "| resilient-runpod login --stdin" in done.stderr
     assert "`resilient-runpod login`" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra_env", "reason"),
+    [
+        ({}, "cannot ask for a key here: stderr is not a terminal to show a prompt on."),
+        (
+            {"CI": "true"},
+            "cannot ask for a key here: nobody can answer a prompt in CI ($CI is set).",
+        ),
+    ],
+)
+def test_login_that_cannot_prompt_gives_the_real_reason(tmp_path, child_env, extra_env, reason):
+    """A terminal on stdin but none on stderr (or CI) is reported as that, not as another cause."""
+    terminal, stdin = os.openpty()
+    try:
+        done = run_cli("login", env={**child_env, **extra_env}, stdin=stdin)
+    finally:
+        os.close(stdin)
+        os.close(terminal)
+    assert 2 == done.returncode
+    assert reason in done.stderr
+    assert "RESILIENT_RUNPOD_NO_PROMPT" not in done.stderr
+    assert "| resilient-runpod login --stdin" in done.stderr
+    assert not (tmp_path / ".runpod").exists()
 
 
 def test_login_from_stdin(monkeypatch, capsys, runpod_emulator):

@@ -16,6 +16,7 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 
 from resilient_runpod import (
     AsyncResilientTransport,
+    AuthenticationError,
     Credentials,
     HookTimeoutError,
     NonInteractiveError,
@@ -25,9 +26,10 @@ from resilient_runpod import (
     ResilientTransport,
     recovery,
 )
-from resilient_runpod.recovery._prompt import Prompt, where_to_ask
+from resilient_runpod.recovery._prompt import Prompt, _one_at_a_time, where_to_ask
 
 from .helpers import Counting, make_key, wait_for
+from .test_transport import async_client_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -106,6 +108,34 @@ def test_ctrl_c_stops_a_chain(pipe, screen):
     assert [] == later
 
 
+@pytest.mark.anyio
+async def test_ctrl_c_in_an_async_chain_fails_the_request_not_the_loop(
+    pipe, screen, runpod_emulator
+):
+    """A chain made async by an async hook: Ctrl-C at its prompt still stops the chain.
+
+    The request fails with AuthenticationError saying so; no KeyboardInterrupt reaches
+    the application's event loop (it would stop the loop, and this test with it).
+    """
+    old = runpod_emulator.api_key
+    runpod_emulator.revoke(old)
+    pipe.send_text("\x03")
+    later: list[object] = []
+
+    async def store(context: RecoveryContext) -> str:
+        later.append(context)
+        return "unused"
+
+    hook = recovery.chain(asking(pipe, screen), store)
+    credentials = Credentials(old, recovery=hook, hosts=[runpod_emulator.host])
+    async with async_client_for(runpod_emulator, credentials) as client:
+        with pytest.raises(AuthenticationError) as caught:
+            await client.get("/health")
+
+    assert "the person cancelled the prompt" in str(caught.value)
+    assert [] == later
+
+
 def test_empty_answer_is_refused_and_asked_again(pipe, screen, key):
     """An empty answer is refused with a reason; the next answer is taken."""
     pipe.send_text("\r   \r" + key + "\r")
@@ -171,6 +201,22 @@ def test_timeout_without_answer(pipe, screen):
     with pytest.raises(HookTimeoutError) as caught:
         asking(pipe, screen, timeout=0.2)(CONTEXT)
     assert "within 0.2 seconds" in str(caught.value)
+
+
+def test_waiting_for_another_prompt_counts_against_the_timeout(pipe, screen, key):
+    """The wait for another prompt to close comes out of timeout=, not on top of it.
+
+    Another prompt holds the screen for 0.8 s of timeout=1; the key typed at 1.4 s is
+    after the deadline: HookTimeoutError, the key not taken.
+    """
+    _one_at_a_time.acquire()
+    threading.Timer(0.8, _one_at_a_time.release).start()
+    typing = threading.Timer(1.4, pipe.send_text, [key + "\r"])
+    typing.start()
+    with pytest.raises(HookTimeoutError) as caught:
+        asking(pipe, screen, timeout=1)(CONTEXT)
+    typing.join()  # the pipe must still be open when the key is typed
+    assert "within 1 seconds" in str(caught.value)
 
 
 @pytest.mark.anyio

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import pexpect
@@ -25,9 +26,10 @@ from resilient_runpod import (
 )
 
 mode, url, host, old = sys.argv[1:5]
+timeout, attempts = (float(sys.argv[5]), int(sys.argv[6])) if len(sys.argv) > 5 else (60, 3)
 tty_before = termios.tcgetattr(0) if sys.stdin.isatty() else None
 credentials = Credentials(
-    old, recovery=recovery.prompt(timeout=60), hosts=[host], hook_timeout=None
+    old, recovery=recovery.prompt(timeout=timeout, attempts=attempts), hosts=[host]
 )
 
 async def in_loop():
@@ -56,11 +58,11 @@ def script(tmp_path: Path) -> Path:
     return path
 
 
-def spawn(script: Path, mode: str, emulator: Emulator, old: str, env: dict[str, str]):
+def spawn(script: Path, mode: str, emulator: Emulator, old: str, env: dict[str, str], *extra: str):
     url = f"{emulator.serverless_url}/{emulator.endpoint_id}/health"
     child = pexpect.spawn(
         sys.executable,
-        [str(script), mode, url, emulator.host, old],
+        [str(script), mode, url, emulator.host, old, *extra],
         env=env,
         encoding="utf-8",
         timeout=60,
@@ -85,6 +87,34 @@ def test_terminal_prompt_recovers_a_revoked_key(script, child_env, runpod_emulat
     assert new not in screen
     assert f"rpa_…{old[-4:]}" in screen
     assert 0 == child.exitstatus
+
+
+def test_the_timeout_is_one_deadline_for_all_the_answers(script, child_env, runpod_emulator):
+    """timeout= bounds the whole exchange: answers each quicker than it still end at it.
+
+    An empty (refused) answer, then a good key, each typed 1.5 s after its prompt with timeout=2:
+    the good key comes after the deadline, so the prompt ends with its own typed error
+    (within the engine's budget of timeout + 5 s) and the key is not installed.
+    """
+    old = runpod_emulator.api_key
+    new = runpod_emulator.rotate(old)
+    child = spawn(script, "sync", runpod_emulator, old, child_env, "2", "5")
+    child.expect("key:")
+    time.sleep(1.5)  # drives the scenario; nothing is timed
+    child.send("\r")  # an empty answer: refused, and asked again
+    if 0 == child.expect(["key:", pexpect.EOF]):  # asked again, with what is left
+        time.sleep(1.5)
+        child.send(new + "\r")
+        child.expect(pexpect.EOF)
+    child.close()
+    screen = child.logfile_read.getvalue()
+    expected = (
+        "FAILED HookTimeoutError no usable key was typed at the prompt for a RunPod API key "
+        "within 2.0 seconds"
+    )
+    assert expected in screen
+    assert "STATUS" not in screen
+    assert "TTY RESTORED True" in screen
 
 
 def test_ctrl_c_ends_recovery_cleanly(script, child_env, runpod_emulator):

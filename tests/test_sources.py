@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from resilient_runpod import (
     SourceError,
     recovery,
 )
+from resilient_runpod._hooks import is_async_callable
 
 from .helpers import make_key
+from .test_transport import async_client_for
 
 CONTEXT = RecoveryContext("rpa_…OLD1", 1, 401, "GET", "https://api.runpod.ai/v2/ep/health")
 
@@ -302,3 +305,61 @@ def test_command_repr_hides_a_key_in_its_arguments(key):
     hook = recovery.from_command(["vault", "login", key])
     assert key not in repr(hook)
     assert f"rpa_…{key[-4:]}" in repr(hook)
+
+
+# -- async hooks inside the wrappers -----------------------------------------------------
+
+WRAPPERS = {
+    "chain": lambda hook, tmp: recovery.chain(recovery.from_env("RR_TEST_UNSET"), hook),
+    "callback": lambda hook, tmp: recovery.callback(hook, name="store"),
+    "persist": lambda hook, tmp: recovery.persist(hook, tmp / "saved"),
+    "shared": lambda hook, tmp: recovery.shared(hook, name=f"async-{tmp.name}"),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+async def test_an_async_hook_in_a_wrapper_runs_on_the_callers_loop(
+    wrapper, runpod_emulator, tmp_path, monkeypatch
+):
+    """chain, callback, persist and shared run an async hook on the async client's loop.
+
+    The hook uses a client made on that loop (an application's session), as a secret
+    manager's async client would; the rejected request is sent again with its key.
+    """
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    old = runpod_emulator.api_key
+    new = runpod_emulator.rotate(old)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async with httpx.AsyncClient() as session:  # bound to this test's loop
+
+        async def from_the_store(context: RecoveryContext) -> str:
+            loops.append(asyncio.get_running_loop())
+            await session.get(f"{runpod_emulator.api_url}/health")  # fails on another loop
+            return new
+
+        hook = WRAPPERS[wrapper](from_the_store, tmp_path)
+        credentials = Credentials(old, recovery=hook, hosts=[runpod_emulator.host])
+        async with async_client_for(runpod_emulator, credentials) as client:
+            response = await client.get("/health")
+
+    assert (200, new) == (response.status_code, credentials.api_key)
+    assert [asyncio.get_running_loop()] == loops
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+def test_a_wrapper_is_async_only_around_an_async_hook(wrapper, tmp_path):
+    """Around sync hooks a wrapper stays sync (run in the recovery thread as before)."""
+
+    def sync_hook(context: RecoveryContext) -> str:
+        return make_key()
+
+    async def async_hook(context: RecoveryContext) -> str:
+        return make_key()
+
+    wrap = WRAPPERS[wrapper]
+    assert (False, True) == (
+        is_async_callable(wrap(sync_hook, tmp_path)),
+        is_async_callable(wrap(async_hook, tmp_path)),
+    )

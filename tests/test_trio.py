@@ -26,6 +26,7 @@ from resilient_runpod import (
 from resilient_runpod.testing import Emulator
 
 from .helpers import Counting
+from .test_sources import WRAPPERS
 
 TASKS = 50
 
@@ -91,6 +92,30 @@ def test_an_async_hook_runs_on_the_trio_loop(runpod_emulator):
         return new
 
     credentials = Credentials(runpod_emulator.api_key, vault, hosts=[runpod_emulator.host])
+    runpod_emulator.revoke(runpod_emulator.api_key)
+
+    async def main() -> int:
+        async with httpx.AsyncClient(transport=AsyncResilientTransport(credentials)) as client:
+            response = await client.get(f"{runpod_emulator.serverless_url}/e/health")
+            return response.status_code
+
+    assert (200, new) == (trio.run(main), credentials.api_key)
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+def test_an_async_hook_in_a_wrapper_runs_on_the_trio_loop(
+    wrapper, runpod_emulator, tmp_path, monkeypatch
+):
+    """chain, callback, persist and shared run an async hook on the caller's trio run too."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    new = runpod_emulator.add_key()
+
+    async def vault(context: RecoveryContext) -> str:
+        await trio.sleep(0.01)  # only works inside trio
+        return new
+
+    hook = WRAPPERS[wrapper](vault, tmp_path)
+    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
     runpod_emulator.revoke(runpod_emulator.api_key)
 
     async def main() -> int:

@@ -15,10 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from resilient_runpod import Credentials, ResilientTransport, recovery
+from resilient_runpod import Credentials, ResilientTransport, SourceError, recovery
 from resilient_runpod.typing import RecoveredKey
 
 from .helpers import make_key, wait_for
+from .test_files import KINDS, _finishes
 
 # Generous bounds for a loaded machine: they end a wait that failed, nothing is timed.
 PATIENCE = 15.0
@@ -202,6 +203,24 @@ def test_credentials_follow_the_file(wrap, tmp_path, monkeypatch):
 
     assert wait_for(lambda: credentials.api_key == new)
     assert (generation + 1, f"file:{secret.path}") == (credentials.generation, credentials.source)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_watched_path_that_is_not_a_small_regular_file_is_refused_not_read(tmp_path, kind):
+    """A FIFO, /dev/zero or a huge file with watch=True: Credentials() returns, the hook
+    raises the same SourceError as plain from_file, and the watcher thread keeps running."""
+    path = tmp_path / "secret"
+    KINDS[kind](path)
+    hook = recovery.from_file(path, watch=True)
+    made: list[Credentials] = []
+
+    assert _finishes(lambda: made.append(Credentials(make_key(), hook))) is None
+    error = _finishes(hook)
+    plain = _finishes(recovery.from_file(path))
+
+    assert isinstance(error, SourceError)
+    assert str(plain) == str(error)
+    assert hook._watcher.running
 
 
 def test_the_watcher_stops_when_the_credentials_are_collected(tmp_path):

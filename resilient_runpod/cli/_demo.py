@@ -83,12 +83,12 @@ def _run(args: argparse.Namespace) -> int:
             return _fail("--interactive needs resilient_runpod.recovery.prompt", 2)
         try:
             where_to_ask()
-        except NonInteractiveError:
+        except NonInteractiveError as exc:
             # Said here, not by the prompt: its advice (set RUNPOD_API_KEY) is for programs
             # that need a real key, and the demo makes its own.
             return _fail(
                 "--interactive asks you to paste the new key, and nobody can be asked here "
-                "(no terminal, or CI). Run it in a terminal, or without --interactive: the "
+                f"({exc.reason}). Run it in a terminal, or without --interactive: the "
                 "demo makes its own keys and needs none of yours.",
                 2,
             )

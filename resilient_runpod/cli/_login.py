@@ -133,9 +133,8 @@ def _ask(args: argparse.Namespace) -> tuple[str | None, int]:
     asker = _LoginPrompt(api_url=args.api_url, check=not args.no_validate)
     try:
         return asker(None).key, _SAVED
-    except NonInteractiveError:
-        why = "prompting is turned off here (CI, or RESILIENT_RUNPOD_NO_PROMPT is set)"
-        _say(_NO_TERMINAL.format(why=why))
+    except NonInteractiveError as exc:
+        _say(_NO_TERMINAL.format(why=exc.reason))
         return None, _USAGE
     except (KeyboardInterrupt, EOFError):
         _say("login: cancelled; nothing was saved")

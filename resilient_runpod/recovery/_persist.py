@@ -24,9 +24,9 @@ from .._hooks import hook_name
 from .._keys import check, clean, fingerprint
 from .._logging import logger
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
-from ._sources import _as_key, _resolve, subscribe_all
+from ._sources import _as_key, _resolve, _resolve_async, any_async, subscribe_all
 
-__all__ = ["Persist", "persist", "save_key", "save_to_config", "save_to_file"]
+__all__ = ["AsyncPersist", "Persist", "persist", "save_key", "save_to_config", "save_to_file"]
 
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
@@ -162,7 +162,10 @@ class Persist:
 
     def __call__(self, context: RecoveryContext) -> HookResult:
         """Run the hook and return its key; with ``when="found"``, save it now."""
-        found = _as_key(_resolve(self.hook, context), self.name)
+        return self._keep(_as_key(_resolve(self.hook, context), self.name))
+
+    def _keep(self, found: RecoveredKey | None) -> HookResult:
+        """Save *found* now (``when="found"``) or once RunPod accepts it; return it cleaned."""
         if found is None:
             return None
         try:
@@ -213,6 +216,21 @@ class Persist:
         return f"persist({self.name}, to={target!r}, when={self.when!r})"
 
 
+class AsyncPersist(Persist):
+    """A `Persist` around an async hook: run on the caller's event loop. See `persist`."""
+
+    # The same hook, awaited: `persist` returns this class only around an async hook.
+    async def __call__(self, context: RecoveryContext) -> HookResult:  # type: ignore[override]
+        """Await the hook and return its key; with ``when="found"``, save it now."""
+        found = _as_key(await _resolve_async(self.hook, context), self.name)
+        if self.when == "found":
+            import anyio.to_thread  # noqa: PLC0415 -- loaded by the caller's loop already
+
+            # Writing and syncing a file blocks: not on the application's loop.
+            return await anyio.to_thread.run_sync(self._keep, found)
+        return self._keep(found)
+
+
 def persist(
     hook: RecoveryHook,
     to: str | os.PathLike[str] | None = None,
@@ -235,5 +253,9 @@ def persist(
     first request sent with it that is not rejected. A key RunPod rejects is never saved,
     so it cannot spoil the next run. ``when="found"`` saves as soon as the hook returns
     it, for scripts that call the hook themselves.
+
+    Around an async hook, the wrapper is async too (an `AsyncPersist`): used by an
+    async client, the hook runs on that client's event loop.
     """
-    return Persist(hook, to, profile=profile, when=when)
+    kind = AsyncPersist if any_async((hook,)) else Persist
+    return kind(hook, to, profile=profile, when=when)

@@ -15,6 +15,9 @@ notices a silent stdin: they wait on it forever.
 
 One prompt at a time per process: prompts from different `Credentials` wait their turn
 (within their timeout); prompts for the same `Credentials` are already one per rejected key.
+The timeout bounds the whole exchange (the wait for that turn and every answer), so the
+engine, which waits the prompt's timeout and a little more, never abandons a prompt that
+is still on the screen.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import getpass
 import os
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._errors import (
@@ -99,6 +103,11 @@ def _kernel_shell() -> Any:
     return shell
 
 
+def _nobody(reason: str) -> NonInteractiveError:
+    """Nobody can answer, for *reason*: the error, its message saying what to set instead."""
+    return NonInteractiveError(f"{reason}. {_WHAT_TO_SET}", reason=reason)
+
+
 def where_to_ask() -> Where:
     """Where a prompt would be shown now: ``"terminal"`` or ``"notebook"``.
 
@@ -108,30 +117,26 @@ def where_to_ask() -> Where:
 
     """
     if _is_set(NO_PROMPT_VARIABLE):
-        raise NonInteractiveError(
-            f"prompting is turned off by ${NO_PROMPT_VARIABLE}. {_WHAT_TO_SET}"
-        )
+        raise _nobody(f"prompting is turned off by ${NO_PROMPT_VARIABLE}")
     ci = next((name for name in CI_VARIABLES if _is_set(name)), None)
     if ci is not None:
-        raise NonInteractiveError(
-            f"nobody can answer a prompt in CI (${ci} is set). {_WHAT_TO_SET}"
-        )
+        raise _nobody(f"nobody can answer a prompt in CI (${ci} is set)")
     shell = _kernel_shell()
     if shell is not None:
         # ipykernel installs its getpass only while a cell runs; afterwards the module's
         # own getpass would read the kernel's closed stdin (or the launching terminal).
         if getattr(getpass.getpass, "__self__", None) is not getattr(shell, "kernel", object()):
-            raise NonInteractiveError(
+            raise _nobody(
                 "the notebook cell that needed the key has finished, so nobody can be asked "
-                f"from this background thread. {_WHAT_TO_SET}"
+                "from this background thread"
             )
         return "notebook"
     if sys.stdin is None:
-        raise NonInteractiveError(f"there is no stdin to read an answer from. {_WHAT_TO_SET}")
+        raise _nobody("there is no stdin to read an answer from")
     if not is_tty(sys.stdin):
-        raise NonInteractiveError(f"stdin is not a terminal. {_WHAT_TO_SET}")
+        raise _nobody("stdin is not a terminal")
     if not is_tty(sys.stderr):
-        raise NonInteractiveError(f"stderr is not a terminal to show a prompt on. {_WHAT_TO_SET}")
+        raise _nobody("stderr is not a terminal to show a prompt on")
     return "terminal"
 
 
@@ -197,7 +202,8 @@ class Prompt:
 
         Raises:
             NonInteractiveError: nobody can answer here (raised at once, without waiting).
-            HookTimeoutError: nobody answered within *timeout* seconds.
+            HookTimeoutError: no usable key was given within *timeout* seconds, counted
+                from this call: waiting for another prompt and every answer included.
             RecoveryError: *attempts* answers in a row were not usable keys.
             KeyboardInterrupt: the person pressed Ctrl-C or Ctrl-D. Run as a recovery hook,
                 this stops a `chain` and the request fails with `AuthenticationError`
@@ -205,25 +211,30 @@ class Prompt:
                 interrupted.
 
         """
+        # One deadline for the whole call: the engine grants `timeout` (and a little more)
+        # for all of it, so no answer may be waited for past it.
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         where: Where = "terminal" if self._input is not None else where_to_ask()
-        if not _one_at_a_time.acquire(timeout=-1 if self.timeout is None else self.timeout):
+        if not _one_at_a_time.acquire(timeout=_left(deadline, -1)):
             raise HookTimeoutError(
                 f"another prompt for a RunPod API key was open for {self.timeout} seconds"
             )
         try:
-            return self._dialogue(where, context)
+            return self._dialogue(where, context, deadline)
         finally:
             _one_at_a_time.release()
 
     # -- the conversation --------------------------------------------------------------
 
-    def _dialogue(self, where: Where, context: RecoveryContext | None) -> RecoveredKey:
+    def _dialogue(
+        self, where: Where, context: RecoveryContext | None, deadline: float | None
+    ) -> RecoveredKey:
         rejected = context.fingerprint if context is not None else None
         note = _header(context)
         last_refused: str | None = None
         reason = ""
         for _ in range(self.attempts):
-            answer = self._ask(where, f"{note}RunPod API key: ")
+            answer = self._ask(where, f"{note}RunPod API key: ", deadline)
             key, reason = self._judge(answer, rejected, last_refused)
             if key is not None:
                 return RecoveredKey(key, f"prompt:{where}")
@@ -263,13 +274,19 @@ class Prompt:
         # cannot say, and the retried request will tell.
         return ""
 
-    def _ask(self, where: Where, message: str) -> str:
-        answer = _ask_notebook(message) if where == "notebook" else self._ask_terminal(message)
+    def _ask(self, where: Where, message: str, deadline: float | None) -> str:
+        left = _left(deadline, None)
+        if left is not None and left <= 0:
+            raise self._too_late()
+        if where == "notebook":
+            answer = _ask_notebook(message)  # the kernel's getpass cannot be timed out
+        else:
+            answer = self._ask_terminal(message, left)
         if answer is _CANCELLED:
             raise KeyboardInterrupt("the prompt for a RunPod API key was cancelled")
         return str(answer)
 
-    def _ask_terminal(self, message: str) -> object:
+    def _ask_terminal(self, message: str, left: float | None) -> object:
         # Imported here: prompt_toolkit is heavy and only a person at a terminal needs it.
         from prompt_toolkit import PromptSession  # noqa: PLC0415
         from prompt_toolkit.application.current import get_app_session  # noqa: PLC0415
@@ -286,7 +303,6 @@ class Prompt:
             screen.write_raw("\n".join(lines) + "\n")
             screen.flush()
         session: PromptSession[str] = PromptSession(input=self._input, output=output)
-        timeout = self.timeout
 
         async def answer() -> object:
             # Caught inside the task that reads: a KeyboardInterrupt leaving a task is
@@ -297,14 +313,23 @@ class Prompt:
                 return _CANCELLED
 
         async def ask() -> object:
-            return await asyncio.wait_for(answer(), timeout)
+            return await asyncio.wait_for(answer(), left)
 
         try:
             return _run(ask)
         except (asyncio.TimeoutError, TimeoutError):
-            raise HookTimeoutError(
-                f"nobody answered the prompt for a RunPod API key within {timeout} seconds"
-            ) from None
+            raise self._too_late() from None
+
+    def _too_late(self) -> HookTimeoutError:
+        return HookTimeoutError(
+            f"no usable key was typed at the prompt for a RunPod API key within {self.timeout} "
+            "seconds"
+        )
+
+
+def _left(deadline: float | None, forever: _T) -> float | _T:
+    """Seconds until *deadline* (none left: 0), or *forever* when there is no deadline."""
+    return forever if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _ask_notebook(message: str) -> object:
@@ -312,9 +337,8 @@ def _ask_notebook(message: str) -> object:
         # Looked up now, not imported: the kernel swaps it in for the running cell only.
         return getpass.getpass(message)
     except NotImplementedError:  # IPython's StdinNotImplementedError
-        raise NonInteractiveError(
-            "this notebook front end does not accept input (nbclient and papermill run "
-            f"without it). {_WHAT_TO_SET}"
+        raise _nobody(
+            "this notebook front end does not accept input (nbclient and papermill run without it)"
         ) from None
     except EOFError:
         return _CANCELLED
@@ -359,9 +383,10 @@ def prompt(
     `AuthenticationError` and the terminal is left as it was.
 
     Args:
-        timeout: Seconds the person has to answer; ``None`` waits for ever.
-            `Credentials` waits for the prompt that long (and a little more) whatever
-            its ``hook_timeout``, so this is the one setting to change.
+        timeout: Seconds for the whole exchange, all attempts included (and the wait
+            for another prompt to close); ``None`` waits for ever. `Credentials` waits
+            for the prompt that long (and a little more) whatever its ``hook_timeout``,
+            so this is the one setting to change.
         validate: Check each answer against RunPod (``myself { id }``) and ask again if
             RunPod rejects it.
         api_url: RunPod's API base for *validate* (an emulator's ``api_url`` in tests).

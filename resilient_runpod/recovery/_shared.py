@@ -27,6 +27,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,9 @@ from .._keys import clean, fingerprint, key_id
 from .._logging import logger
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
 from ._persist import _write_private
-from ._sources import _as_key, _resolve, subscribe_all
+from ._sources import _as_key, _resolve, _resolve_async, any_async, subscribe_all
 
-__all__ = ["RUNTIME_SUBDIR", "Shared", "runtime_dir", "shared"]
+__all__ = ["RUNTIME_SUBDIR", "AsyncShared", "Shared", "runtime_dir", "shared"]
 
 RUNTIME_SUBDIR = "resilient-runpod"
 # What a hook that declares no timeout is waited for: `Credentials`' default hook_timeout.
@@ -125,6 +126,10 @@ class Shared:
                 process that ran it while this one waited, or the lock was held by stuck
                 processes at every level.
         """
+        return self._share(context, partial(_resolve, self.hook, context))
+
+    def _share(self, context: RecoveryContext, run_hook: Callable[[], object]) -> HookResult:
+        """`__call__`, with *run_hook* to call the hook when this process is the one to."""
         # Imported here: a program that never shares a recovery never loads it.
         from filelock import FileLock, Timeout  # noqa: PLC0415
 
@@ -151,7 +156,7 @@ class Shared:
                 found = self._answer(answer_file, context, asked)
                 if found is not None:
                     return found
-                return self._run(answer_file, context, directory)
+                return self._run(answer_file, context, directory, run_hook)
             finally:
                 lock.release()
         raise SourceError(
@@ -188,9 +193,15 @@ class Shared:
         )
         return RecoveredKey(key, source)
 
-    def _run(self, answer_file: Path, context: RecoveryContext, directory: Path) -> HookResult:
+    def _run(
+        self,
+        answer_file: Path,
+        context: RecoveryContext,
+        directory: Path,
+        run_hook: Callable[[], object],
+    ) -> HookResult:
         try:
-            found = _as_key(_resolve(self.hook, context), self.name)
+            found = _as_key(run_hook(), self.name)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
@@ -235,6 +246,21 @@ class Shared:
         return redact_text(f"shared({_identity(self.hook)}, name={self.share!r})")
 
 
+class AsyncShared(Shared):
+    """A `Shared` around an async hook: the hook runs on the caller's event loop. See `shared`."""
+
+    # The same hook, awaited: `shared` returns this class only around an async hook.
+    async def __call__(self, context: RecoveryContext) -> HookResult:  # type: ignore[override]
+        """As `Shared`; the file locks are waited for in a worker thread, not on the loop."""
+        import anyio.from_thread  # noqa: PLC0415 -- loaded by the caller's loop already
+        import anyio.to_thread  # noqa: PLC0415
+
+        # The worker thread hands the hook back to this loop, where it may use what
+        # lives there (an aiohttp session).
+        run_hook = partial(anyio.from_thread.run, _resolve_async, self.hook, context)
+        return await anyio.to_thread.run_sync(self._share, context, run_hook)
+
+
 def _read_record(path: Path) -> dict[str, Any] | None:
     try:
         text = path.read_text(encoding="utf-8")
@@ -273,5 +299,8 @@ def shared(hook: RecoveryHook, *, name: str | None = None) -> Shared:
     The found key is kept for the others in a file of mode 0600 in a 0700 per-user
     directory (`runtime_dir`). An answer older than 10 minutes is not used, and the next
     recovery deletes it.
+
+    Around an async hook, the wrapper is async too (an `AsyncShared`): used by an async
+    client, the hook runs on that client's event loop.
     """
-    return Shared(hook, name=name)
+    return AsyncShared(hook, name=name) if any_async((hook,)) else Shared(hook, name=name)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._config import config_path, keys_in_config
 from .._errors import ConfigError, InvalidKeyError, RecoveryError, SourceError
 from .._files import read_secret_file
-from .._hooks import awaited, hook_name
+from .._hooks import awaited, hook_name, is_async_callable
 from .._hosts import redact_text
 from .._keys import KEY_VARIABLES, clean, fingerprint, key_id
 from .._redact import scrubbed_exception
@@ -25,10 +26,11 @@ from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
 from ._watch import FileWatcher
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
 __all__ = [
     "DEFAULT_VARIABLES",
+    "AsyncChain",
     "Chain",
     "FromEnv",
     "FromFile",
@@ -197,12 +199,94 @@ def _resolve(hook: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
+# What an async wrapper raises when the person cancelled a prompt it ran: a
+# KeyboardInterrupt leaving a task would stop the application's event loop itself.
+_CANCELLED = "the person cancelled the prompt"
+
+
+def any_async(hooks: Iterable[object]) -> bool:
+    """Whether one of *hooks* is async: a wrapper around them is async then."""
+    return any(is_async_callable(hook) for hook in hooks)
+
+
+async def _resolve_async(hook: Callable[..., Any], *args: Any) -> Any:
+    """Call *hook* from a coroutine, on the caller's event loop.
+
+    An async hook is awaited here; a sync one runs in a worker thread, so that it may
+    block (a prompt, a command).
+
+    Raises:
+        RecoveryError: the person cancelled a prompt (its cause the KeyboardInterrupt).
+
+    """
+    if is_async_callable(hook):
+        result = hook(*args)
+    else:
+        import anyio.to_thread  # noqa: PLC0415 -- asyncio or trio: already loaded by the caller
+
+        result, interrupt = await anyio.to_thread.run_sync(_interruptible, partial(hook, *args))
+        if interrupt is not None:
+            raise RecoveryError(_CANCELLED) from interrupt
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _interruptible(call: Callable[[], Any]) -> tuple[Any, KeyboardInterrupt | None]:
+    # Runs in the worker thread: the interrupt travels back as a value, not as an exception.
+    try:
+        return call(), None
+    except KeyboardInterrupt as exc:
+        return None, exc
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether *exc* says the person cancelled a prompt (as `_resolve_async` reports it)."""
+    return isinstance(exc, RecoveryError) and isinstance(exc.__cause__, KeyboardInterrupt)
+
+
 def _as_key(result: object, name: str) -> RecoveredKey | None:
     if result is None or isinstance(result, RecoveredKey):
         return result
     if isinstance(result, str):
         return RecoveredKey(result, name)
     raise RecoveryError(f"recovery hook {name!r} returned a {type(result).__name__}, not a key")
+
+
+class _Tally:
+    """What a chain's hooks did, in order: the notes for its error, and its answer."""
+
+    def __init__(self, context: RecoveryContext) -> None:
+        self.context = context
+        self.notes: list[str] = []
+        self.last_error: BaseException | None = None
+        self.unchanged: RecoveredKey | None = None
+
+    def failed(self, name: str, exc: BaseException) -> None:
+        # A hook's message may quote what it read: never repeat a key.
+        self.notes.append(f"{name}: {redact_text(str(exc))}")
+        self.last_error = exc
+
+    def is_new(self, name: str, found: RecoveredKey | None) -> bool:
+        """Whether *found* is the chain's answer: a key other than the rejected one."""
+        if found is None:
+            self.notes.append(f"{name}: no key")
+            return False
+        if _is_rejected(found.key, self.context):
+            self.notes.append(f"{name}: only the rejected key ({self.context.fingerprint})")
+            self.unchanged = self.unchanged or found
+            return False
+        return True
+
+    def end(self) -> RecoveredKey | None:
+        """The chain's outcome once no hook had a new key."""
+        if self.last_error is not None:
+            summary = "; ".join(self.notes)
+            raise RecoveryError(f"no source had a new key ({summary})") from scrubbed_exception(
+                self.last_error
+            )
+        # Sources that still hold the rejected key: "not updated yet", for the engine.
+        return self.unchanged
 
 
 class Chain:
@@ -227,33 +311,18 @@ class Chain:
                 message lists what each hook did, the last failure is the cause.
 
         """
-        notes: list[str] = []
-        last_error: BaseException | None = None
-        unchanged: RecoveredKey | None = None
+        tally = _Tally(context)
         for hook, name in zip(self.hooks, self._names, strict=False):
             try:
                 found = _as_key(_resolve(hook, context), name)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # one broken source must not hide the next
-                # A hook's message may quote what it read: never repeat a key.
-                notes.append(f"{name}: {redact_text(str(exc))}")
-                last_error = exc
+                tally.failed(name, exc)
                 continue
-            if found is None:
-                notes.append(f"{name}: no key")
-            elif _is_rejected(found.key, context):
-                notes.append(f"{name}: only the rejected key ({context.fingerprint})")
-                unchanged = unchanged or found
-            else:
+            if tally.is_new(name, found):
                 return found
-        if last_error is not None:
-            summary = "; ".join(notes)
-            raise RecoveryError(f"no source had a new key ({summary})") from scrubbed_exception(
-                last_error
-            )
-        # Sources that still hold the rejected key: "not updated yet", for the engine.
-        return unchanged
+        return tally.end()
 
     @property
     def interactive(self) -> bool:
@@ -273,6 +342,29 @@ class Chain:
 
     def __repr__(self) -> str:
         return self.name
+
+
+class AsyncChain(Chain):
+    """A `Chain` with an async hook in it: run on the caller's event loop. See `chain`."""
+
+    # The same hook, awaited: `chain` returns this class only where a hook is async.
+    async def __call__(self, context: RecoveryContext) -> RecoveredKey | None:  # type: ignore[override]
+        """Return the first key that differs from the rejected one, as `Chain` does.
+
+        Async hooks are awaited on this loop; sync ones run in a worker thread.
+        """
+        tally = _Tally(context)
+        for hook, name in zip(self.hooks, self._names, strict=False):
+            try:
+                found = _as_key(await _resolve_async(hook, context), name)
+            except Exception as exc:  # not BaseException: a cancelled task stays cancelled
+                if _cancelled(exc):
+                    raise  # the person said stop, as Ctrl-C stops a sync chain
+                tally.failed(name, exc)
+                continue
+            if tally.is_new(name, found):
+                return found
+        return tally.end()
 
 
 def subscribe_all(
@@ -308,8 +400,12 @@ def chain(*hooks: RecoveryHook) -> Chain:
     compares the context's `key_id`, as hooks are never shown the rejected key itself.
     When no hook fails and the only keys found are the rejected one, that key is
     returned: the sources have not been updated yet, and the engine decides what then.
+
+    With an async hook among *hooks*, the chain is async too (an `AsyncChain`): used
+    by an async client, its async hooks run on that client's event loop (and may use
+    what lives there, such as an aiohttp session), its sync hooks in a worker thread.
     """
-    return Chain(hooks)
+    return AsyncChain(hooks) if any_async(hooks) else Chain(hooks)
 
 
 class _Callback:
@@ -324,6 +420,15 @@ class _Callback:
 
     def __repr__(self) -> str:
         return f"callback({self.name!r})"
+
+
+class _AsyncCallback(_Callback):
+    """A callback around an async function: awaited on the caller's event loop."""
+
+    # The same hook, awaited: `callback` returns this class only for an async function.
+    async def __call__(self, context: RecoveryContext) -> HookResult:  # type: ignore[override]
+        call = self._fn(context) if self._takes_context else self._fn()
+        return _as_key(await call, self.name)
 
 
 def _accepts_argument(fn: Callable[..., Any]) -> bool:
@@ -342,5 +447,8 @@ def callback(fn: Callable[..., Any], *, name: str | None = None) -> RecoveryHook
     Handy for a secret manager's client::
 
         recovery.callback(lambda: vault.read("secret/runpod")["key"], name="vault")
+
+    An async *fn* gives an async hook: used by an async client, it runs on that
+    client's event loop, so it may use the application's aiohttp session.
     """
-    return _Callback(fn, name)
+    return _AsyncCallback(fn, name) if is_async_callable(fn) else _Callback(fn, name)

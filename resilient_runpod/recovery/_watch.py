@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .._errors import InvalidKeyError
+from .._files import read_secret_file
 from .._keys import clean, fingerprint
 from .._logging import logger
 from ..typing import RecoveredKey
@@ -65,11 +66,13 @@ class FileWatcher:
 
     def subscribe(self, callback: Callable[[RecoveredKey], None]) -> Callable[[], None]:
         """Call *callback* with each new key; return the function that stops doing so."""
+        # Read before locking: a slow filesystem must not hold up the other subscribers.
+        baseline = self._read()
         with self._lock:
             token = next(self._ids)
             self._subscribers[token] = callback
             if self._stop is None:
-                self._start_locked()
+                self._start_locked(baseline)
 
         def unsubscribe() -> None:
             with self._lock:
@@ -80,10 +83,9 @@ class FileWatcher:
 
         return unsubscribe
 
-    def _start_locked(self) -> None:
+    def _start_locked(self, baseline: str | None) -> None:
+        # *baseline*, the key there now, is not news: only what changes after it is pushed.
         stop = self._stop = threading.Event()
-        # The key there now is not news: only what changes after subscribing is pushed.
-        baseline = self._read()
         self._thread = threading.Thread(
             target=self._run,
             args=(stop, baseline),
@@ -98,13 +100,15 @@ class FileWatcher:
         self._thread = None
         self._stop = None
         if self._subscribers:
-            self._start_locked()
+            self._start_locked(self._read())
 
     def _read(self) -> str | None:
         try:
-            return clean(self.path.read_text(encoding="utf-8"))
+            # Never blocks on a FIFO nor reads a device without end: those are refused
+            # (an OSError), and the hook itself says so when it is called.
+            return clean(read_secret_file(self.path))
         except (OSError, UnicodeDecodeError, InvalidKeyError):
-            return None  # missing, unreadable, empty or half-written: nothing to push
+            return None  # missing, unreadable, refused, empty or half-written: nothing to push
 
     def _run(self, stop: threading.Event, last: str | None) -> None:
         try:
