@@ -101,12 +101,16 @@ def describe(error: BaseException | None) -> str:
     return redact_text(f"{type(error).__name__}: {error}", known_keys())
 
 
+# Why recovery failed when the person pressed Ctrl-C at the prompt.
+CANCELLED = "the person cancelled the prompt"
+
+
 def give_up_error(
     context: RecoveryContext, name: str, error: BaseException | None
 ) -> AuthenticationError:
     """The error every request waiting on a failed recovery raises, *error* as its cause."""
     if isinstance(error, KeyboardInterrupt):
-        why = "the person cancelled the prompt"
+        why = CANCELLED
     else:
         why = (
             redact_text(str(error), known_keys())

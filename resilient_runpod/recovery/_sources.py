@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .._config import config_path, keys_in_config
 from .._errors import ConfigError, InvalidKeyError, RecoveryError, SourceError
 from .._files import read_secret_file
-from .._hooks import awaited, hook_name, is_async_callable
+from .._hooks import CANCELLED, awaited, hook_name, is_async_callable
 from .._hosts import redact_text
 from .._keys import KEY_VARIABLES, clean, fingerprint, key_id
 from .._redact import scrubbed_exception
@@ -199,11 +199,6 @@ def _resolve(hook: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-# What an async wrapper raises when the person cancelled a prompt it ran: a
-# KeyboardInterrupt leaving a task would stop the application's event loop itself.
-_CANCELLED = "the person cancelled the prompt"
-
-
 def any_async(hooks: Iterable[object]) -> bool:
     """Whether one of *hooks* is async: a wrapper around them is async then."""
     return any(is_async_callable(hook) for hook in hooks)
@@ -226,7 +221,8 @@ async def _resolve_async(hook: Callable[..., Any], *args: Any) -> Any:
 
         result, interrupt = await anyio.to_thread.run_sync(_interruptible, partial(hook, *args))
         if interrupt is not None:
-            raise RecoveryError(_CANCELLED) from interrupt
+            # A KeyboardInterrupt leaving a task would stop the application's event loop.
+            raise RecoveryError(CANCELLED) from interrupt
     if inspect.isawaitable(result):
         result = await result
     return result
