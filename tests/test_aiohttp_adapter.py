@@ -6,6 +6,7 @@ import aiohttp
 import pytest
 
 from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError
+from resilient_runpod._keys import fingerprint
 from resilient_runpod.adapters import ResilientMiddleware
 
 pytestmark = pytest.mark.anyio
@@ -59,3 +60,38 @@ async def test_recovery_that_finds_nothing_gives_up(runpod_emulator, vault, cred
             await session.get(f"{runpod_emulator.serverless_url}/e/health")
     assert 1 == vault.calls
     assert 1 == runpod_emulator.counters().total
+
+
+async def test_a_key_in_the_query_is_replaced_when_the_request_is_sent_again(
+    runpod_emulator, vault, credentials
+):
+    """A GraphQL request carrying the key only as ``?api_key=`` is resent after recovery
+    with the new key in its URL, not the rejected one.
+
+    A middleware after ours drops ``Authorization`` (as a proxy that strips it would), so
+    the emulator judges the query's key alone.
+    """
+    sent: list[str | None] = []
+
+    async def query_only(request: aiohttp.ClientRequest, handler):
+        sent.append(request.url.query.get("api_key"))
+        request.headers.popall("Authorization", None)
+        return await handler(request)
+
+    old = runpod_emulator.api_key
+    new = vault.rotate()
+    middlewares = (ResilientMiddleware(credentials), query_only)
+    async with (
+        aiohttp.ClientSession(middlewares=middlewares) as session,
+        session.post(
+            f"{runpod_emulator.graphql_url}?api_key={old}",
+            json={"query": "query { myself { id } }"},
+        ) as response,
+    ):
+        assert 200 == response.status
+    assert [old, new] == sent
+    by_key = runpod_emulator.counters().by_key_status
+    assert {fingerprint(old): {401: 1}, fingerprint(new): {200: 1}} == {
+        fp: dict(codes) for fp, codes in by_key.items()
+    }
+    assert 1 == vault.calls
