@@ -12,12 +12,15 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, TypeVar
 
 from resilient_runpod.testing._state import new_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from http.server import BaseHTTPRequestHandler
     from pathlib import Path
 
     from resilient_runpod import RecoveryContext
@@ -29,6 +32,7 @@ __all__ = [
     "make_key",
     "run_cli",
     "run_cli_batch",
+    "serving",
     "wait_for",
 ]
 
@@ -81,6 +85,22 @@ def in_threads(call: Callable[[], T], count: int = 64) -> list[T]:
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(run, range(count)))
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on loopback answering with *handler*; yields its ``HOST:PORT``.
+
+    For answers the emulator never gives (a careless proxy, a malformed body).
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def wait_for(condition: Callable[[], object], timeout: float = PATIENCE) -> bool:
