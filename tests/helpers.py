@@ -7,6 +7,7 @@ module imports them by name instead of writing them again.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Counting",
+    "closed_port",
     "handing_out",
     "in_threads",
     "make_key",
@@ -85,6 +87,13 @@ def in_threads(call: Callable[[], T], count: int = 64) -> list[T]:
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(run, range(count)))
+
+
+def closed_port() -> str:
+    """``127.0.0.1:PORT`` where nothing listens: connecting there is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 @contextmanager

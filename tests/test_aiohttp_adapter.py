@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+import tenacity
 
-from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError
+from resilient_runpod import (
+    AuthenticationError,
+    Credentials,
+    PermissionDeniedError,
+    RetryPolicy,
+    TransientError,
+)
 from resilient_runpod._keys import fingerprint
 from resilient_runpod.adapters import ResilientMiddleware
+
+from .helpers import closed_port, make_key
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +104,44 @@ async def test_a_key_in_the_query_is_replaced_when_the_request_is_sent_again(
         fp: dict(codes) for fp, codes in by_key.items()
     }
     assert 1 == vault.calls
+
+
+# Two sends, no wait between them: a give-up reached at once.
+BRIEF = RetryPolicy(attempts=2, backoff=tenacity.wait_none())
+
+
+@pytest.mark.parametrize(
+    "clause", [aiohttp.ClientConnectionError, aiohttp.ClientError, TransientError]
+)
+async def test_lost_connections_that_outlast_the_retries_are_aiohttp_connection_errors(clause):
+    """A refused connection, retried until the policy gives up, raises a TransientError
+    that ``except aiohttp.ClientConnectionError`` catches too, its reason and history intact."""
+    host = closed_port()
+    credentials = Credentials(make_key(), hosts=[host], retry=BRIEF)
+    async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as session:
+        with pytest.raises(clause) as info:
+            await session.get(f"http://{host}/v2/e/health")
+    error = info.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, aiohttp.ClientConnectionError)
+    assert isinstance(error.__cause__, aiohttp.ClientConnectorError)
+    assert ("exhausted", None) == (error.reason, error.status_code)
+    assert 2 == len(error.history)
+    assert str(error).startswith(f"GET http://{host}/v2/e/health failed with")
+
+
+@pytest.mark.parametrize("clause", [aiohttp.ClientError, TransientError])
+async def test_a_503_on_run_not_sent_again_is_an_aiohttp_client_error(runpod_emulator, clause):
+    """``POST …/run`` answered 503 is not resent (a job may exist): the TransientError is
+    also an ``aiohttp.ClientError``, though not a connection error."""
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    runpod_emulator.inject(503)
+    async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as session:
+        with pytest.raises(clause) as info:
+            await session.post(f"{runpod_emulator.serverless_url}/e/run", json={"input": {}})
+    error = info.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, aiohttp.ClientError)
+    assert not isinstance(error, aiohttp.ClientConnectionError)
+    assert ("unsafe", 503) == (error.reason, error.status_code)
+    assert 1 == runpod_emulator.counters().total

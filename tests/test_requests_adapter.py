@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import pytest
 import requests
+import tenacity
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError
+from resilient_runpod import (
+    AuthenticationError,
+    Credentials,
+    PermissionDeniedError,
+    RetryPolicy,
+    TransientError,
+)
 from resilient_runpod.adapters import ResilientHTTPAdapter
+
+from .helpers import closed_port, make_key
 
 
 def session_for(credentials: Credentials) -> requests.Session:
@@ -118,3 +127,43 @@ def test_attributes_of_the_wrapped_adapter_read_through_the_wrapper(runpod_emula
     assert 5 == inner.max_retries.total
     assert inner.max_retries is adapter.max_retries
     assert inner is adapter.adapter
+
+
+# Two sends, no wait between them: a give-up reached at once.
+BRIEF = RetryPolicy(attempts=2, backoff=tenacity.wait_none())
+
+
+@pytest.mark.parametrize(
+    "clause", [requests.ConnectionError, requests.RequestException, TransientError]
+)
+def test_lost_connections_that_outlast_the_retries_are_requests_connection_errors(clause):
+    """A refused connection, retried until the policy gives up, raises a TransientError
+    that ``except requests.ConnectionError`` catches too, its reason and history intact."""
+    host = closed_port()
+    credentials = Credentials(make_key(), hosts=[host], retry=BRIEF)
+    with session_for(credentials) as session, pytest.raises(clause) as info:
+        session.get(f"http://{host}/v2/e/health")
+    error = info.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, requests.ConnectionError)
+    assert isinstance(error.__cause__, requests.ConnectionError)
+    assert ("exhausted", None) == (error.reason, error.status_code)
+    assert ["ConnectionError", "ConnectionError"] == [what for what, _ in error.history]
+    assert str(error).startswith(f"GET http://{host}/v2/e/health failed with ConnectionError")
+    assert error.request is not None
+    assert error.response is None
+
+
+@pytest.mark.parametrize("clause", [requests.HTTPError, requests.RequestException, TransientError])
+def test_a_503_on_run_not_sent_again_is_a_requests_http_error(runpod_emulator, clause):
+    """``POST …/run`` answered 503 is not resent (a job may exist): the TransientError
+    is also the ``requests.HTTPError`` that ``raise_for_status()`` would raise."""
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    runpod_emulator.inject(503)
+    with session_for(credentials) as session, pytest.raises(clause) as info:
+        session.post(f"{runpod_emulator.serverless_url}/e/run", json={"input": {}})
+    error = info.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, requests.HTTPError)
+    assert ("unsafe", 503) == (error.reason, error.status_code)
+    assert 1 == runpod_emulator.counters().total

@@ -19,6 +19,7 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
     ) from exc
 
 from .._engine import run_async
+from .._errors import TransientError, also_as
 
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientResponse
@@ -61,6 +62,18 @@ _UNSENT = (aiohttp.ClientConnectorError,)
 _LOST = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
 
+def _as_aiohttp_error(error: TransientError) -> TransientError:
+    """*error* as what aiohttp raises: the last send's connection error or timeout.
+
+    For a status, ``aiohttp.ClientError``: aiohttp itself raises nothing for one, and
+    ``ClientResponseError``'s text would show the URL, with any ``?api_key=`` in it.
+    """
+    cause = error.__cause__
+    kinds = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+    bases = tuple(kind for kind in kinds if isinstance(cause, kind)) or (aiohttp.ClientError,)
+    return also_as(error, *bases)
+
+
 async def _release(response: ClientResponse) -> None:
     # Reading the (small) 401 body first lets the connection go back to the pool.
     try:
@@ -86,6 +99,10 @@ class ResilientMiddleware:
         AuthenticationError: the key was rejected and recovery found none accepted.
         PermissionDeniedError: RunPod answered 403: the key is valid but may not do this.
         BodyNotReplayableError: recovered, but a streamed body cannot be resent.
+        TransientError: 429, 5xx or lost connections outlasted the retry policy; also an
+            ``aiohttp.ClientError``, and after lost connections the
+            ``aiohttp.ClientConnectionError`` or ``asyncio.TimeoutError`` the last send
+            raised.
 
     """
 
@@ -94,19 +111,22 @@ class ResilientMiddleware:
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send *request* through *handler*; to RunPod hosts with the current key."""
-        return await run_async(
-            self.credentials,
-            request.method,
-            request.url,  # parsed already: the host check reads its origin
-            stamp=lambda key: _stamp(request, key),
-            send=lambda: handler(request),
-            status_of=_status,
-            discard=_release,
-            retry_after_of=_retry_after,
-            unsent_errors=_UNSENT,
-            lost_errors=_LOST,
-            replayable=_replayable(request),
-        )
+        try:
+            return await run_async(
+                self.credentials,
+                request.method,
+                request.url,  # parsed already: the host check reads its origin
+                stamp=lambda key: _stamp(request, key),
+                send=lambda: handler(request),
+                status_of=_status,
+                discard=_release,
+                retry_after_of=_retry_after,
+                unsent_errors=_UNSENT,
+                lost_errors=_LOST,
+                replayable=_replayable(request),
+            )
+        except TransientError as exc:
+            raise _as_aiohttp_error(exc) from exc.__cause__
 
     def __repr__(self) -> str:
         return f"<ResilientMiddleware {self.credentials!r}>"
