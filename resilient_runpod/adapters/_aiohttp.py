@@ -69,8 +69,8 @@ def _as_aiohttp_error(error: TransientError) -> TransientError:
     ``ClientResponseError``'s text would show the URL, with any ``?api_key=`` in it.
     """
     cause = error.__cause__
-    kinds = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
-    bases = tuple(kind for kind in kinds if isinstance(cause, kind)) or (aiohttp.ClientError,)
+    # Without a cause (the ceiling on sends ended the request): the family.
+    bases = tuple(kind for kind in _LOST if isinstance(cause, kind)) or (aiohttp.ClientError,)
     return also_as(error, *bases)
 
 

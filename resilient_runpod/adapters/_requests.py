@@ -77,7 +77,7 @@ def _as_requests_error(error: TransientError, request: PreparedRequest) -> Trans
         bases: tuple[type[BaseException], ...] = (requests.exceptions.HTTPError,)
     else:
         bases = tuple(kind for kind in _LOST if isinstance(cause, kind)) or (
-            requests.exceptions.RequestException,  # the cause was not kept: the family
+            requests.exceptions.RequestException,  # without a cause: the family
         )
     return also_as(error, *bases, request=request, response=None)
 

@@ -7,10 +7,10 @@ object only: neither the shared `Credentials` nor ``runpod.api_key`` change. Obj
 created without a key of their own follow the shared `Credentials`.
 
 An explicit key gets a `Credentials` of its own, derived from the shared one (same
-hook, hosts, bounds and retry policy) and made once per distinct key, so that every object holding
-that key shares one recovery. A key equal to the shared key, or to ``runpod.api_key``
-(what the SDK falls back to when given none), or one we put there before a rotation,
-is not a key of the object's own.
+hook, hosts, bounds and retry policy) and made once per distinct key, so that every
+object holding that key shares one recovery. A key equal to the shared key, or to
+``runpod.api_key`` (what the SDK falls back to when given none), or one we put there
+before a rotation, is not a key of the object's own.
 """
 
 from __future__ import annotations
