@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, TypeVar
 
+import tenacity
+
+from resilient_runpod import RetryPolicy
 from resilient_runpod.testing._state import new_key
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from resilient_runpod import RecoveryContext
 
 __all__ = [
+    "BRIEF",
     "Counting",
     "closed_port",
     "handing_out",
@@ -45,6 +49,9 @@ PATIENCE = 60.0
 
 make_key = new_key
 """A fresh key of RunPod's shape, the one the emulator mints: no server knows it."""
+
+BRIEF = RetryPolicy(attempts=2, backoff=tenacity.wait_none())
+"""Two sends, no wait between them: a transient give-up reached at once."""
 
 
 class Counting:

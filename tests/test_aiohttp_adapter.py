@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-import tenacity
 
 from resilient_runpod import (
     AuthenticationError,
     Credentials,
     PermissionDeniedError,
-    RetryPolicy,
     TransientError,
 )
 from resilient_runpod._keys import fingerprint
 from resilient_runpod.adapters import ResilientMiddleware
 
-from .helpers import closed_port, make_key
+from .helpers import BRIEF, closed_port, make_key
 
 pytestmark = pytest.mark.anyio
 
@@ -104,10 +102,6 @@ async def test_a_key_in_the_query_is_replaced_when_the_request_is_sent_again(
         fp: dict(codes) for fp, codes in by_key.items()
     }
     assert 1 == vault.calls
-
-
-# Two sends, no wait between them: a give-up reached at once.
-BRIEF = RetryPolicy(attempts=2, backoff=tenacity.wait_none())
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import requests
-import tenacity
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -12,12 +11,11 @@ from resilient_runpod import (
     AuthenticationError,
     Credentials,
     PermissionDeniedError,
-    RetryPolicy,
     TransientError,
 )
 from resilient_runpod.adapters import ResilientHTTPAdapter
 
-from .helpers import closed_port, make_key
+from .helpers import BRIEF, closed_port, make_key
 
 
 def session_for(credentials: Credentials) -> requests.Session:
@@ -127,10 +125,6 @@ def test_attributes_of_the_wrapped_adapter_read_through_the_wrapper(runpod_emula
     assert 5 == inner.max_retries.total
     assert inner.max_retries is adapter.max_retries
     assert inner is adapter.adapter
-
-
-# Two sends, no wait between them: a give-up reached at once.
-BRIEF = RetryPolicy(attempts=2, backoff=tenacity.wait_none())
 
 
 @pytest.mark.parametrize(

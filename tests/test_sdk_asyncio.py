@@ -13,9 +13,10 @@ import aiohttp
 import pytest
 import runpod
 import runpod.error
-import tenacity
 
-from resilient_runpod import AuthenticationError, Credentials, RetryPolicy, TransientError, wrap
+from resilient_runpod import AuthenticationError, Credentials, TransientError, wrap
+
+from .helpers import BRIEF
 
 pytestmark = pytest.mark.anyio
 
@@ -134,8 +135,7 @@ async def test_a_503_on_run_not_sent_again_is_an_aiohttp_error_and_a_query_error
 ):
     """A 503 on ``POST …/run`` is not resent (a job may exist): instead of ``KeyError('id')``,
     a TransientError that ``except aiohttp.ClientError`` and the SDK's QueryError catch."""
-    policy = RetryPolicy(attempts=2, backoff=tenacity.wait_none())
-    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=policy)
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
     runpod_emulator.inject(503)
     async with aiohttp.ClientSession() as session:
         endpoint = wrap(runpod.AsyncioEndpoint(runpod_emulator.endpoint_id, session), credentials)

@@ -12,20 +12,18 @@ import pytest
 import requests
 import runpod
 import runpod.error
-import tenacity
 
 import resilient_runpod
 from resilient_runpod import (
     AuthenticationError,
     Credentials,
     PermissionDeniedError,
-    RetryPolicy,
     TransientError,
     wrap,
 )
 from resilient_runpod.sdk import _wrap
 
-from .helpers import closed_port, in_threads, make_key
+from .helpers import BRIEF, closed_port, in_threads, make_key
 
 
 def test_every_endpoint_method_recovers_after_a_rotation(sdk, runpod_emulator, vault, credentials):
@@ -164,10 +162,6 @@ def test_wrap_without_credentials_shares_one_default(sdk, runpod_emulator):
     assert first.rp_client.rp_session.get_adapter("http://x").credentials is (
         second.rp_client.rp_session.get_adapter("http://x").credentials
     )
-
-
-# Two sends, no wait between them: a give-up reached at once.
-BRIEF = RetryPolicy(attempts=2, backoff=tenacity.wait_none())
 
 
 def test_unwrapped_a_503_on_run_is_a_requests_http_error(sdk, runpod_emulator):

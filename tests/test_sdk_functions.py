@@ -15,18 +15,18 @@ import requests
 import runpod
 import runpod.api.ctl_commands
 import runpod.error
-import tenacity
 
 from resilient_runpod import (
     AuthenticationError,
     Credentials,
     PermissionDeniedError,
-    RetryPolicy,
     TransientError,
     wrap,
 )
 from resilient_runpod._keys import fingerprint
 from resilient_runpod.sdk import _transport
+
+from .helpers import BRIEF
 
 GPU = "NVIDIA GeForce RTX 4090"
 
@@ -308,8 +308,7 @@ def test_a_503_that_outlasts_the_retries_is_the_query_error_the_sdk_raised(
         runpod.get_pods()  # unwrapped: the clause SDK users already have
     runpod_emulator.reset_counters()
     runpod_emulator.inject(503, count=2)
-    policy = RetryPolicy(attempts=2, backoff=tenacity.wait_none())
-    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=policy)
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
     with pytest.raises(clause) as caught:
         wrap(runpod.get_pods, credentials)()
     error = caught.value
