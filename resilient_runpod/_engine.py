@@ -323,7 +323,8 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
         # The loop's bounds ended it: the ceiling on sends, or the user's stop.
         if exc.reply.status == UNAUTHORIZED:
             raise _ceiling_reached(credentials, state.key, method, url, sends) from None
-        raise _transient("exhausted", method, url, exc.reply, history) from None
+        # The cause is the last lost connection, if that was the last failure.
+        raise _transient("exhausted", method, url, exc.reply, history) from exc.reply.error
 
 
 def _what(reply: Reply) -> str:

@@ -19,11 +19,18 @@ The hierarchy::
 
 Messages say what happened and what to do next. They name keys by fingerprint
 (``rpa_…9XQ2``), never by value.
+
+Where an error stands for one a client library or the runpod SDK would have raised (a
+`TransientError` for requests' ``ConnectionError``, an `AuthenticationError` for the
+SDK's), the adapters raise it through `also_as`: a copy that is also an instance of
+those classes, so the ``except`` clauses callers already have still catch it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import TypeVar, cast
 
 import httpx
 
@@ -40,7 +47,10 @@ __all__ = [
     "ResilientRunPodError",
     "SourceError",
     "TransientError",
+    "also_as",
 ]
+
+E = TypeVar("E", bound=BaseException)
 
 KEYS_PAGE = "https://www.runpod.io/console/user/settings"
 """Where a person creates (and revokes) RunPod API keys."""
@@ -204,3 +214,53 @@ class BodyNotReplayableError(ResilientRunPodError, httpx.StreamError):
     The next request will use the new key; send this one again with a body that can be
     re-read (``bytes``, ``content=``, ``json=``, ``data=`` or ``files=``).
     """
+
+
+_Bases = tuple[type[BaseException], ...]
+_also_classes: dict[tuple[type[BaseException], _Bases], type[BaseException]] = {}
+_also_lock = threading.Lock()
+
+
+def _also_class(cls: type[BaseException], bases: _Bases) -> type[BaseException]:
+    """The subclass of *cls* and *bases*, made once per pair; it keeps *cls*'s name."""
+    made = _also_classes.get((cls, bases))
+    if made is not None:
+        return made
+    with _also_lock:
+        made = _also_classes.get((cls, bases))
+        if made is None:
+            also = " and a ".join(f"``{base.__module__}.{base.__qualname__}``" for base in bases)
+            made = type(
+                cls.__name__,
+                (cls, *bases),
+                {
+                    "__module__": cls.__module__,
+                    "__qualname__": cls.__qualname__,
+                    "__doc__": f"{cls.__doc__}\n\nAlso a {also}, as the error it stands for.",
+                },
+            )
+            _also_classes[cls, bases] = made
+        return made
+
+
+def also_as(error: E, *bases: type[BaseException], **attributes: object) -> E:
+    """*error*, copied as an instance of its own class and of *bases* too.
+
+    For ``except`` clauses written for the errors we stand in for: a `TransientError`
+    after lost connections is also the ``requests.ConnectionError`` that requests
+    would have raised. The copy keeps the message, every attribute (``reason``,
+    ``history``, ...) and the cause; *attributes* are those the bases' own
+    ``__init__`` would have set (requests' ``request`` and ``response``), never run
+    here. Bases *error* already is are left out; with none left, *error* itself.
+    """
+    bases = tuple(base for base in bases if not isinstance(error, base))
+    if not bases:
+        return error
+    cls = _also_class(type(error), bases)
+    copy = cls.__new__(cls, *error.args)
+    copy.args = error.args
+    copy.__dict__.update(error.__dict__)
+    copy.__dict__.update(attributes)
+    copy.__cause__ = error.__cause__
+    copy.__suppress_context__ = True  # the original is this error, not its context
+    return cast("E", copy)

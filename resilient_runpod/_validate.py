@@ -98,6 +98,22 @@ def _request(key: str | None) -> dict[str, object]:
     return {"json": _QUERY, "headers": headers}
 
 
+def _errors_verdict(errors: object) -> tuple[KeyStatus, str] | None:
+    """What GraphQL's ``errors`` field says about the key; None: there are no errors.
+
+    GraphQL sends errors as a non-empty list of objects; any other shape is not an
+    answer about the key.
+    """
+    if errors is None or errors == []:
+        return None
+    if not isinstance(errors, list) or not all(isinstance(error, dict) for error in errors):
+        return KeyStatus.UNREACHABLE, "GraphQL's errors were not a list of objects"
+    # RunPod says "key without permission" only through this message.
+    if "unauthorized" in str(errors[0].get("message", "")).lower():
+        return KeyStatus.FORBIDDEN, "GraphQL answered Unauthorized"
+    return KeyStatus.UNREACHABLE, "GraphQL answered an error"
+
+
 def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
     key: str | None, url: str, response: httpx.Response
 ) -> Validation:
@@ -111,17 +127,20 @@ def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
         return Validation(KeyStatus.UNREACHABLE, shown, where, f"unexpected HTTP {status}")
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to parse
         return Validation(KeyStatus.UNREACHABLE, shown, where, "the answer was not JSON")
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if errors:
-        message = str(errors[0].get("message", "")) if isinstance(errors[0], dict) else ""
-        if "unauthorized" in message.lower():
-            return Validation(KeyStatus.FORBIDDEN, shown, where, "GraphQL answered Unauthorized")
-        return Validation(KeyStatus.UNREACHABLE, shown, where, "GraphQL answered an error")
-    data = body.get("data") if isinstance(body, dict) else None
-    myself = data.get("myself") if isinstance(data, dict) else None
-    if myself is None:
+    if not isinstance(body, dict):
+        # Not GraphQL: a proxy or another service answered. It says nothing about the key.
+        return Validation(
+            KeyStatus.UNREACHABLE, shown, where, "the answer was JSON but not a GraphQL object"
+        )
+    verdict = _errors_verdict(body.get("errors"))
+    if verdict is not None:
+        return Validation(verdict[0], shown, where, verdict[1])
+    data = body.get("data")
+    if not isinstance(data, dict) or "myself" not in data:
+        return Validation(KeyStatus.UNREACHABLE, shown, where, "the answer had no data.myself")
+    if data["myself"] is None:
         if key is None:
             return Validation(KeyStatus.MISSING, shown, where, "no key was sent")
         return Validation(
@@ -133,7 +152,11 @@ def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
 def validate(
     key: str | None, api_url: str | None = None, *, transport: httpx.BaseTransport | None = None
 ) -> Validation:
-    """Ask RunPod whether *key* works. Never raises for HTTP or network failures."""
+    """Ask RunPod whether *key* works.
+
+    Never raises for HTTP or network failures, nor for an answer of any shape: what
+    cannot be read as GraphQL is `KeyStatus.UNREACHABLE`, with the reason in ``detail``.
+    """
     url = graphql_url(api_url)
     try:
         with httpx.Client(timeout=_TIMEOUT, transport=transport) as client:

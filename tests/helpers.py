@@ -7,28 +7,38 @@ module imports them by name instead of writing them again.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, TypeVar
 
+import tenacity
+
+from resilient_runpod import RetryPolicy
 from resilient_runpod.testing._state import new_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from http.server import BaseHTTPRequestHandler
     from pathlib import Path
 
     from resilient_runpod import RecoveryContext
 
 __all__ = [
+    "BRIEF",
     "Counting",
+    "closed_port",
     "handing_out",
     "in_threads",
     "make_key",
     "run_cli",
     "run_cli_batch",
+    "serving",
     "wait_for",
 ]
 
@@ -39,6 +49,9 @@ PATIENCE = 60.0
 
 make_key = new_key
 """A fresh key of RunPod's shape, the one the emulator mints: no server knows it."""
+
+BRIEF = RetryPolicy(attempts=2, backoff=tenacity.wait_none())
+"""Two sends, no wait between them: a transient give-up reached at once."""
 
 
 class Counting:
@@ -81,6 +94,29 @@ def in_threads(call: Callable[[], T], count: int = 64) -> list[T]:
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(run, range(count)))
+
+
+def closed_port() -> str:
+    """``127.0.0.1:PORT`` where nothing listens: connecting there is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on loopback answering with *handler*; yields its ``HOST:PORT``.
+
+    For answers the emulator never gives (a careless proxy, a malformed body).
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def wait_for(condition: Callable[[], object], timeout: float = PATIENCE) -> bool:

@@ -5,8 +5,16 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError
+from resilient_runpod import (
+    AuthenticationError,
+    Credentials,
+    PermissionDeniedError,
+    TransientError,
+)
+from resilient_runpod._keys import fingerprint
 from resilient_runpod.adapters import ResilientMiddleware
+
+from .helpers import BRIEF, closed_port, make_key
 
 pytestmark = pytest.mark.anyio
 
@@ -58,4 +66,76 @@ async def test_recovery_that_finds_nothing_gives_up(runpod_emulator, vault, cred
         with pytest.raises(AuthenticationError):
             await session.get(f"{runpod_emulator.serverless_url}/e/health")
     assert 1 == vault.calls
+    assert 1 == runpod_emulator.counters().total
+
+
+async def test_a_key_in_the_query_is_replaced_when_the_request_is_sent_again(
+    runpod_emulator, vault, credentials
+):
+    """A GraphQL request carrying the key only as ``?api_key=`` is resent after recovery
+    with the new key in its URL, not the rejected one.
+
+    A middleware after ours drops ``Authorization`` (as a proxy that strips it would), so
+    the emulator judges the query's key alone.
+    """
+    sent: list[str | None] = []
+
+    async def query_only(request: aiohttp.ClientRequest, handler):
+        sent.append(request.url.query.get("api_key"))
+        request.headers.popall("Authorization", None)
+        return await handler(request)
+
+    old = runpod_emulator.api_key
+    new = vault.rotate()
+    middlewares = (ResilientMiddleware(credentials), query_only)
+    async with (
+        aiohttp.ClientSession(middlewares=middlewares) as session,
+        session.post(
+            f"{runpod_emulator.graphql_url}?api_key={old}",
+            json={"query": "query { myself { id } }"},
+        ) as response,
+    ):
+        assert 200 == response.status
+    assert [old, new] == sent
+    by_key = runpod_emulator.counters().by_key_status
+    assert {fingerprint(old): {401: 1}, fingerprint(new): {200: 1}} == {
+        fp: dict(codes) for fp, codes in by_key.items()
+    }
+    assert 1 == vault.calls
+
+
+@pytest.mark.parametrize(
+    "clause", [aiohttp.ClientConnectionError, aiohttp.ClientError, TransientError]
+)
+async def test_lost_connections_that_outlast_the_retries_are_aiohttp_connection_errors(clause):
+    """A refused connection, retried until the policy gives up, raises a TransientError
+    that ``except aiohttp.ClientConnectionError`` catches too, its reason and history intact."""
+    host = closed_port()
+    credentials = Credentials(make_key(), hosts=[host], retry=BRIEF)
+    async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as session:
+        with pytest.raises(clause) as info:
+            await session.get(f"http://{host}/v2/e/health")
+    error = info.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, aiohttp.ClientConnectionError)
+    assert isinstance(error.__cause__, aiohttp.ClientConnectorError)
+    assert ("exhausted", None) == (error.reason, error.status_code)
+    assert 2 == len(error.history)
+    assert str(error).startswith(f"GET http://{host}/v2/e/health failed with")
+
+
+@pytest.mark.parametrize("clause", [aiohttp.ClientError, TransientError])
+async def test_a_503_on_run_not_sent_again_is_an_aiohttp_client_error(runpod_emulator, clause):
+    """``POST …/run`` answered 503 is not resent (a job may exist): the TransientError is
+    also an ``aiohttp.ClientError``, though not a connection error."""
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    runpod_emulator.inject(503)
+    async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as session:
+        with pytest.raises(clause) as info:
+            await session.post(f"{runpod_emulator.serverless_url}/e/run", json={"input": {}})
+    error = info.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, aiohttp.ClientError)
+    assert not isinstance(error, aiohttp.ClientConnectionError)
+    assert ("unsafe", 503) == (error.reason, error.status_code)
     assert 1 == runpod_emulator.counters().total

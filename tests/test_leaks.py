@@ -11,10 +11,9 @@ from __future__ import annotations
 import io
 import logging
 import secrets
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -36,7 +35,7 @@ from resilient_runpod import (
 )
 from resilient_runpod.testing import Emulator
 
-from .helpers import make_key
+from .helpers import make_key, serving
 
 Scenario = Callable[[Emulator, Path, pytest.MonkeyPatch], list[object]]
 SCENARIOS: dict[str, Scenario] = {}
@@ -279,12 +278,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def echo_host() -> Iterator[str]:
     """``HOST:PORT`` of a real HTTP server on loopback that echoes the key it is sent."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_EchoHandler) as host:
+        yield host
 
 
 class _OnceVault:

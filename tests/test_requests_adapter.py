@@ -16,9 +16,8 @@ from resilient_runpod import (
     TransientError,
 )
 from resilient_runpod.adapters import ResilientHTTPAdapter
-from resilient_runpod.testing import Emulator
 
-from .helpers import make_key
+from .helpers import BRIEF, closed_port, make_key
 
 
 def session_for(credentials: Credentials) -> requests.Session:
@@ -134,8 +133,7 @@ def test_a_refused_connection_is_retried_even_for_a_job():
     """A connection refused sent nothing, so even ``POST /run`` is sent again, up to
     ``attempts``, then reported (reason ``exhausted``), as with httpx.
     """
-    with Emulator() as gone:
-        host, url = gone.host, f"{gone.serverless_url}/ep/run"
+    host = closed_port()
     credentials = Credentials(
         make_key(),
         lambda context: None,
@@ -145,7 +143,43 @@ def test_a_refused_connection_is_retried_even_for_a_job():
     session = session_for(credentials)
 
     with pytest.raises(TransientError) as info:
-        session.post(url, json={"input": {}})
+        session.post(f"http://{host}/v2/ep/run", json={"input": {}})
 
     assert ("exhausted", None) == (info.value.reason, info.value.status_code)
     assert ["ConnectionError"] * 3 == [what for what, _ in info.value.history]
+
+
+@pytest.mark.parametrize(
+    "clause", [requests.ConnectionError, requests.RequestException, TransientError]
+)
+def test_lost_connections_that_outlast_the_retries_are_requests_connection_errors(clause):
+    """A refused connection, retried until the policy gives up, raises a TransientError
+    that ``except requests.ConnectionError`` catches too, its reason and history intact."""
+    host = closed_port()
+    credentials = Credentials(make_key(), hosts=[host], retry=BRIEF)
+    with session_for(credentials) as session, pytest.raises(clause) as info:
+        session.get(f"http://{host}/v2/e/health")
+    error = info.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, requests.ConnectionError)
+    assert isinstance(error.__cause__, requests.ConnectionError)
+    assert ("exhausted", None) == (error.reason, error.status_code)
+    assert ["ConnectionError", "ConnectionError"] == [what for what, _ in error.history]
+    assert str(error).startswith(f"GET http://{host}/v2/e/health failed with ConnectionError")
+    assert error.request is not None
+    assert error.response is None
+
+
+@pytest.mark.parametrize("clause", [requests.HTTPError, requests.RequestException, TransientError])
+def test_a_503_on_run_not_sent_again_is_a_requests_http_error(runpod_emulator, clause):
+    """``POST …/run`` answered 503 is not resent (a job may exist): the TransientError
+    is also the ``requests.HTTPError`` that ``raise_for_status()`` would raise."""
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    runpod_emulator.inject(503)
+    with session_for(credentials) as session, pytest.raises(clause) as info:
+        session.post(f"{runpod_emulator.serverless_url}/e/run", json={"input": {}})
+    error = info.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, requests.HTTPError)
+    assert ("unsafe", 503) == (error.reason, error.status_code)
+    assert 1 == runpod_emulator.counters().total

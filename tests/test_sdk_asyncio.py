@@ -14,7 +14,9 @@ import pytest
 import runpod
 import runpod.error
 
-from resilient_runpod import AuthenticationError, wrap
+from resilient_runpod import AuthenticationError, Credentials, TransientError, wrap
+
+from .helpers import BRIEF
 
 pytestmark = pytest.mark.anyio
 
@@ -125,3 +127,23 @@ async def test_wrapping_leaves_the_session_alone_for_other_code(
         async with session.get(url) as response:
             assert 401 == response.status
     assert 0 == vault.calls
+
+
+@pytest.mark.parametrize("clause", [aiohttp.ClientError, runpod.error.QueryError, TransientError])
+async def test_a_503_on_run_not_sent_again_is_an_aiohttp_error_and_a_query_error(
+    sdk, runpod_emulator, clause
+):
+    """A 503 on ``POST …/run`` is not resent (a job may exist): instead of ``KeyError('id')``,
+    a TransientError that ``except aiohttp.ClientError`` and the SDK's QueryError catch."""
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    runpod_emulator.inject(503)
+    async with aiohttp.ClientSession() as session:
+        endpoint = wrap(runpod.AsyncioEndpoint(runpod_emulator.endpoint_id, session), credentials)
+        with pytest.raises(clause) as caught:
+            await endpoint.run({"n": 1})
+    error = caught.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, aiohttp.ClientError)
+    assert isinstance(error, runpod.error.QueryError)
+    assert ("unsafe", 503) == (error.reason, error.status_code)
+    assert 1 == runpod_emulator.counters().total

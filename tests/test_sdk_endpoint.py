@@ -14,10 +14,16 @@ import runpod
 import runpod.error
 
 import resilient_runpod
-from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError, wrap
+from resilient_runpod import (
+    AuthenticationError,
+    Credentials,
+    PermissionDeniedError,
+    TransientError,
+    wrap,
+)
 from resilient_runpod.sdk import _wrap
 
-from .helpers import in_threads
+from .helpers import BRIEF, closed_port, in_threads, make_key
 
 
 def test_every_endpoint_method_recovers_after_a_rotation(sdk, runpod_emulator, vault, credentials):
@@ -156,3 +162,49 @@ def test_wrap_without_credentials_shares_one_default(sdk, runpod_emulator):
     assert first.rp_client.rp_session.get_adapter("http://x").credentials is (
         second.rp_client.rp_session.get_adapter("http://x").credentials
     )
+
+
+def test_unwrapped_a_503_on_run_is_a_requests_http_error(sdk, runpod_emulator):
+    """What the SDK's callers catch today: its endpoint calls ``raise_for_status()``."""
+    runpod_emulator.inject(503)
+    with pytest.raises(requests.HTTPError):
+        runpod.Endpoint(runpod_emulator.endpoint_id).run({"n": 1})
+
+
+@pytest.mark.parametrize("clause", [requests.HTTPError, runpod.error.QueryError, TransientError])
+def test_wrapped_a_503_on_run_is_caught_where_the_sdk_raised_it(sdk, runpod_emulator, clause):
+    """A 503 on ``POST …/run`` is not resent (a job may exist): the TransientError is also
+    the ``requests.HTTPError`` the endpoint raised, and the SDK's ``QueryError``."""
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    endpoint = wrap(runpod.Endpoint(runpod_emulator.endpoint_id), credentials)
+    runpod_emulator.inject(503)
+    with pytest.raises(clause) as caught:
+        endpoint.run({"n": 1})
+    error = caught.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, requests.HTTPError)
+    assert isinstance(error, runpod.error.QueryError)
+    assert ("unsafe", 503, 1) == (error.reason, error.status_code, len(error.history))
+    assert str(error).startswith("POST ")
+    assert 1 == runpod_emulator.counters().total
+
+
+@pytest.mark.parametrize("clause", [requests.ConnectionError, TransientError])
+def test_wrapped_lost_connections_are_the_requests_connection_error_the_sdk_raised(
+    sdk, monkeypatch, clause
+):
+    """An endpoint whose host refuses connections: after the retries, the TransientError is
+    also the ``requests.ConnectionError`` the unwrapped SDK raises."""
+    host = closed_port()
+    # https: the SDK mounts its own urllib3 retries (with backoff) for http:// only.
+    monkeypatch.setattr(runpod, "endpoint_url_base", f"https://{host}/v2")
+    with pytest.raises(requests.ConnectionError):
+        runpod.Endpoint("e").health()
+    credentials = Credentials(make_key(), hosts=[host], retry=BRIEF)
+    endpoint = wrap(runpod.Endpoint("e", api_key=credentials.api_key), credentials)
+    with pytest.raises(clause) as caught:
+        endpoint.health()
+    error = caught.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, requests.ConnectionError)
+    assert ("exhausted", None, 2) == (error.reason, error.status_code, len(error.history))

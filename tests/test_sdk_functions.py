@@ -16,9 +16,17 @@ import runpod
 import runpod.api.ctl_commands
 import runpod.error
 
-from resilient_runpod import AuthenticationError, Credentials, PermissionDeniedError, wrap
+from resilient_runpod import (
+    AuthenticationError,
+    Credentials,
+    PermissionDeniedError,
+    TransientError,
+    wrap,
+)
 from resilient_runpod._keys import fingerprint
 from resilient_runpod.sdk import _transport
+
+from .helpers import BRIEF
 
 GPU = "NVIDIA GeForce RTX 4090"
 
@@ -286,3 +294,26 @@ def test_a_read_only_key_creating_a_pod_is_permission_denied_on_either_line(
     assert 403 == caught.value.status_code
     assert read_key not in str(caught.value)
     assert 0 == vault.calls
+
+
+@pytest.mark.parametrize("clause", [runpod.error.QueryError, TransientError])
+def test_a_503_that_outlasts_the_retries_is_the_query_error_the_sdk_raised(
+    sdk, runpod_emulator, clause
+):
+    """get_pods answered 503 (GraphQL POST on 1.12, not resent; REST GET on 2.x, resent
+    once): the TransientError is also the ``runpod.error.QueryError`` the SDK raises for it,
+    and requests' ``HTTPError``."""
+    runpod_emulator.inject(503, count=2)
+    with pytest.raises(runpod.error.QueryError):
+        runpod.get_pods()  # unwrapped: the clause SDK users already have
+    runpod_emulator.reset_counters()
+    runpod_emulator.inject(503, count=2)
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    with pytest.raises(clause) as caught:
+        wrap(runpod.get_pods, credentials)()
+    error = caught.value
+    assert isinstance(error, TransientError)
+    assert isinstance(error, runpod.error.QueryError)
+    assert isinstance(error, requests.HTTPError)
+    assert 503 == error.status_code
+    assert len(error.history) == runpod_emulator.counters().total

@@ -16,10 +16,12 @@ import aiohttp
 import pytest
 import runpod
 import runpod.error
+import tenacity
 
-from resilient_runpod import Credentials, wrap
+from resilient_runpod import Credentials, RetryPolicy, wrap
 from resilient_runpod._keys import fingerprint
 from resilient_runpod.sdk import _wrap
+from resilient_runpod.sdk._bindings import binding_for
 
 from .helpers import Counting, in_threads
 
@@ -91,6 +93,31 @@ def test_64_threads_on_an_endpoint_with_its_own_key_share_one_recovery(
     results = in_threads(endpoint.health)
     assert 64 == sum("jobs" in result for result in results)
     assert 1 == hook.calls
+
+
+def test_an_own_key_keeps_every_setting_of_the_shared_credentials(sdk, runpod_emulator, own_key):
+    """An endpoint with its own key gets the shared retry policy, window and probe interval:
+    with ``retry_unsafe=True``, a 503 on its ``POST /run`` is sent again, not raised."""
+    policy = RetryPolicy(deadline=5, retry_unsafe=True, backoff=tenacity.wait_none())
+    shared = Credentials(
+        runpod_emulator.api_key,
+        hosts=[runpod_emulator.host],
+        retry=policy,
+        recovery_window=0,
+        probe_interval=1,
+    )
+    rp = wrap(runpod, shared)
+    endpoint = rp.Endpoint(runpod_emulator.endpoint_id, api_key=own_key)
+    binding = binding_for(shared, own_key)
+    assert binding is not None
+    derived = binding.credentials
+    assert own_key == derived.api_key
+    assert (policy, 0, 1) == (derived.retry, derived.recovery_window, derived.probe_interval)
+    runpod_emulator.inject(503, path_prefix=f"/v2/{runpod_emulator.endpoint_id}/run")
+    job = endpoint.run({"n": 1})
+    assert job.job_id
+    assert {503: 1, 200: 1} == dict(runpod_emulator.counters().by_key_status[fingerprint(own_key)])
+    assert [{"n": 1}] == runpod_emulator.job_inputs()
 
 
 @pytest.mark.anyio

@@ -684,6 +684,33 @@ async def test_async_refused_connection_is_retried_even_for_a_job(runpod_emulato
     assert ("exhausted", None) == (info.value.reason, info.value.status_code)
     assert ["ConnectError"] * 3 == [what for what, _ in info.value.history]
     assert isinstance(info.value.__cause__, httpx.ConnectError)
+    # What httpx would have raised, for the except clauses written for it.
+    assert isinstance(info.value, httpx.ConnectError)
+    assert url == str(info.value.request.url)
+
+
+@pytest.mark.parametrize("adapter", ["transport", "auth"])
+@pytest.mark.parametrize("clause", [httpx.HTTPError, TransientError])
+def test_a_503_on_run_not_sent_again_is_an_httpx_error(runpod_emulator, adapter, clause):
+    """``POST …/run`` answered 503 is not resent (a job may exist): the TransientError is
+    also an ``httpx.HTTPError``, with the request, for either httpx adapter."""
+    credentials = Credentials(
+        runpod_emulator.api_key, Counting(lambda context: None), hosts=[runpod_emulator.host]
+    )
+    runpod_emulator.inject(503)
+    if adapter == "transport":
+        client = httpx.Client(transport=ResilientTransport(credentials))
+    else:
+        client = httpx.Client(auth=RunPodAuth(credentials))
+    url = f"{runpod_emulator.serverless_url}/e/run"
+
+    with client, pytest.raises(clause) as info:
+        client.post(url, json={"input": {}})
+
+    assert isinstance(info.value, TransientError)
+    assert isinstance(info.value, httpx.HTTPError)
+    assert ("unsafe", 503) == (info.value.reason, info.value.status_code)
+    assert url == str(info.value.request.url)
 
 
 class TestStampedHeaders:

@@ -19,6 +19,7 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
     ) from exc
 
 from .._engine import run_async, said
+from .._errors import TransientError, also_as
 
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientResponse
@@ -34,6 +35,12 @@ def _stamp(request: ClientRequest, key: str | None) -> None:
         request.headers.popall("Authorization", None)
     else:
         request.headers["Authorization"] = f"Bearer {key}"
+    # GraphQL scripts may carry the key as ?api_key=: that copy is replaced too, or a
+    # resend after recovery would still present the rejected key. ``url`` is a plain
+    # attribute of ClientRequest, read again when the request is written.
+    url = request.url
+    if "api_key=" in url.raw_query_string and "api_key" in url.query:
+        request.url = url.update_query(api_key=key or "")
 
 
 def _replayable(request: ClientRequest) -> bool:
@@ -57,6 +64,18 @@ _LOST = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
 def _unsent(error: BaseException) -> bool:
     return isinstance(error, aiohttp.ClientConnectorError)
+
+
+def _as_aiohttp_error(error: TransientError) -> TransientError:
+    """*error* as what aiohttp raises: the last send's connection error or timeout.
+
+    For a status, ``aiohttp.ClientError``: aiohttp itself raises nothing for one, and
+    ``ClientResponseError``'s text would show the URL, with any ``?api_key=`` in it.
+    """
+    cause = error.__cause__
+    # Without a cause (the ceiling on sends ended the request): the family.
+    bases = tuple(kind for kind in _LOST if isinstance(cause, kind)) or (aiohttp.ClientError,)
+    return also_as(error, *bases)
 
 
 async def _release(response: ClientResponse) -> str | None:
@@ -85,6 +104,10 @@ class ResilientMiddleware:
         AuthenticationError: the key was rejected and recovery found none accepted.
         PermissionDeniedError: RunPod answered 403: the key is valid but may not do this.
         BodyNotReplayableError: recovered, but a streamed body cannot be resent.
+        TransientError: 429, 5xx or lost connections outlasted the retry policy; also an
+            ``aiohttp.ClientError``, and after lost connections the
+            ``aiohttp.ClientConnectionError`` or ``asyncio.TimeoutError`` the last send
+            raised.
 
     """
 
@@ -93,19 +116,22 @@ class ResilientMiddleware:
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send *request* through *handler*; to RunPod hosts with the current key."""
-        return await run_async(
-            self.credentials,
-            request.method,
-            request.url,  # parsed already: the host check reads its origin
-            stamp=lambda key: _stamp(request, key),
-            send=lambda: handler(request),
-            status_of=_status,
-            discard=_release,
-            retry_after_of=_retry_after,
-            unsent=_unsent,
-            lost_errors=_LOST,
-            replayable=_replayable(request),
-        )
+        try:
+            return await run_async(
+                self.credentials,
+                request.method,
+                request.url,  # parsed already: the host check reads its origin
+                stamp=lambda key: _stamp(request, key),
+                send=lambda: handler(request),
+                status_of=_status,
+                discard=_release,
+                retry_after_of=_retry_after,
+                unsent=_unsent,
+                lost_errors=_LOST,
+                replayable=_replayable(request),
+            )
+        except TransientError as exc:
+            raise _as_aiohttp_error(exc) from exc.__cause__
 
     def __repr__(self) -> str:
         return f"<ResilientMiddleware {self.credentials!r}>"

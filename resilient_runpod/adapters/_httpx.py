@@ -26,6 +26,7 @@ from .._engine import (
     sync_driver,
     warn_foreign_401,
 )
+from .._errors import TransientError, also_as
 from .._hosts import query_text, with_api_key_param
 
 if sys.version_info >= (3, 11):
@@ -110,6 +111,17 @@ def _unsent(error: BaseException) -> bool:
     return isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
 
 
+def _as_httpx_error(error: TransientError, request: httpx.Request) -> TransientError:
+    """*error* as what httpx raises: the last send's transport error, else ``httpx.HTTPError``.
+
+    httpx raises nothing for a status; ``HTTPError`` is what ``except`` clauses written
+    for httpx catch. (Not ``HTTPStatusError``: there is no response to hand over.)
+    """
+    cause = error.__cause__
+    base = type(cause) if isinstance(cause, httpx.TransportError) else httpx.HTTPError
+    return also_as(error, base, _request=request)
+
+
 def _status(response: httpx.Response) -> int:
     return response.status_code
 
@@ -152,7 +164,9 @@ class ResilientTransport(httpx.BaseTransport):
         AuthenticationError: the key was rejected and recovery found none accepted.
         PermissionDeniedError: RunPod answered 403: the key is valid but may not do this.
         TransientError: 429/5xx/lost connections outlasted the retry policy, or a retry
-            would be unsafe (``POST …/run`` after a 502).
+            would be unsafe (``POST …/run`` after a 502). It is also the last send's
+            ``httpx.TransportError`` (``ConnectError``, ...), or ``httpx.HTTPError`` for
+            a status, so ``except`` clauses written for httpx still catch it.
         BodyNotReplayableError: a streamed body would have to be sent again.
     """
 
@@ -165,19 +179,22 @@ class ResilientTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send *request*; to RunPod hosts with the current key, recovering on 401."""
         inner = self._transport
-        return run_sync(
-            self.credentials,
-            request.method,
-            request.url,
-            stamp=lambda key: _stamp(request, key),
-            send=lambda: inner.handle_request(request),
-            status_of=_status,
-            discard=_close,
-            retry_after_of=_retry_after,
-            unsent=_unsent,
-            lost_errors=_LOST,
-            replayable=_replayable(request),
-        )
+        try:
+            return run_sync(
+                self.credentials,
+                request.method,
+                request.url,
+                stamp=lambda key: _stamp(request, key),
+                send=lambda: inner.handle_request(request),
+                status_of=_status,
+                discard=_close,
+                retry_after_of=_retry_after,
+                unsent=_unsent,
+                lost_errors=_LOST,
+                replayable=_replayable(request),
+            )
+        except TransientError as exc:
+            raise _as_httpx_error(exc, request) from exc.__cause__
 
     def __enter__(self) -> Self:
         self._transport.__enter__()
@@ -211,19 +228,22 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send *request*; to RunPod hosts with the current key, recovering on 401."""
         inner = self._transport
-        return await run_async(
-            self.credentials,
-            request.method,
-            request.url,
-            stamp=lambda key: _stamp(request, key),
-            send=lambda: inner.handle_async_request(request),
-            status_of=_status,
-            discard=_aclose,
-            retry_after_of=_retry_after,
-            unsent=_unsent,
-            lost_errors=_LOST,
-            replayable=_replayable(request),
-        )
+        try:
+            return await run_async(
+                self.credentials,
+                request.method,
+                request.url,
+                stamp=lambda key: _stamp(request, key),
+                send=lambda: inner.handle_async_request(request),
+                status_of=_status,
+                discard=_aclose,
+                retry_after_of=_retry_after,
+                unsent=_unsent,
+                lost_errors=_LOST,
+                replayable=_replayable(request),
+            )
+        except TransientError as exc:
+            raise _as_httpx_error(exc, request) from exc.__cause__
 
     async def __aenter__(self) -> Self:
         await self._transport.__aenter__()
@@ -284,7 +304,10 @@ class RunPodAuth(httpx.Auth):
         reply: Reply | None = None
         try:
             while True:
-                command = driver.send(reply)
+                try:
+                    command = driver.send(reply)
+                except TransientError as exc:
+                    raise _as_httpx_error(exc, request) from exc.__cause__
                 reply = None
                 if command is not DISCARD:  # httpx keeps discarded responses in `history`
                     _stamp(request, command.key)  # type: ignore[union-attr]
@@ -316,7 +339,10 @@ class RunPodAuth(httpx.Auth):
         reply: Reply | None = None
         try:
             while True:
-                command = await driver.asend(reply)
+                try:
+                    command = await driver.asend(reply)
+                except TransientError as exc:
+                    raise _as_httpx_error(exc, request) from exc.__cause__
                 reply = None
                 if command is not DISCARD:
                     _stamp(request, command.key)  # type: ignore[union-attr]

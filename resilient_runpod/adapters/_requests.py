@@ -21,6 +21,7 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
     ) from exc
 
 from .._engine import run_sync, said
+from .._errors import TransientError, also_as
 from .._hosts import with_api_key_param
 
 if TYPE_CHECKING:
@@ -76,6 +77,22 @@ def _unsent(error: BaseException) -> bool:
     return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
 
 
+def _as_requests_error(error: TransientError, request: PreparedRequest) -> TransientError:
+    """*error* as what requests raises: its connection error or timeout, else HTTPError.
+
+    A failing status is what ``raise_for_status()`` reports; lost connections are what
+    the last send raised. The last response was closed already: ``response`` is None.
+    """
+    cause = error.__cause__
+    if error.status_code is not None:
+        bases: tuple[type[BaseException], ...] = (requests.exceptions.HTTPError,)
+    else:
+        bases = tuple(kind for kind in _LOST if isinstance(cause, kind)) or (
+            requests.exceptions.RequestException,  # without a cause: the family
+        )
+    return also_as(error, *bases, request=request, response=None)
+
+
 def _close(response: Response) -> str | None:
     # Reading the (small) error body first lets the connection go back to the pool.
     try:
@@ -110,6 +127,9 @@ class ResilientHTTPAdapter(BaseAdapter):
         AuthenticationError: the key was rejected and recovery found none accepted.
         PermissionDeniedError: RunPod answered 403: the key is valid but may not do this.
         BodyNotReplayableError: recovered, but a streamed body cannot be resent.
+        TransientError: 429, 5xx or lost connections outlasted the retry policy; also
+            a ``requests.HTTPError`` for a status, else requests' ``ConnectionError``
+            or ``Timeout`` that the last send raised.
 
     """
 
@@ -134,19 +154,22 @@ class ResilientHTTPAdapter(BaseAdapter):
     ) -> Response:
         """Send *request*; to RunPod hosts with the current key, recovering on 401."""
         inner = self.adapter
-        return run_sync(
-            self.credentials,
-            request.method or "GET",
-            request.url or "",
-            stamp=lambda key: stamp(request, key),
-            send=lambda: inner.send(request, stream, timeout, verify, cert, proxies),
-            status_of=self.status_of,
-            discard=_close,
-            retry_after_of=_retry_after,
-            unsent=_unsent,
-            lost_errors=_LOST,
-            replayable=_replayable(request),
-        )
+        try:
+            return run_sync(
+                self.credentials,
+                request.method or "GET",
+                request.url or "",
+                stamp=lambda key: stamp(request, key),
+                send=lambda: inner.send(request, stream, timeout, verify, cert, proxies),
+                status_of=self.status_of,
+                discard=_close,
+                retry_after_of=_retry_after,
+                unsent=_unsent,
+                lost_errors=_LOST,
+                replayable=_replayable(request),
+            )
+        except TransientError as exc:
+            raise _as_requests_error(exc, request) from exc.__cause__
 
     def close(self) -> None:
         """Close the wrapped adapter."""

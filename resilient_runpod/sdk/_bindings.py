@@ -7,10 +7,10 @@ object only: neither the shared `Credentials` nor ``runpod.api_key`` change. Obj
 created without a key of their own follow the shared `Credentials`.
 
 An explicit key gets a `Credentials` of its own, derived from the shared one (same
-hook, hosts and bounds) and made once per distinct key, so that every object holding
-that key shares one recovery. A key equal to the shared key, or to ``runpod.api_key``
-(what the SDK falls back to when given none), or one we put there before a rotation,
-is not a key of the object's own.
+hook, hosts, bounds and retry policy) and made once per distinct key, so that every
+object holding that key shares one recovery. A key equal to the shared key, or to
+``runpod.api_key`` (what the SDK falls back to when given none), or one we put there
+before a rotation, is not a key of the object's own.
 """
 
 from __future__ import annotations
@@ -60,19 +60,9 @@ def _own(parent: Credentials, key: str) -> Binding | None:
         if found is not None:
             return found
         try:
-            credentials = Credentials(
-                key,
-                parent.recovery,
-                max_recoveries=parent.max_recoveries,
-                stop=parent.stop,
-                wait=parent.wait,
-                hook_timeout=parent.hook_timeout,
-                failure_threshold=parent.failure_threshold,
-                cooldown=parent.cooldown,
-            )
+            credentials = parent._derive(key)  # noqa: SLF001 -- every setting, one definition
         except InvalidKeyError:
             return None  # a key that cannot be sent: the SDK sends it as it is, unchanged
-        credentials.hosts = parent.hosts
         made = table[key_id(key)] = Binding(credentials, KeyCopies(credentials, global_key=False))
         return made
 
