@@ -65,7 +65,10 @@ class TestCheck:
         assert key == check(key)
 
     @pytest.mark.parametrize(
-        "raw", ["", "   ", make_key() + "\n", " " + make_key(), "rps_" + "B" * 46, "a key"]
+        "raw",
+        ["", "   ", make_key() + "\n", " " + make_key(), "rps_" + "B" * 46, "a key"],
+        # Named, not shown: the ids must not differ from one collection to the next.
+        ids=["empty", "blank", "trailing-newline", "leading-space", "s3-key", "words"],
     )
     def test_refuses_unusable_keys_without_showing_them(self, raw):
         """Empty, padded, S3 and spaced keys raise InvalidKeyError; the message hides the key."""

@@ -429,11 +429,10 @@ def test_no_key_in_events_records_errors_or_reprs(runpod_emulator, tmp_path, cap
     secret.write_text(old)
     shown: list[object] = []
     with caplog.at_level(logging.DEBUG), capture_logs() as events:
+        # Not watched: a watcher could push the new key before the requests are rejected.
         pair = [
             Credentials(
-                old,
-                recovery.shared(recovery.from_file(secret, watch=True)),
-                hosts=[runpod_emulator.host],
+                old, recovery.shared(recovery.from_file(secret)), hosts=[runpod_emulator.host]
             )
             for _ in range(2)
         ]
@@ -443,18 +442,23 @@ def test_no_key_in_events_records_errors_or_reprs(runpod_emulator, tmp_path, cap
         for credentials in pair:
             with httpx.Client(transport=ResilientTransport(credentials)) as client:
                 shown.append(client.get(f"{runpod_emulator.serverless_url}/ep/health"))
+        watched = Credentials(
+            new,
+            recovery.shared(recovery.from_file(secret, watch=True)),
+            hosts=[runpod_emulator.host],
+        )
         pushed = runpod_emulator.add_key()
         secret.write_text(pushed)
-        assert wait_for(lambda: all(c.api_key == pushed for c in pair))
+        assert wait_for(lambda: watched.api_key == pushed)
         try:
             recovery.shared(recovery.from_command(["false"]))(context_for(new))
         except SourceError as exc:
             shown.append(exc)
-        shown += [*pair, *(c.recovery for c in pair)]
+        shown += [*pair, watched, *(c.recovery for c in (*pair, watched))]
     names = {e["event"] for e in events}
 
     assert {"runpod.auth.shared_reused", "runpod.auth.key_pushed"} <= names
-    assert [pushed, pushed] == [c.api_key for c in pair]
+    assert [new, new, pushed] == [c.api_key for c in (*pair, watched)]
     haystack = repr(events) + "".join(r.getMessage() for r in caplog.records)
     haystack += "".join(f"{o!s}{o!r}" for o in shown)
     assert [] == [fingerprint(k) for k in (old, new, pushed) if k in haystack]
