@@ -47,7 +47,7 @@ from ._errors import (
     RecoveryError,
     SourceError,
 )
-from ._flight import Flight, Mode, Outcome, on_asyncio, remaining
+from ._flight import Flight, Mode, Outcome, on_asyncio, on_event_loop, remaining
 from ._hooks import (
     accept,
     awaited,
@@ -392,7 +392,16 @@ class Credentials:
             self._close_locked()
             found, self._unaccepted = self._unaccepted, None
         if found is not None and found[0] == generation:
-            tell_accepted(self._hook, found[1])
+            if on_event_loop():
+                # `persist` writes a file then: not on the loop, which must not block.
+                threading.Thread(
+                    target=tell_accepted,
+                    args=(self._hook, found[1]),
+                    name="resilient-runpod-accepted",
+                    daemon=True,
+                ).start()
+            else:
+                tell_accepted(self._hook, found[1])
 
     def _was_accepted(self, generation: int) -> bool:
         """Whether RunPod accepted *generation*'s key at least once since it was recovered."""

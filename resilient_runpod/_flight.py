@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
-__all__ = ["Flight", "Mode", "Outcome", "on_asyncio", "remaining"]
+__all__ = ["Flight", "Mode", "Outcome", "on_asyncio", "on_event_loop", "remaining"]
 
 
 class Mode(enum.Enum):
@@ -123,6 +123,14 @@ def on_asyncio() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def on_event_loop() -> bool:
+    """Whether the caller runs on an event loop, asyncio's or trio's: it must not block."""
+    if on_asyncio():
+        return True
+    trio = sys.modules.get("trio")
+    return trio is not None and bool(trio.lowlevel.in_trio_run())
 
 
 class _AsyncWaiter:

@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -13,16 +14,18 @@ import pytest
 from structlog.testing import capture_logs
 
 from resilient_runpod import (
+    AsyncResilientTransport,
     AuthenticationError,
     ConfigError,
     Credentials,
     RecoveryContext,
     ResilientTransport,
+    _flight,
     recovery,
 )
 from resilient_runpod.recovery._persist import save_to_config, save_to_file
 
-from .helpers import make_key
+from .helpers import make_key, wait_for
 
 CONTEXT = RecoveryContext("rpa_…OLD1", 1, 401, "GET", "https://api.runpod.ai/v2/ep/health")
 
@@ -225,3 +228,36 @@ def test_found_key_is_saved_only_after_runpod_accepts_it(tmp_path, runpod_emulat
     hook.accepted(found)
 
     assert new == recovery.from_runpod_config()(CONTEXT).key
+
+
+@pytest.mark.anyio
+async def test_an_async_client_saves_the_accepted_key_off_the_event_loop(tmp_path, runpod_emulator):
+    """A hook's ``accepted()`` (where `persist` writes its file) runs in a thread when the
+    request came from an event loop, which must not block; the key is saved all the same."""
+    old = runpod_emulator.api_key
+    new = runpod_emulator.rotate(old)
+    secret = tmp_path / "secret"
+    secret.write_text(new)
+    persisting = recovery.persist(recovery.from_file(secret))
+    told: list[tuple[str, bool]] = []
+
+    class Telling:
+        """`persist`, and a note of the thread ``accepted`` was called in."""
+
+        def __call__(self, context: RecoveryContext) -> object:
+            return persisting(context)
+
+        def accepted(self, found: object) -> None:
+            told.append((threading.current_thread().name, _flight.on_event_loop()))
+            persisting.accepted(found)  # type: ignore[arg-type]
+
+    credentials = Credentials(old, recovery=Telling(), hosts=[runpod_emulator.host])
+    url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
+
+    async with httpx.AsyncClient(transport=AsyncResilientTransport(credentials)) as client:
+        status = (await client.get(url)).status_code
+
+    assert wait_for(lambda: config().exists())
+    assert 200 == status
+    assert [("resilient-runpod-accepted", False)] == told
+    assert (new, "config:[default].api_key") == (Credentials().api_key, Credentials().source)
