@@ -14,7 +14,7 @@ import pytest
 
 from resilient_runpod.cli import main
 
-from .helpers import make_key, run_cli
+from .helpers import make_key, run_cli, run_cli_batch
 
 
 def login(args: list[str], env: dict[str, str]):
@@ -187,3 +187,38 @@ def test_login_json_reports_the_outcome(monkeypatch, capsys, tmp_path):
         "validated": False,
     } == json.loads(out)
     assert key not in out
+
+
+def key_on_stdin(tmp_path: Path, key: str) -> int:
+    """A file descriptor reading *key* and a newline, as a pipe from a secret manager gives it."""
+    path = tmp_path / "piped-key"
+    path.write_text(key + "\n")
+    return os.open(path, os.O_RDONLY)
+
+
+def test_login_empty_to_is_a_usage_error_and_saves_nothing(tmp_path, child_env):
+    """`--to ''` is refused (exit 2) instead of saving into the SDK's [default].api_key."""
+    stdin = key_on_stdin(tmp_path, make_key())
+    try:
+        done = run_cli("login", "--stdin", "--no-validate", "--to", "", env=child_env, stdin=stdin)
+    finally:
+        os.close(stdin)
+    assert 2 == done.returncode
+    assert "argument --to: cannot be empty" in done.stderr
+    assert not (tmp_path / ".runpod").exists()
+
+
+def test_blank_to_and_profile_are_usage_errors(tmp_path, child_env):
+    """A blank --to or --profile (login, and doctor's --profile, by one rule) exits 2, naming it."""
+    argvs = [
+        ["login", "--stdin", "--no-validate", "--to", "  "],
+        ["login", "--stdin", "--no-validate", "--profile", ""],
+        ["login", "--stdin", "--no-validate", "--profile", " "],
+        ["doctor", "--offline", "--profile", ""],
+    ]
+    results = run_cli_batch(argvs, env=child_env)
+    for argv in argvs:
+        code, _, err = results[tuple(argv)]
+        assert 2 == code, argv
+        assert f"argument {argv[-2]}: cannot be empty" in err, argv
+    assert not (tmp_path / ".runpod").exists()

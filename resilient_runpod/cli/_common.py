@@ -10,7 +10,7 @@ import httpx
 
 from ..recovery._prompt import is_tty
 
-__all__ = ["api_url", "use_color"]
+__all__ = ["api_url", "not_blank", "port", "use_color"]
 
 
 def api_url(text: str) -> str:
@@ -26,6 +26,18 @@ def api_url(text: str) -> str:
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
         msg = f"{text!r} is not an http:// or https:// URL (e.g. http://{text})"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+def not_blank(text: str) -> str:
+    """A value that must say something (``--profile``, ``--to``): blank is a usage error (exit 2).
+
+    An empty ``--to`` would otherwise mean "no --to" and save into the config file, and
+    an empty ``--profile`` would write a ``[""]`` table no tool reads.
+    """
+    if not text.strip():
+        msg = "cannot be empty"
         raise argparse.ArgumentTypeError(msg)
     return text
 

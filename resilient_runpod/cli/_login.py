@@ -17,7 +17,7 @@ from .._keys import clean, fingerprint
 from .._validate import KeyStatus, Validation, validate
 from ..recovery._persist import save_to_config, save_to_file
 from ..recovery._prompt import Prompt
-from ._common import api_url
+from ._common import api_url, not_blank
 
 if TYPE_CHECKING:
     import argparse
@@ -42,7 +42,9 @@ def add_parser(sub: Any) -> None:
             "write failed), 2 nobody can be asked here, or a usage error."
         ),
     )
-    parser.add_argument("--profile", default="default", help="config profile (default: default)")
+    parser.add_argument(
+        "--profile", default="default", type=not_blank, help="config profile (default: default)"
+    )
     parser.add_argument(
         "--api-url",
         metavar="URL",
@@ -52,6 +54,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--to",
         metavar="PATH",
+        type=not_blank,
         help="save to this file alone (key and newline) instead of the config",
     )
     parser.add_argument(
@@ -153,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     where = None
     if key is not None:
         try:
-            if args.to:
+            if args.to is not None:
                 where = str(save_to_file(key, args.to))
             else:
                 where = f"{save_to_config(key, profile=args.profile)} [{args.profile}].api_key"
