@@ -160,6 +160,25 @@ def test_forbidden_is_not_rejected(runpod_emulator, capsys, monkeypatch):
     assert "error" == the(data, "key-forbidden")["severity"]
 
 
+def test_firewall_page_is_not_called_a_key_without_permission(runpod_emulator, home):
+    """A firewall's HTML 403: unreachable, advice about the firewall/proxy, no key-forbidden."""
+    key = runpod_emulator.api_key
+    runpod_emulator.inject(403, path_prefix="/graphql", firewall=True)
+
+    result = doctor_process(
+        home, {"RUNPOD_API_KEY": key}, "--json", "--api-url", runpod_emulator.api_url
+    )
+
+    data = json.loads(result.stdout)
+    assert 1 == result.returncode
+    assert "unreachable" == data["live"][0]["status"]
+    assert "key-forbidden" not in codes(data)
+    finding = the(data, "unreachable")
+    assert "a firewall or proxy in front of RunPod refused the request" in finding["what"]
+    assert "a firewall or proxy in front of RunPod" in finding["fix"]
+    assert [] == leaked(result.stdout + result.stderr, key)
+
+
 def test_network_failure_is_unreachable(capsys, monkeypatch):
     """Nothing listening: unreachable, not rejected, and --offline is offered."""
     with socket.socket() as sock:

@@ -639,8 +639,8 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
         f"could not ask RunPod about the key in {where} ({shown}): {result.detail} from "
         f"{result.url}",
         "nothing is known about whether RunPod accepts the key",
-        "Check the network, a proxy (HTTPS_PROXY) or --api-url; or run with --offline to "
-        "skip the live check.",
+        "Check the network, a VPN, a firewall or proxy in front of RunPod (HTTPS_PROXY) or "
+        "--api-url; or run with --offline to skip the live check.",
         name,
     )
 
