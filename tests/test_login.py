@@ -222,3 +222,50 @@ def test_blank_to_and_profile_are_usage_errors(tmp_path, child_env):
         assert 2 == code, argv
         assert f"argument {argv[-2]}: cannot be empty" in err, argv
     assert not (tmp_path / ".runpod").exists()
+
+
+def login_piped(tmp_path: Path, env: dict[str, str], key: str, *args: str):
+    """`login --stdin --json ARGS` in a real process with *key* piped in; (exit code, JSON, stderr)."""
+    stdin = key_on_stdin(tmp_path, key)
+    try:
+        done = run_cli("login", "--stdin", "--json", *args, env=env, stdin=stdin)
+    finally:
+        os.close(stdin)
+    assert key not in done.stdout + done.stderr
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def test_login_403_is_saved_with_a_note_not_as_accepted(tmp_path, child_env, runpod_emulator):
+    """RunPod's own 403: saved, but said to be a 403 (not "accepted") and `validated: false`."""
+    key = runpod_emulator.add_key(scope="read")
+    runpod_emulator.inject(403, path_prefix="/graphql")
+
+    code, result, err = login_piped(tmp_path, child_env, key, "--api-url", runpod_emulator.api_url)
+
+    assert (0, True, False) == (code, result["saved"], result["validated"])
+    assert "RunPod answered 403 (HTTP 403: the key lacks permission)" in err
+    assert "RunPod accepted it" not in err
+    assert f'[default]\napi_key = "{key}"\n' == saved(tmp_path)
+
+
+def test_login_read_only_key_is_accepted(tmp_path, child_env, runpod_emulator):
+    """A read-only key passes RunPod's `myself` check: saved as accepted."""
+    key = runpod_emulator.add_key(scope="read")
+
+    code, result, err = login_piped(tmp_path, child_env, key, "--api-url", runpod_emulator.api_url)
+
+    assert (0, True, True) == (code, result["saved"], result["validated"])
+    assert "RunPod accepted it" in err
+
+
+def test_login_firewall_page_is_not_saved(tmp_path, child_env, runpod_emulator):
+    """A firewall's HTML 403 says nothing about the key: not saved, exit 1, the firewall named."""
+    runpod_emulator.inject(403, path_prefix="/graphql", firewall=True)
+
+    code, result, err = login_piped(
+        tmp_path, child_env, runpod_emulator.api_key, "--api-url", runpod_emulator.api_url
+    )
+
+    assert (1, False, False) == (code, result["saved"], result["validated"])
+    assert "a firewall or proxy in front of RunPod refused the request" in err
+    assert not (tmp_path / ".runpod").exists()
