@@ -12,6 +12,8 @@ from ..recovery._prompt import is_tty
 
 __all__ = ["api_url", "not_blank", "port", "use_color"]
 
+_LAST_PORT = 65535
+
 
 def api_url(text: str) -> str:
     """An ``--api-url`` value: an http(s) URL with a host, else a usage error (exit 2).
@@ -40,6 +42,18 @@ def not_blank(text: str) -> str:
         msg = "cannot be empty"
         raise argparse.ArgumentTypeError(msg)
     return text
+
+
+def port(text: str) -> int:
+    """A ``--port`` value: 0 (any free port) to 65535, else a usage error (exit 2)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= _LAST_PORT:
+        msg = f"{text!r} is not a port number (0 to {_LAST_PORT}; 0 picks a free one)"
+        raise argparse.ArgumentTypeError(msg)
+    return number
 
 
 def use_color(stream: TextIO) -> bool:
