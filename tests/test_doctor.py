@@ -131,6 +131,20 @@ def test_misspelled_variable_in_a_real_process(runpod_emulator, home):
     assert [] == leaked(result.stdout + result.stderr, key)
 
 
+def test_key_only_in_runpod_ai_api_key_is_no_key_for_the_tools(runpod_emulator, home):
+    """Only RUNPOD_AI_API_KEY set: no tool has a key, so an error naming the variable they read."""
+    key = runpod_emulator.api_key
+
+    result = doctor_process(home, {"RUNPOD_AI_API_KEY": key}, "--api-url", runpod_emulator.api_url)
+
+    text = " ".join(result.stdout.split())  # the text is wrapped to the terminal's width
+    assert 1 == result.returncode
+    assert "the key setup works" not in text
+    assert "no tool here has a key" in text
+    assert 'export RUNPOD_API_KEY="$RUNPOD_AI_API_KEY"' in text
+    assert [] == leaked(result.stdout + result.stderr, key)
+
+
 def test_revoked_key_is_rejected(runpod_emulator, capsys, monkeypatch):
     """Cause 2: a revoked key gets 401: key-rejected with where to make a new one."""
     key = runpod_emulator.api_key

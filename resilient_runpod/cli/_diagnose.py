@@ -711,6 +711,33 @@ def _drop_explained(findings: list[Finding]) -> list[Finding]:
     ]
 
 
+def _no_key(setup: Setup) -> Finding:
+    """No tool has a key: none anywhere, or only where none of them reads it."""
+    unread = [s for s in setup.sources if s.raw.strip()]
+    if not unread:
+        where = ", ".join(_EXPECTED) + f", {setup.config_path}"
+        return Finding(
+            FindingCode.NO_KEY,
+            "error",
+            f"no RunPod API key is set anywhere RunPod's tools look ({where})",
+            "every request goes out without a key and RunPod answers 401",
+            f"Create a key at {CONSOLE_URL} (API Keys), then run `{LOGIN}` to check it and "
+            "save it where the SDK, runpodctl and this library read it (or export "
+            "RUNPOD_API_KEY=rpa_...).",
+        )
+    held = ", ".join(f"{s.where} ({s.fingerprint})" for s in unread)
+    variable = unread[0].name.removeprefix("env:")
+    return Finding(
+        FindingCode.NO_KEY,
+        "error",
+        f"no tool here has a key: the only one is in {held}, which the runpod SDK, runpodctl "
+        "and this library do not read (RunPod sets it inside serverless workers)",
+        "every request goes out without a key and RunPod answers 401",
+        f'Put it where they read it: export RUNPOD_API_KEY="${variable}" (this library and '
+        f"runpodctl), or run `{LOGIN}` to save it as [default].api_key for the runpod SDK too.",
+    )
+
+
 def diagnose(setup: Setup, live: Mapping[str, Validation] | None = None) -> list[Finding]:
     """Every finding about *setup*, the one to act on first.
 
@@ -725,7 +752,9 @@ def diagnose(setup: Setup, live: Mapping[str, Validation] | None = None) -> list
 
     """
     chosen = winners(setup)
-    have_key = any(s.raw.strip() for s in setup.sources)
+    # What each tool would send, not whether a key sits somewhere: one in a place no tool
+    # reads (RUNPOD_AI_API_KEY outside a worker) leaves every request without a key.
+    have_key = any((chosen.sdk, chosen.runpodctl, chosen.library))
     findings: list[Finding] = []
     if live is not None:
         hidden = _hidden_working_key(setup, chosen, live)
@@ -734,18 +763,7 @@ def diagnose(setup: Setup, live: Mapping[str, Validation] | None = None) -> list
     findings += _variable_findings(setup, have_key=have_key)
     findings += _config_findings(setup, chosen)
     if not have_key:
-        where = ", ".join(_EXPECTED) + f", {setup.config_path}"
-        findings.append(
-            Finding(
-                FindingCode.NO_KEY,
-                "error",
-                f"no RunPod API key is set anywhere RunPod's tools look ({where})",
-                "every request goes out without a key and RunPod answers 401",
-                f"Create a key at {CONSOLE_URL} (API Keys), then run `{LOGIN}` to check it and "
-                "save it where the SDK, runpodctl and this library read it (or export "
-                "RUNPOD_API_KEY=rpa_...).",
-            )
-        )
+        findings.append(_no_key(setup))
     findings += _shape_findings(setup)
     findings += _tool_findings(setup, chosen)
     if live is not None:
