@@ -269,3 +269,17 @@ def test_login_firewall_page_is_not_saved(tmp_path, child_env, runpod_emulator):
     assert (1, False, False) == (code, result["saved"], result["validated"])
     assert "a firewall or proxy in front of RunPod refused the request" in err
     assert not (tmp_path / ".runpod").exists()
+
+
+def test_login_stdin_from_a_terminal_is_refused(tmp_path, child_env):
+    """`login --stdin` with a terminal on stdin would echo the key: exit 2, pointing at the prompt."""
+    terminal, stdin = os.openpty()
+    try:
+        done = run_cli("login", "--stdin", "--no-validate", env=child_env, stdin=stdin)
+    finally:
+        os.close(stdin)
+        os.close(terminal)
+    assert 2 == done.returncode
+    assert "stdin is a terminal, where the key would be shown as it is typed" in done.stderr
+    assert "without --stdin for the hidden prompt" in done.stderr
+    assert not (tmp_path / ".runpod").exists()

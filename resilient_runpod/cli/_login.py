@@ -167,7 +167,15 @@ def _ask(args: argparse.Namespace) -> tuple[str | None, Validation | None, int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.stdin:
+    if args.stdin and _stdin_is_terminal():
+        # Typed into a terminal, the key would be echoed as it is typed.
+        _say(
+            "login: --stdin reads a piped key, but stdin is a terminal, where the key would "
+            "be shown as it is typed. Pipe it in (`pbpaste | resilient-runpod login --stdin`), "
+            "or run `resilient-runpod login` without --stdin for the hidden prompt."
+        )
+        key, validation, code = None, None, _USAGE
+    elif args.stdin:
         (key, validation), code = _key_from_stdin(args), _NOT_SAVED
     else:
         key, validation, code = _ask(args)
