@@ -120,12 +120,16 @@ _FIREWALL = (
 )
 
 
-def _is_page(response: httpx.Response) -> bool:
-    """Whether *response*'s body is an HTML page (a firewall's), not an API's answer."""
+def _forbidden(shown: str, where: str, response: httpx.Response) -> Validation:
+    """A 403: RunPod's verdict on the key, unless its body is a page (a firewall's)."""
     # Imported here: only a 403 needs it, and the engine brings tenacity and structlog.
     from ._engine import HTML_PAGE, said  # noqa: PLC0415
 
-    return said(response.headers.get("content-type"), response.content) == HTML_PAGE
+    if said(response.headers.get("content-type"), response.content) == HTML_PAGE:
+        # A firewall or proxy in front of RunPod answers with a page: RunPod never saw
+        # the key, so this says nothing about it.
+        return Validation(KeyStatus.UNREACHABLE, shown, where, _FIREWALL)
+    return Validation(KeyStatus.FORBIDDEN, shown, where, "HTTP 403: the key lacks permission")
 
 
 def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
@@ -136,11 +140,7 @@ def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
     if status == httpx.codes.UNAUTHORIZED:
         return Validation(KeyStatus.REJECTED, shown, where, "HTTP 401: RunPod rejected the key")
     if status == httpx.codes.FORBIDDEN:
-        if _is_page(response):
-            # A firewall or proxy in front of RunPod answers with a page: RunPod never
-            # saw the key, so this says nothing about it.
-            return Validation(KeyStatus.UNREACHABLE, shown, where, _FIREWALL)
-        return Validation(KeyStatus.FORBIDDEN, shown, where, "HTTP 403: the key lacks permission")
+        return _forbidden(shown, where, response)
     if status != 200:  # noqa: PLR2004
         return Validation(KeyStatus.UNREACHABLE, shown, where, f"unexpected HTTP {status}")
     try:

@@ -176,7 +176,7 @@ def test_emulator_refuses_a_key_file_that_is_not_a_regular_file(child_env, tmp_p
 
 @pytest.mark.parametrize("bad", ["70000", "-1", "65536"])
 def test_emulator_port_out_of_range_is_a_usage_error(batch_ports, bad):
-    """`emulator --port` outside 0-65535 is a usage error (exit 2) naming the value, no traceback."""
+    """`emulator --port` outside 0-65535: a usage error (exit 2) naming the value, no traceback."""
     code, _, err = batch_ports["emulator", "--port", bad]
 
     assert 2 == code

@@ -315,6 +315,49 @@ def test_config_that_is_not_toml_in_a_real_process(home):
     assert f"{path} is not valid TOML" in the(data, "config-invalid")["what"]
 
 
+@pytest.mark.parametrize(
+    ("content", "what", "why", "fix"),
+    [
+        (
+            b'[default]\napi_key = "caf\xe9"\n',
+            "is not UTF-8 text",
+            "the runpod SDK ignores the file",
+            "Save the file as UTF-8",
+        ),
+        (
+            b"[default]\napi_key = 5\n",
+            "[default].api_key must be a string, not int",
+            "a key is text in quotes",
+            'Write the key in quotes (api_key = "rpa_...")',
+        ),
+        (
+            b"[default\n",
+            "is not valid TOML (line 1",
+            "the runpod SDK ignores the file",
+            "Fix the line named above",
+        ),
+    ],
+    ids=["not-utf8", "not-a-string", "not-toml"],
+)
+def test_each_broken_config_gets_its_own_advice(home, content, what, why, fix):
+    """Not UTF-8, a key that is not a string, not TOML: each its cause, why and fix, no false
+    claim that the SDK fails at import or that permissions are to blame."""
+    path = write_config(home, "")
+    path.write_bytes(content)
+
+    result = doctor_process(home, {}, "--offline", "--json")
+
+    finding = the(json.loads(result.stdout), "config-invalid")
+    assert (1, "") == (result.returncode, result.stderr)
+    assert what in finding["what"]
+    assert why in finding["why"]
+    assert finding["fix"].startswith(fix)
+    text = " ".join(str(value) for value in finding.values())
+    assert "fails at import" not in text
+    assert "permissions" not in text
+    assert "UnicodeDecodeError" not in text
+
+
 def test_profile_flag_picks_the_profile(runpod_emulator, capsys, home):
     """--profile work makes this library use [work].api_key; the SDK still reads [default]."""
     key = runpod_emulator.api_key

@@ -225,7 +225,7 @@ def test_blank_to_and_profile_are_usage_errors(tmp_path, child_env):
 
 
 def login_piped(tmp_path: Path, env: dict[str, str], key: str, *args: str):
-    """`login --stdin --json ARGS` in a real process with *key* piped in; (exit code, JSON, stderr)."""
+    """`login --stdin --json ARGS` in a process, *key* piped in: (exit code, JSON, stderr)."""
     stdin = key_on_stdin(tmp_path, key)
     try:
         done = run_cli("login", "--stdin", "--json", *args, env=env, stdin=stdin)
@@ -272,7 +272,7 @@ def test_login_firewall_page_is_not_saved(tmp_path, child_env, runpod_emulator):
 
 
 def test_login_stdin_from_a_terminal_is_refused(tmp_path, child_env):
-    """`login --stdin` with a terminal on stdin would echo the key: exit 2, pointing at the prompt."""
+    """`login --stdin` with a terminal on stdin would echo the key: exit 2, naming the prompt."""
     terminal, stdin = os.openpty()
     try:
         done = run_cli("login", "--stdin", "--no-validate", env=child_env, stdin=stdin)

@@ -93,7 +93,7 @@ def test_validate_over_a_socket_reports_a_malformed_answer_as_unreachable():
 
 
 def test_a_firewall_page_403_is_not_a_verdict_on_the_key():
-    """A 403 whose body is an HTML page (a firewall's) is UNREACHABLE; a JSON 403 stays FORBIDDEN."""
+    """A 403 with an HTML page (a firewall's) is UNREACHABLE; a JSON 403 stays FORBIDDEN."""
     page = httpx.Response(
         403,
         headers={"content-type": "text/html"},

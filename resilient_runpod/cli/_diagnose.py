@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .._config import config_path, keys_in_config, load_config
+from .._config import ConfigProblem, config_path, keys_in_config, load_config
 from .._errors import KEYS_PAGE, ConfigError, InvalidKeyError
 from .._keys import (
     API_KEY_PREFIX,
@@ -150,6 +150,7 @@ class Setup:
         config_path: The config file's path.
         config_exists: Whether the config file exists.
         config_error: Why the config file cannot be used, if it cannot.
+        config_problem: The same as a code.
         config_mode: The file's permission bits, if it exists.
         profiles: The profile tables the config file has.
         env: Every environment variable whose name looks RunPod-key-related, with its value.
@@ -161,6 +162,7 @@ class Setup:
     config_path: Path = field(default_factory=lambda: Path("~/.runpod/config.toml"))
     config_exists: bool = False
     config_error: str | None = None
+    config_problem: ConfigProblem | None = None
     config_mode: int | None = None
     profiles: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -266,6 +268,7 @@ def gather(
     exists = path.exists()
     mode: int | None = None
     error: str | None = None
+    problem: ConfigProblem | None = None
     profiles: tuple[str, ...] = ()
     if exists:
         try:
@@ -282,13 +285,16 @@ def gather(
                         seen.add(entry.entry)
                         where = f"{entry.entry} in {path}"
                         sources.append(KeySource(f"config:{entry.entry}", where, entry.key))
-        except (ConfigError, OSError) as exc:
-            error = str(exc)
+        except ConfigError as exc:
+            error, problem = str(exc), exc.problem
+        except OSError as exc:
+            error, problem = str(exc), ConfigProblem.UNREADABLE
     return Setup(
         profile=profile,
         config_path=path,
         config_exists=exists,
         config_error=error,
+        config_problem=problem,
         config_mode=mode,
         profiles=profiles,
         env=env,
@@ -364,6 +370,37 @@ def _same_key(setup: Setup, a: str | None, b: str | None) -> bool:
     return key_a == (source_b.sendable or source_b.raw.strip())
 
 
+# What each config-file problem breaks, as the runpod SDK 1.12 reads the file at import:
+# it ignores a file it cannot parse (no key) but fails on one it cannot open.
+_UNPARSED = (
+    "the runpod SDK ignores the file (it finds no key at import), and runpodctl and this "
+    "library cannot read a key from it"
+)
+_CONFIG_WHY: dict[ConfigProblem | None, str] = {
+    ConfigProblem.UNREADABLE: "the runpod SDK fails at import (it cannot open the file), and "
+    "runpodctl and this library cannot read a key from it",
+    ConfigProblem.NOT_REGULAR: "RunPod's tools cannot read a key from it; opening it, the "
+    "runpod SDK fails or waits at import",
+    ConfigProblem.TOO_LARGE: "this library does not read a config file that size, so it finds "
+    "no key there",
+    ConfigProblem.WRONG_TYPE: "a key is text in quotes: no tool can send this entry as a key",
+}
+
+
+def _config_fix(problem: ConfigProblem | None, path: Path) -> str:
+    """The fix for each cause; moving the file away and logging in again fits them all."""
+    anew = f"or move it away (mv {path} {path}.bak) and run `{LOGIN}` to write a new one."
+    if problem is ConfigProblem.NOT_UTF8:
+        return f"Save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), {anew}"
+    if problem is ConfigProblem.NOT_TOML:
+        return f"Fix the line named above, {anew}"
+    if problem is ConfigProblem.UNREADABLE:
+        return f"Make it readable by you alone (chown $USER {path}; chmod 600 {path}), {anew}"
+    if problem is ConfigProblem.WRONG_TYPE:
+        return f'Write the key in quotes (api_key = "rpa_..."), {anew}'
+    return f"Fix the file, {anew}"
+
+
 def _config_findings(setup: Setup, chosen: Winners) -> list[Finding]:
     findings: list[Finding] = []
     path = setup.config_path
@@ -373,10 +410,8 @@ def _config_findings(setup: Setup, chosen: Winners) -> list[Finding]:
                 FindingCode.CONFIG_INVALID,
                 "error",
                 setup.config_error,
-                "the runpod SDK fails at import, and runpodctl and this library cannot read a key "
-                "from it",
-                f"Fix the file, or move it away (mv {path} {path}.bak) and run "
-                f"`{LOGIN}` to write a new one.",
+                _CONFIG_WHY.get(setup.config_problem, _UNPARSED),
+                _config_fix(setup.config_problem, path),
             )
         )
     elif setup.config_mode is not None and setup.config_mode & 0o077:
