@@ -6,6 +6,7 @@ top-level ``apiKey``. Neither reads the other's entry, so we read both.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,31 @@ from ._keys import fingerprint
 if TYPE_CHECKING:
     import tomlkit
 
-__all__ = ["ConfigKey", "config_path", "keys_in_config", "load_config", "parse_config"]
+__all__ = [
+    "ConfigKey",
+    "ConfigProblem",
+    "config_path",
+    "keys_in_config",
+    "load_config",
+    "parse_config",
+]
 
+
+class ConfigProblem(str, enum.Enum):
+    """Why the config file cannot be used: each cause has its own fix."""
+
+    UNREADABLE = "unreadable"  # permissions, or another OS error
+    NOT_REGULAR = "not-regular"  # a directory, a FIFO, a device
+    TOO_LARGE = "too-large"
+    NOT_UTF8 = "not-utf8"
+    NOT_TOML = "not-toml"
+    WRONG_TYPE = "wrong-type"  # an entry that is not a string, e.g. api_key = 5
+
+
+_REFUSED = {
+    FileProblem.NOT_REGULAR: ConfigProblem.NOT_REGULAR,
+    FileProblem.TOO_LARGE: ConfigProblem.TOO_LARGE,
+}
 
 _REFUSAL_FIXES = {
     FileProblem.NOT_REGULAR: (
@@ -76,12 +100,21 @@ def parse_config(path: Path | None = None) -> tomlkit.TOMLDocument | None:
         raise ConfigError(
             f"refusing to read {path}: {exc.reason}. {_REFUSAL_FIXES[exc.problem]}",
             path=str(path),
+            problem=_REFUSED[exc.problem],
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"cannot read {path}: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}. "
-            "Fix its permissions or remove it.",
+            f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded). Save it as "
+            "UTF-8, or move it away and run `resilient-runpod login` to write a new one.",
             path=str(path),
+            problem=ConfigProblem.NOT_UTF8,
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path}: {type(exc).__name__}: {exc.strerror or exc}. "
+            "Fix its permissions (chmod 600) or remove it.",
+            path=str(path),
+            problem=ConfigProblem.UNREADABLE,
         ) from None
     try:
         return tomlkit.parse(text)
@@ -90,6 +123,7 @@ def parse_config(path: Path | None = None) -> tomlkit.TOMLDocument | None:
             f"{path} is not valid TOML (line {exc.line}, column {exc.col}). "
             "Fix it, or move it away and run `resilient-runpod login` to write a new one.",
             path=str(path),
+            problem=ConfigProblem.NOT_TOML,
         ) from None
 
 
@@ -121,5 +155,6 @@ def _as_str(value: Any, entry: str, path: Path) -> str:
         raise ConfigError(
             f"{path}: {entry} must be a string, not {type(value).__name__}",
             path=str(path),
+            problem=ConfigProblem.WRONG_TYPE,
         )
     return value

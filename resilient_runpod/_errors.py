@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import httpx
+
+if TYPE_CHECKING:
+    from ._config import ConfigProblem
 
 __all__ = [
     "AuthenticationError",
@@ -174,11 +177,13 @@ class ConfigError(ResilientRunPodError, ValueError):
 
     Attributes:
         path: The file in question.
+        problem: What is wrong with it, as a code (``None``: not about reading it).
     """
 
-    def __init__(self, message: str, *, path: str) -> None:
+    def __init__(self, message: str, *, path: str, problem: ConfigProblem | None = None) -> None:
         super().__init__(message)
         self.path = path
+        self.problem = problem
 
 
 class TransientError(ResilientRunPodError):

@@ -114,6 +114,24 @@ def _errors_verdict(errors: object) -> tuple[KeyStatus, str] | None:
     return KeyStatus.UNREACHABLE, "GraphQL answered an error"
 
 
+_FIREWALL = (
+    "HTTP 403 with an HTML page: a firewall or proxy in front of RunPod refused the request "
+    "(check the network, VPN or proxy)"
+)
+
+
+def _forbidden(shown: str, where: str, response: httpx.Response) -> Validation:
+    """A 403: RunPod's verdict on the key, unless its body is a page (a firewall's)."""
+    # Imported here: only a 403 needs it, and the engine brings tenacity and structlog.
+    from ._engine import HTML_PAGE, said  # noqa: PLC0415
+
+    if said(response.headers.get("content-type"), response.content) == HTML_PAGE:
+        # A firewall or proxy in front of RunPod answers with a page: RunPod never saw
+        # the key, so this says nothing about it.
+        return Validation(KeyStatus.UNREACHABLE, shown, where, _FIREWALL)
+    return Validation(KeyStatus.FORBIDDEN, shown, where, "HTTP 403: the key lacks permission")
+
+
 def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
     key: str | None, url: str, response: httpx.Response
 ) -> Validation:
@@ -122,7 +140,7 @@ def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
     if status == httpx.codes.UNAUTHORIZED:
         return Validation(KeyStatus.REJECTED, shown, where, "HTTP 401: RunPod rejected the key")
     if status == httpx.codes.FORBIDDEN:
-        return Validation(KeyStatus.FORBIDDEN, shown, where, "HTTP 403: the key lacks permission")
+        return _forbidden(shown, where, response)
     if status != 200:  # noqa: PLR2004
         return Validation(KeyStatus.UNREACHABLE, shown, where, f"unexpected HTTP {status}")
     try:

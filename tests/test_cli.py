@@ -156,3 +156,36 @@ def test_readme_lists_every_flag_of_every_command():
         missing += [f"{name} {flag}" for flag in sorted(flags - {"--help"}) if flag not in line]
 
     assert [] == missing
+
+
+def test_emulator_refuses_a_key_file_that_is_not_a_regular_file(child_env, tmp_path):
+    """--key-file naming a FIFO or a directory: exit 2 at once (no hang), nothing served."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    argvs = [["emulator", "--port", "0", "--key-file", str(path)] for path in (fifo, tmp_path)]
+
+    results = run_cli_batch(argvs, env=child_env)
+
+    fifo_code, fifo_out, fifo_err = results[tuple(argvs[0])]
+    dir_code, _, dir_err = results[tuple(argvs[1])]
+    assert (2, "") == (fifo_code, fifo_out)
+    assert f"--key-file {fifo}: it is a named pipe (FIFO), not a regular file" in fifo_err
+    assert 2 == dir_code
+    assert "it is a directory, not a regular file" in dir_err
+
+
+@pytest.mark.parametrize("bad", ["70000", "-1", "65536"])
+def test_emulator_port_out_of_range_is_a_usage_error(batch_ports, bad):
+    """`emulator --port` outside 0-65535: a usage error (exit 2) naming the value, no traceback."""
+    code, _, err = batch_ports["emulator", "--port", bad]
+
+    assert 2 == code
+    assert f"argument --port: {bad!r} is not a port number (0 to 65535" in err
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def batch_ports(tmp_path_factory) -> dict[tuple[str, ...], tuple[int, str, str]]:
+    """`emulator --port` with each out-of-range value, in one real subprocess."""
+    argvs = [["emulator", "--port", bad] for bad in ("70000", "-1", "65536")]
+    return run_cli_batch(argvs, env=person_env(tmp_path_factory.mktemp("home")))

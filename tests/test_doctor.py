@@ -131,6 +131,20 @@ def test_misspelled_variable_in_a_real_process(runpod_emulator, home):
     assert [] == leaked(result.stdout + result.stderr, key)
 
 
+def test_key_only_in_runpod_ai_api_key_is_no_key_for_the_tools(runpod_emulator, home):
+    """Only RUNPOD_AI_API_KEY set: no tool has a key, so an error naming the variable they read."""
+    key = runpod_emulator.api_key
+
+    result = doctor_process(home, {"RUNPOD_AI_API_KEY": key}, "--api-url", runpod_emulator.api_url)
+
+    text = " ".join(result.stdout.split())  # the text is wrapped to the terminal's width
+    assert 1 == result.returncode
+    assert "the key setup works" not in text
+    assert "no tool here has a key" in text
+    assert 'export RUNPOD_API_KEY="$RUNPOD_AI_API_KEY"' in text
+    assert [] == leaked(result.stdout + result.stderr, key)
+
+
 def test_revoked_key_is_rejected(runpod_emulator, capsys, monkeypatch):
     """Cause 2: a revoked key gets 401: key-rejected with where to make a new one."""
     key = runpod_emulator.api_key
@@ -158,6 +172,25 @@ def test_forbidden_is_not_rejected(runpod_emulator, capsys, monkeypatch):
     assert "forbidden" == data["live"][0]["status"]
     assert "key-rejected" not in codes(data)
     assert "error" == the(data, "key-forbidden")["severity"]
+
+
+def test_firewall_page_is_not_called_a_key_without_permission(runpod_emulator, home):
+    """A firewall's HTML 403: unreachable, advice about the firewall/proxy, no key-forbidden."""
+    key = runpod_emulator.api_key
+    runpod_emulator.inject(403, path_prefix="/graphql", firewall=True)
+
+    result = doctor_process(
+        home, {"RUNPOD_API_KEY": key}, "--json", "--api-url", runpod_emulator.api_url
+    )
+
+    data = json.loads(result.stdout)
+    assert 1 == result.returncode
+    assert "unreachable" == data["live"][0]["status"]
+    assert "key-forbidden" not in codes(data)
+    finding = the(data, "unreachable")
+    assert "a firewall or proxy in front of RunPod refused the request" in finding["what"]
+    assert "a firewall or proxy in front of RunPod" in finding["fix"]
+    assert [] == leaked(result.stdout + result.stderr, key)
 
 
 def test_network_failure_is_unreachable(capsys, monkeypatch):
@@ -280,6 +313,49 @@ def test_config_that_is_not_toml_in_a_real_process(home):
     assert 1 == result.returncode
     assert "" == result.stderr
     assert f"{path} is not valid TOML" in the(data, "config-invalid")["what"]
+
+
+@pytest.mark.parametrize(
+    ("content", "what", "why", "fix"),
+    [
+        (
+            b'[default]\napi_key = "caf\xe9"\n',
+            "is not UTF-8 text",
+            "the runpod SDK ignores the file",
+            "Save the file as UTF-8",
+        ),
+        (
+            b"[default]\napi_key = 5\n",
+            "[default].api_key must be a string, not int",
+            "a key is text in quotes",
+            'Write the key in quotes (api_key = "rpa_...")',
+        ),
+        (
+            b"[default\n",
+            "is not valid TOML (line 1",
+            "the runpod SDK ignores the file",
+            "Fix the line named above",
+        ),
+    ],
+    ids=["not-utf8", "not-a-string", "not-toml"],
+)
+def test_each_broken_config_gets_its_own_advice(home, content, what, why, fix):
+    """Not UTF-8, a key that is not a string, not TOML: each its cause, why and fix, no false
+    claim that the SDK fails at import or that permissions are to blame."""
+    path = write_config(home, "")
+    path.write_bytes(content)
+
+    result = doctor_process(home, {}, "--offline", "--json")
+
+    finding = the(json.loads(result.stdout), "config-invalid")
+    assert (1, "") == (result.returncode, result.stderr)
+    assert what in finding["what"]
+    assert why in finding["why"]
+    assert finding["fix"].startswith(fix)
+    text = " ".join(str(value) for value in finding.values())
+    assert "fails at import" not in text
+    assert "permissions" not in text
+    assert "UnicodeDecodeError" not in text
 
 
 def test_profile_flag_picks_the_profile(runpod_emulator, capsys, home):

@@ -14,7 +14,7 @@ import pytest
 
 from resilient_runpod.cli import main
 
-from .helpers import make_key, run_cli
+from .helpers import make_key, run_cli, run_cli_batch
 
 
 def login(args: list[str], env: dict[str, str]):
@@ -187,3 +187,99 @@ def test_login_json_reports_the_outcome(monkeypatch, capsys, tmp_path):
         "validated": False,
     } == json.loads(out)
     assert key not in out
+
+
+def key_on_stdin(tmp_path: Path, key: str) -> int:
+    """A file descriptor reading *key* and a newline, as a pipe from a secret manager gives it."""
+    path = tmp_path / "piped-key"
+    path.write_text(key + "\n")
+    return os.open(path, os.O_RDONLY)
+
+
+def test_login_empty_to_is_a_usage_error_and_saves_nothing(tmp_path, child_env):
+    """`--to ''` is refused (exit 2) instead of saving into the SDK's [default].api_key."""
+    stdin = key_on_stdin(tmp_path, make_key())
+    try:
+        done = run_cli("login", "--stdin", "--no-validate", "--to", "", env=child_env, stdin=stdin)
+    finally:
+        os.close(stdin)
+    assert 2 == done.returncode
+    assert "argument --to: cannot be empty" in done.stderr
+    assert not (tmp_path / ".runpod").exists()
+
+
+def test_blank_to_and_profile_are_usage_errors(tmp_path, child_env):
+    """A blank --to or --profile (login, and doctor's --profile, by one rule) exits 2, naming it."""
+    argvs = [
+        ["login", "--stdin", "--no-validate", "--to", "  "],
+        ["login", "--stdin", "--no-validate", "--profile", ""],
+        ["login", "--stdin", "--no-validate", "--profile", " "],
+        ["doctor", "--offline", "--profile", ""],
+    ]
+    results = run_cli_batch(argvs, env=child_env)
+    for argv in argvs:
+        code, _, err = results[tuple(argv)]
+        assert 2 == code, argv
+        assert f"argument {argv[-2]}: cannot be empty" in err, argv
+    assert not (tmp_path / ".runpod").exists()
+
+
+def login_piped(tmp_path: Path, env: dict[str, str], key: str, *args: str):
+    """`login --stdin --json ARGS` in a process, *key* piped in: (exit code, JSON, stderr)."""
+    stdin = key_on_stdin(tmp_path, key)
+    try:
+        done = run_cli("login", "--stdin", "--json", *args, env=env, stdin=stdin)
+    finally:
+        os.close(stdin)
+    assert key not in done.stdout + done.stderr
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def test_login_403_is_saved_with_a_note_not_as_accepted(tmp_path, child_env, runpod_emulator):
+    """RunPod's own 403: saved, but said to be a 403 (not "accepted") and `validated: false`."""
+    key = runpod_emulator.add_key(scope="read")
+    runpod_emulator.inject(403, path_prefix="/graphql")
+
+    code, result, err = login_piped(tmp_path, child_env, key, "--api-url", runpod_emulator.api_url)
+
+    assert (0, True, False) == (code, result["saved"], result["validated"])
+    assert "RunPod answered 403 (HTTP 403: the key lacks permission)" in err
+    assert "RunPod accepted it" not in err
+    assert f'[default]\napi_key = "{key}"\n' == saved(tmp_path)
+
+
+def test_login_read_only_key_is_accepted(tmp_path, child_env, runpod_emulator):
+    """A read-only key passes RunPod's `myself` check: saved as accepted."""
+    key = runpod_emulator.add_key(scope="read")
+
+    code, result, err = login_piped(tmp_path, child_env, key, "--api-url", runpod_emulator.api_url)
+
+    assert (0, True, True) == (code, result["saved"], result["validated"])
+    assert "RunPod accepted it" in err
+
+
+def test_login_firewall_page_is_not_saved(tmp_path, child_env, runpod_emulator):
+    """A firewall's HTML 403 says nothing about the key: not saved, exit 1, the firewall named."""
+    runpod_emulator.inject(403, path_prefix="/graphql", firewall=True)
+
+    code, result, err = login_piped(
+        tmp_path, child_env, runpod_emulator.api_key, "--api-url", runpod_emulator.api_url
+    )
+
+    assert (1, False, False) == (code, result["saved"], result["validated"])
+    assert "a firewall or proxy in front of RunPod refused the request" in err
+    assert not (tmp_path / ".runpod").exists()
+
+
+def test_login_stdin_from_a_terminal_is_refused(tmp_path, child_env):
+    """`login --stdin` with a terminal on stdin would echo the key: exit 2, naming the prompt."""
+    terminal, stdin = os.openpty()
+    try:
+        done = run_cli("login", "--stdin", "--no-validate", env=child_env, stdin=stdin)
+    finally:
+        os.close(stdin)
+        os.close(terminal)
+    assert 2 == done.returncode
+    assert "stdin is a terminal, where the key would be shown as it is typed" in done.stderr
+    assert "without --stdin for the hidden prompt" in done.stderr
+    assert not (tmp_path / ".runpod").exists()

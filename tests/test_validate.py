@@ -90,3 +90,19 @@ def test_validate_over_a_socket_reports_a_malformed_answer_as_unreachable():
         validation.status,
         validation.detail,
     )
+
+
+def test_a_firewall_page_403_is_not_a_verdict_on_the_key():
+    """A 403 with an HTML page (a firewall's) is UNREACHABLE; a JSON 403 stays FORBIDDEN."""
+    page = httpx.Response(
+        403,
+        headers={"content-type": "text/html"},
+        text="<!DOCTYPE html><html><body>Sorry, you have been blocked</body></html>",
+    )
+    api = answer({"errors": [{"message": "forbidden"}]}, 403)
+
+    blocked = _interpret(make_key(), URL, page)
+
+    assert KeyStatus.UNREACHABLE == blocked.status
+    assert "a firewall or proxy in front of RunPod refused the request" in blocked.detail
+    assert KeyStatus.FORBIDDEN == _interpret(make_key(), URL, api).status

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .._config import config_path, keys_in_config, load_config
+from .._config import ConfigProblem, config_path, keys_in_config, load_config
 from .._errors import KEYS_PAGE, ConfigError, InvalidKeyError
 from .._keys import (
     API_KEY_PREFIX,
@@ -150,6 +150,7 @@ class Setup:
         config_path: The config file's path.
         config_exists: Whether the config file exists.
         config_error: Why the config file cannot be used, if it cannot.
+        config_problem: The same as a code.
         config_mode: The file's permission bits, if it exists.
         profiles: The profile tables the config file has.
         env: Every environment variable whose name looks RunPod-key-related, with its value.
@@ -161,6 +162,7 @@ class Setup:
     config_path: Path = field(default_factory=lambda: Path("~/.runpod/config.toml"))
     config_exists: bool = False
     config_error: str | None = None
+    config_problem: ConfigProblem | None = None
     config_mode: int | None = None
     profiles: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -266,6 +268,7 @@ def gather(
     exists = path.exists()
     mode: int | None = None
     error: str | None = None
+    problem: ConfigProblem | None = None
     profiles: tuple[str, ...] = ()
     if exists:
         try:
@@ -282,13 +285,16 @@ def gather(
                         seen.add(entry.entry)
                         where = f"{entry.entry} in {path}"
                         sources.append(KeySource(f"config:{entry.entry}", where, entry.key))
-        except (ConfigError, OSError) as exc:
-            error = str(exc)
+        except ConfigError as exc:
+            error, problem = str(exc), exc.problem
+        except OSError as exc:
+            error, problem = str(exc), ConfigProblem.UNREADABLE
     return Setup(
         profile=profile,
         config_path=path,
         config_exists=exists,
         config_error=error,
+        config_problem=problem,
         config_mode=mode,
         profiles=profiles,
         env=env,
@@ -364,6 +370,37 @@ def _same_key(setup: Setup, a: str | None, b: str | None) -> bool:
     return key_a == (source_b.sendable or source_b.raw.strip())
 
 
+# What each config-file problem breaks, as the runpod SDK 1.12 reads the file at import:
+# it ignores a file it cannot parse (no key) but fails on one it cannot open.
+_UNPARSED = (
+    "the runpod SDK ignores the file (it finds no key at import), and runpodctl and this "
+    "library cannot read a key from it"
+)
+_CONFIG_WHY: dict[ConfigProblem | None, str] = {
+    ConfigProblem.UNREADABLE: "the runpod SDK fails at import (it cannot open the file), and "
+    "runpodctl and this library cannot read a key from it",
+    ConfigProblem.NOT_REGULAR: "RunPod's tools cannot read a key from it; opening it, the "
+    "runpod SDK fails or waits at import",
+    ConfigProblem.TOO_LARGE: "this library does not read a config file that size, so it finds "
+    "no key there",
+    ConfigProblem.WRONG_TYPE: "a key is text in quotes: no tool can send this entry as a key",
+}
+
+
+def _config_fix(problem: ConfigProblem | None, path: Path) -> str:
+    """The fix for each cause; moving the file away and logging in again fits them all."""
+    anew = f"or move it away (mv {path} {path}.bak) and run `{LOGIN}` to write a new one."
+    if problem is ConfigProblem.NOT_UTF8:
+        return f"Save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), {anew}"
+    if problem is ConfigProblem.NOT_TOML:
+        return f"Fix the line named above, {anew}"
+    if problem is ConfigProblem.UNREADABLE:
+        return f"Make it readable by you alone (chown $USER {path}; chmod 600 {path}), {anew}"
+    if problem is ConfigProblem.WRONG_TYPE:
+        return f'Write the key in quotes (api_key = "rpa_..."), {anew}'
+    return f"Fix the file, {anew}"
+
+
 def _config_findings(setup: Setup, chosen: Winners) -> list[Finding]:
     findings: list[Finding] = []
     path = setup.config_path
@@ -373,10 +410,8 @@ def _config_findings(setup: Setup, chosen: Winners) -> list[Finding]:
                 FindingCode.CONFIG_INVALID,
                 "error",
                 setup.config_error,
-                "the runpod SDK fails at import, and runpodctl and this library cannot read a key "
-                "from it",
-                f"Fix the file, or move it away (mv {path} {path}.bak) and run "
-                f"`{LOGIN}` to write a new one.",
+                _CONFIG_WHY.get(setup.config_problem, _UNPARSED),
+                _config_fix(setup.config_problem, path),
             )
         )
     elif setup.config_mode is not None and setup.config_mode & 0o077:
@@ -639,8 +674,8 @@ def _live_finding(name: str, where: str, result: Validation) -> Finding:
         f"could not ask RunPod about the key in {where} ({shown}): {result.detail} from "
         f"{result.url}",
         "nothing is known about whether RunPod accepts the key",
-        "Check the network, a proxy (HTTPS_PROXY) or --api-url; or run with --offline to "
-        "skip the live check.",
+        "Check the network, a VPN, a firewall or proxy in front of RunPod (HTTPS_PROXY) or "
+        "--api-url; or run with --offline to skip the live check.",
         name,
     )
 
@@ -711,6 +746,33 @@ def _drop_explained(findings: list[Finding]) -> list[Finding]:
     ]
 
 
+def _no_key(setup: Setup) -> Finding:
+    """No tool has a key: none anywhere, or only where none of them reads it."""
+    unread = [s for s in setup.sources if s.raw.strip()]
+    if not unread:
+        where = ", ".join(_EXPECTED) + f", {setup.config_path}"
+        return Finding(
+            FindingCode.NO_KEY,
+            "error",
+            f"no RunPod API key is set anywhere RunPod's tools look ({where})",
+            "every request goes out without a key and RunPod answers 401",
+            f"Create a key at {CONSOLE_URL} (API Keys), then run `{LOGIN}` to check it and "
+            "save it where the SDK, runpodctl and this library read it (or export "
+            "RUNPOD_API_KEY=rpa_...).",
+        )
+    held = ", ".join(f"{s.where} ({s.fingerprint})" for s in unread)
+    variable = unread[0].name.removeprefix("env:")
+    return Finding(
+        FindingCode.NO_KEY,
+        "error",
+        f"no tool here has a key: the only one is in {held}, which the runpod SDK, runpodctl "
+        "and this library do not read (RunPod sets it inside serverless workers)",
+        "every request goes out without a key and RunPod answers 401",
+        f'Put it where they read it: export RUNPOD_API_KEY="${variable}" (this library and '
+        f"runpodctl), or run `{LOGIN}` to save it as [default].api_key for the runpod SDK too.",
+    )
+
+
 def diagnose(setup: Setup, live: Mapping[str, Validation] | None = None) -> list[Finding]:
     """Every finding about *setup*, the one to act on first.
 
@@ -725,7 +787,9 @@ def diagnose(setup: Setup, live: Mapping[str, Validation] | None = None) -> list
 
     """
     chosen = winners(setup)
-    have_key = any(s.raw.strip() for s in setup.sources)
+    # What each tool would send, not whether a key sits somewhere: one in a place no tool
+    # reads (RUNPOD_AI_API_KEY outside a worker) leaves every request without a key.
+    have_key = any((chosen.sdk, chosen.runpodctl, chosen.library))
     findings: list[Finding] = []
     if live is not None:
         hidden = _hidden_working_key(setup, chosen, live)
@@ -734,18 +798,7 @@ def diagnose(setup: Setup, live: Mapping[str, Validation] | None = None) -> list
     findings += _variable_findings(setup, have_key=have_key)
     findings += _config_findings(setup, chosen)
     if not have_key:
-        where = ", ".join(_EXPECTED) + f", {setup.config_path}"
-        findings.append(
-            Finding(
-                FindingCode.NO_KEY,
-                "error",
-                f"no RunPod API key is set anywhere RunPod's tools look ({where})",
-                "every request goes out without a key and RunPod answers 401",
-                f"Create a key at {CONSOLE_URL} (API Keys), then run `{LOGIN}` to check it and "
-                "save it where the SDK, runpodctl and this library read it (or export "
-                "RUNPOD_API_KEY=rpa_...).",
-            )
-        )
+        findings.append(_no_key(setup))
     findings += _shape_findings(setup)
     findings += _tool_findings(setup, chosen)
     if live is not None:

@@ -14,7 +14,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ._common import api_url
+from ._common import api_url, not_blank
 
 if TYPE_CHECKING:
     import argparse
@@ -49,6 +49,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--profile",
         default="default",
+        type=not_blank,
         help="the config-file profile this library reads (default: %(default)s)",
     )
     parser.add_argument(
@@ -207,8 +208,6 @@ def _render_findings(data: dict[str, Any], say: Callable[..., None]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.profile.strip():
-        args.command_parser.error("--profile cannot be empty")
     data = report(profile=args.profile, offline=args.offline, api_url=args.api_url)
     if args.json:
         json.dump(data, sys.stdout, indent=2, ensure_ascii=False)

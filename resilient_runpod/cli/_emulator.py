@@ -15,12 +15,15 @@ import signal
 import sys
 import tempfile
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resilient_runpod._errors import InvalidKeyError
+from resilient_runpod._files import FileRefusedError, refuse_unless_regular
 from resilient_runpod._keys import clean, fingerprint
+
+from ._common import port
 
 if TYPE_CHECKING:
     import argparse
@@ -52,7 +55,7 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=port,
         default=8000,
         help="port to listen on, 0 for any free one (default: %(default)s)",
     )
@@ -79,8 +82,13 @@ def add_parser(sub: Any) -> None:
 
 def _write_key_file(path: Path, key: str) -> None:
     # Created with 0600 from the start (no window where another user could read it), and
-    # chmod-ed too in case the file already existed with wider permissions.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # chmod-ed too in case the file already existed with wider permissions. Only a regular
+    # file: opening a FIFO for writing waits for a reader forever. Not through a symlink
+    # (it could point anywhere), and never blocking, should the path be swapped meanwhile.
+    refuse_unless_regular(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as file:
         os.fchmod(file.fileno(), 0o600)
         file.write(key + "\n")
@@ -105,15 +113,35 @@ def _run(args: argparse.Namespace) -> int:
         key = clean(raw) if raw.strip() else new_key()
     except InvalidKeyError as exc:
         return _fail(f"RUNPOD_API_KEY: {exc}", 2)
-    keys, read_keys = ([], [key]) if args.read_only_key else ([key], [])
-    try:
-        emulator = Emulator(keys, read_keys=read_keys, host=args.host, port=args.port)
-        emulator.start()
-    except ImportError as exc:
-        return _fail(str(exc), 2)
-    except OSError as exc:
-        return _fail(str(exc), 1)
+    with ExitStack() as cleanup:
+        # The key file first, before any signal handler is ours: should writing it get
+        # stuck, Ctrl-C and SIGTERM still stop the process.
+        try:
+            key_file = cleanup.enter_context(
+                _key_written(args.key_file, key, from_env=bool(raw.strip()))
+            )
+        except FileRefusedError as exc:
+            return _fail(f"--key-file {args.key_file}: {exc.strerror}", 2)
+        except OSError as exc:
+            return _fail(f"cannot write the key file: {exc}", 1)
+        keys, read_keys = ([], [key]) if args.read_only_key else ([key], [])
+        try:
+            emulator = Emulator(keys, read_keys=read_keys, host=args.host, port=args.port)
+            emulator.start()
+        except ImportError as exc:
+            return _fail(str(exc), 2)
+        except OSError as exc:
+            return _fail(str(exc), 1)
+        _serve(args, emulator, fingerprint(key), key_file)
+    if not args.json:
+        _say("RunPod emulator stopped.")
+    return 0
 
+
+def _serve(
+    args: argparse.Namespace, emulator: Emulator, key_fingerprint: str, key_file: Path | None
+) -> None:
+    """Announce *emulator* and serve until SIGINT or SIGTERM; stop it either way."""
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -121,28 +149,20 @@ def _run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with _key_written(args.key_file, key, from_env=bool(raw.strip())) as key_file:
-            if args.json:
-                _announce_json(emulator, fingerprint(key), key_file, read_only=args.read_only_key)
-            else:
-                origin = (
-                    "from RUNPOD_API_KEY"
-                    if key_file is None
-                    else f"written to {key_file} (mode 0600)"
-                )
-                _announce(emulator, fingerprint(key), origin, read_only=args.read_only_key)
-            # A timeout, so that the signal handler gets to run promptly on every platform.
-            while not stop.wait(0.5):
-                pass
-    except OSError as exc:
-        return _fail(f"cannot write the key file: {exc}", 1)
+        if args.json:
+            _announce_json(emulator, key_fingerprint, key_file, read_only=args.read_only_key)
+        else:
+            origin = (
+                "from RUNPOD_API_KEY" if key_file is None else f"written to {key_file} (mode 0600)"
+            )
+            _announce(emulator, key_fingerprint, origin, read_only=args.read_only_key)
+        # A timeout, so that the signal handler gets to run promptly on every platform.
+        while not stop.wait(0.5):
+            pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         emulator.stop()
-    if not args.json:
-        _say("RunPod emulator stopped.")
-    return 0
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from .._keys import clean, fingerprint
 from .._validate import KeyStatus, Validation, validate
 from ..recovery._persist import save_to_config, save_to_file
 from ..recovery._prompt import Prompt
-from ._common import api_url
+from ._common import api_url, not_blank
 
 if TYPE_CHECKING:
     import argparse
@@ -42,7 +42,9 @@ def add_parser(sub: Any) -> None:
             "write failed), 2 nobody can be asked here, or a usage error."
         ),
     )
-    parser.add_argument("--profile", default="default", help="config profile (default: default)")
+    parser.add_argument(
+        "--profile", default="default", type=not_blank, help="config profile (default: default)"
+    )
     parser.add_argument(
         "--api-url",
         metavar="URL",
@@ -52,6 +54,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--to",
         metavar="PATH",
+        type=not_blank,
         help="save to this file alone (key and newline) instead of the config",
     )
     parser.add_argument(
@@ -76,8 +79,10 @@ class _LoginPrompt(Prompt):
     def __init__(self, *, api_url: str | None, check: bool) -> None:
         super().__init__(validate=check, api_url=api_url, timeout=None)
         self.unreachable: Validation | None = None
+        self.checked: Validation | None = None
 
     def _check_with_runpod(self, validation: Validation) -> str:
+        self.checked = validation
         if validation.status is KeyStatus.UNREACHABLE:
             self.unreachable = validation
             raise RecoveryError(f"could not ask RunPod at {validation.url}: {validation.detail}")
@@ -88,25 +93,41 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr)  # noqa: T201 -- the CLI talks on stderr, stdout stays clean
 
 
-def _key_from_stdin(args: argparse.Namespace) -> str | None:
+def _key_from_stdin(args: argparse.Namespace) -> tuple[str | None, Validation | None]:
+    """The piped key and RunPod's answer about it (None: not asked); no key if not to save."""
     try:
         key = clean(sys.stdin.read() if sys.stdin is not None else "")
     except InvalidKeyError as exc:
         _say(f"login: {exc}")
-        return None
-    if not args.no_validate:
-        validation = validate(key, args.api_url)
-        if validation.status is KeyStatus.REJECTED:
-            _say(f"login: not saved: RunPod rejected {fingerprint(key)} ({validation.url}).")
-            return None
-        if validation.status is KeyStatus.UNREACHABLE:
-            _say(
-                f"login: not saved: could not ask RunPod whether {fingerprint(key)} works "
-                f"({validation.detail} from {validation.url}). Check the network or --api-url, "
-                "or add --no-validate to save it unchecked."
-            )
-            return None
-    return key
+        return None, None
+    if args.no_validate:
+        return key, None
+    validation = validate(key, args.api_url)
+    if validation.status is KeyStatus.REJECTED:
+        _say(f"login: not saved: RunPod rejected {fingerprint(key)} ({validation.url}).")
+        return None, validation
+    if validation.status is KeyStatus.UNREACHABLE:
+        _say(
+            f"login: not saved: could not ask RunPod whether {fingerprint(key)} works "
+            f"({validation.detail} from {validation.url}). Check the network or --api-url, "
+            "or add --no-validate to save it unchecked."
+        )
+        return None, validation
+    return key, validation
+
+
+def _verdict(validation: Validation | None) -> str:
+    """What the saved line says about RunPod's answer."""
+    if validation is None:
+        return "unchecked"
+    if validation.status is KeyStatus.FORBIDDEN:
+        # A valid key without some permission (a read-only key): still the person's key,
+        # but not one RunPod accepted for everything.
+        return (
+            f"RunPod answered 403 ({validation.detail}): the key is known but lacks some "
+            "permission; give it more at the console if your code needs it"
+        )
+    return "RunPod accepted it"
 
 
 # Why `login` cannot ask: said by `login` itself, since the prompt's own advice ("run
@@ -125,43 +146,50 @@ def _stdin_is_terminal() -> bool:
         return False
 
 
-def _ask(args: argparse.Namespace) -> tuple[str | None, int]:
-    """Ask the person for a key: (the key, 0), or (None, the exit code) having said why."""
+def _ask(args: argparse.Namespace) -> tuple[str | None, Validation | None, int]:
+    """Ask the person for a key: (the key, RunPod's answer, 0), or (None, _, the exit code)."""
     if not _stdin_is_terminal():
         _say(_NO_TERMINAL.format(why="stdin is not a terminal"))
-        return None, _USAGE
+        return None, None, _USAGE
     asker = _LoginPrompt(api_url=args.api_url, check=not args.no_validate)
     try:
-        return asker(None).key, _SAVED
+        return asker(None).key, asker.checked, _SAVED
     except NonInteractiveError as exc:
         _say(_NO_TERMINAL.format(why=exc.reason))
-        return None, _USAGE
+        return None, None, _USAGE
     except (KeyboardInterrupt, EOFError):
         _say("login: cancelled; nothing was saved")
-        return None, _NOT_SAVED
+        return None, None, _NOT_SAVED
     except (RecoveryError, HookTimeoutError) as exc:
         hint = " Use --no-validate to save it unchecked." if asker.unreachable else ""
         _say(f"login: not saved: {exc}.{hint}")
-        return None, _NOT_SAVED
+        return None, None, _NOT_SAVED
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.stdin:
-        key, code = _key_from_stdin(args), _NOT_SAVED
+    if args.stdin and _stdin_is_terminal():
+        # Typed into a terminal, the key would be echoed as it is typed.
+        _say(
+            "login: --stdin reads a piped key, but stdin is a terminal, where the key would "
+            "be shown as it is typed. Pipe it in (`pbpaste | resilient-runpod login --stdin`), "
+            "or run `resilient-runpod login` without --stdin for the hidden prompt."
+        )
+        key, validation, code = None, None, _USAGE
+    elif args.stdin:
+        (key, validation), code = _key_from_stdin(args), _NOT_SAVED
     else:
-        key, code = _ask(args)
+        key, validation, code = _ask(args)
     where = None
     if key is not None:
         try:
-            if args.to:
+            if args.to is not None:
                 where = str(save_to_file(key, args.to))
             else:
                 where = f"{save_to_config(key, profile=args.profile)} [{args.profile}].api_key"
         except (ConfigError, OSError) as exc:
             _say(f"login: not saved: {exc}")
         else:
-            checked = "unchecked" if args.no_validate else "RunPod accepted it"
-            _say(f"Saved API key {fingerprint(key)} to {where} ({checked}).")
+            _say(f"Saved API key {fingerprint(key)} to {where} ({_verdict(validation)}).")
             code = _SAVED
     if args.json:
         result = {
@@ -169,7 +197,9 @@ def _run(args: argparse.Namespace) -> int:
             "exit_code": code,
             "fingerprint": None if key is None else fingerprint(key),
             "where": where,
-            "validated": code == _SAVED and not args.no_validate,
+            "validated": code == _SAVED
+            and validation is not None
+            and validation.status is KeyStatus.ACCEPTED,
         }
         print(json.dumps(result))  # noqa: T201 -- the one line a script reads
     return code
