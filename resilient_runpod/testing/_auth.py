@@ -2,7 +2,7 @@
 
 - Serverless, ``/v2/{endpoint_id}/...``: ``Authorization: Bearer KEY`` or a bare
   ``Authorization: KEY``. Rejected key: 401 ``{"error": "Unauthorized"}``; key without
-  access: 403 ``{"error": "Forbidden"}``.
+  access: 403 ``{"error": "Forbidden"}`` (inferred: RunPod documents only the 401 here).
 - REST v2, ``/v2/pods...`` and the other `REST_PATHS`: ``Bearer`` only. 401 and 403 are
   ``application/problem+json``.
 - GraphQL, ``/graphql``: ``Authorization: Bearer KEY`` or ``?api_key=KEY``. Rejected
