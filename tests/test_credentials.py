@@ -20,10 +20,12 @@ from resilient_runpod import (
     RecoveredKey,
     RecoveryContext,
     RecoveryError,
+    _credentials,
+    _flight,
 )
 from resilient_runpod._flight import Outcome
 
-from .helpers import PATIENCE, Counting, handing_out, make_key
+from .helpers import PATIENCE, Counting, handing_out, make_key, wait_for
 
 
 def context_for(credentials: Credentials, attempt: int = 1) -> RecoveryContext:
@@ -47,12 +49,42 @@ def recover_in_threads(credentials: Credentials, count: int) -> list[BaseExcepti
             with lock:
                 errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(count)]
+    threads = [threading.Thread(target=worker, name=f"recover-{n}") for n in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     return errors
+
+
+class Clock:
+    """The `time` module as the engine sees it, but its monotonic clock moves only when
+    the test says: hook timeouts, cooldowns and probe intervals then pass by steps, not
+    by scheduling. It also notes which threads read it, a waiter on a flight among them.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+        self.readers: set[str] = set()
+
+    def monotonic(self) -> float:
+        self.readers.add(threading.current_thread().name)
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)  # sleep and the rest stay real
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """A `Clock` standing in for `time` in the credentials and their flights."""
+    fake = Clock()
+    monkeypatch.setattr(_credentials, "time", fake)
+    monkeypatch.setattr(_flight, "time", fake)
+    return fake
 
 
 @contextlib.contextmanager
@@ -367,15 +399,23 @@ class TestBadHooks:
         assert "found no replacement: OSError: vault sealed. " in str(info.value)
         assert isinstance(info.value.__cause__, OSError)
 
-    def test_hanging_hook_times_out(self):
+    def test_hanging_hook_times_out(self, clock):
         """A hook that never answers is abandoned after hook_timeout, for every waiter; the
         cause names the hook and the budget, and the abandoned flight counts as a failure.
         """
         never = threading.Event()
         hook = Counting(lambda context: never.wait(), name="stuck")
         credentials = Credentials(make_key(), hook, hook_timeout=0.2, failure_threshold=1)
+        results: list[list[BaseException]] = []
+        runner = threading.Thread(target=lambda: results.append(recover_in_threads(credentials, 8)))
 
-        errors = recover_in_threads(credentials, 8)
+        runner.start()
+        # A waiter reads the clock for how long to wait: all 8 wait on the one flight
+        # before its hook_timeout passes, however late each thread was scheduled.
+        assert wait_for(lambda: {f"recover-{n}" for n in range(8)} <= clock.readers)
+        clock.advance(0.2)
+        runner.join(PATIENCE)
+        [errors] = results
         with pytest.raises(CooldownError):
             credentials.recover(0, context_for(credentials))
         never.set()
@@ -503,26 +543,32 @@ class TestCooldown:
         assert "recovery failed 3 times in a row" in str(info.value)
         assert "instead of calling 'handing_out' again" in str(info.value)
 
-    def test_open_breaker_rereads_a_cheap_source_and_closes_on_a_new_key(self):
+    def test_open_breaker_rereads_a_cheap_source_and_closes_on_a_new_key(self, clock):
         """While open, a source is re-read at most every probe_interval; a new key closes it."""
         new = make_key()
         hook = handing_out(None, None, None, None, new)
-        credentials = Credentials(make_key(), hook, cooldown=60, probe_interval=0.2)
+        credentials = Credentials(make_key(), hook, cooldown=3600, probe_interval=60)
+        calls: list[int] = []
         for _ in range(3):
             with pytest.raises(AuthenticationError):
                 credentials.recover(0, context_for(credentials))
         with pytest.raises(CooldownError):
-            credentials.recover(0, context_for(credentials))  # too soon: no read
-        calls_while_resting = hook.calls
-        time.sleep(0.25)
+            credentials.recover(0, context_for(credentials))  # at once: no read
+        calls.append(hook.calls)
+        clock.advance(59)
+        with pytest.raises(CooldownError):
+            credentials.recover(0, context_for(credentials))  # still too soon: no read
+        calls.append(hook.calls)
+        clock.advance(1)
         with pytest.raises(CooldownError):
             credentials.recover(0, context_for(credentials))  # read: still nothing
-        time.sleep(0.25)
+        calls.append(hook.calls)
+        clock.advance(60)
 
         outcome = credentials.recover(0, context_for(credentials))  # read: a new key
 
-        assert (3, 5, Outcome.NEW, new) == (
-            calls_while_resting,
+        assert ([3, 3, 4], 5, Outcome.NEW, new) == (
+            calls,
             hook.calls,
             outcome,
             credentials.api_key,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -204,10 +205,13 @@ def test_stale_answers_are_neither_used_nor_kept(tmp_path, monkeypatch):
     ("outcome", "said"),
     [("raise", "SourceError: vault is sealed"), ("none", "found no key")],
 )
-def test_a_failure_is_shared_with_those_who_waited_for_it(outcome, said, tmp_path):
+def test_a_failure_is_shared_with_those_who_waited_for_it(outcome, said, tmp_path, caplog):
     """The hook fails, or finds nothing, while others wait on the lock: they get that
     outcome as a SourceError, not a hook call each.
     """
+    # filelock logs each attempt at a lock (logger "filelock", DEBUG): a waiter's attempt
+    # at the lock the holder keeps is what shows that waiter blocked on it.
+    caplog.set_level(logging.DEBUG, logger="filelock")
     calls = tmp_path / "calls"
     release = threading.Event()
     entered = threading.Event()
@@ -239,11 +243,17 @@ def test_a_failure_is_shared_with_those_who_waited_for_it(outcome, said, tmp_pat
     holder = threading.Thread(target=ask)
     holder.start()
     assert entered.wait(PATIENCE)
-    waiters = [threading.Thread(target=ask) for _ in range(3)]
+    [held] = runtime_dir().glob("*-0.lock")
+    waiters = [threading.Thread(target=ask, name=f"waiter-{n}") for n in range(3)]
     for t in waiters:
         t.start()
     assert all(asking.acquire(timeout=PATIENCE) for _ in range(4))
-    time.sleep(0.3)  # let them reach the lock; one arriving late would show as a 2nd call
+
+    def blocked() -> set[str | None]:
+        return {r.threadName for r in list(caplog.records) if str(held) in r.getMessage()}
+
+    # One arriving after the failure would show as a 2nd call: all three wait first.
+    assert wait_for(lambda: {t.name for t in waiters} <= blocked())
     release.set()
     for t in [holder, *waiters]:
         t.join(PATIENCE)

@@ -8,14 +8,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 
 import httpx
 import pytest
 
-from resilient_runpod import Credentials, ResilientTransport, SourceError, recovery
+from resilient_runpod import Credentials, ResilientTransport, SourceError, fingerprint, recovery
 from resilient_runpod.typing import RecoveredKey
 
 from .helpers import make_key, wait_for
@@ -297,8 +296,8 @@ def test_a_forked_child_keeps_watching(tmp_path):
 
 @pytest.mark.parametrize("layout", [Plain, KubernetesSecret], ids=lambda c: c.__name__)
 def test_graceful_rotations_cause_no_401(layout, runpod_emulator, tmp_path):
-    """About 50 requests a second through 2 rotations, each revoking the old key a moment
-    after the new one is written: the emulator answers no 401 at all.
+    """About 50 requests a second through 2 rotations, each revoking the old key once a
+    request with the new one was answered: the emulator answers no 401 at all.
     """
     secret = layout(tmp_path)
     old = runpod_emulator.api_key
@@ -317,18 +316,26 @@ def test_graceful_rotations_cause_no_401(layout, runpod_emulator, tmp_path):
             statuses.append(client.get("/ep/health").status_code)
             stop.wait(0.02)
 
+    def answered(key: str) -> int:
+        """Requests with *key* the emulator answered 200."""
+        by_key = runpod_emulator.counters().by_key_status
+        return by_key.get(fingerprint(key), {}).get(200, 0)
+
     sender = threading.Thread(target=traffic)
     sender.start()
     try:
         for _ in range(2):
             new = runpod_emulator.add_key()
             secret.write(new)
-            time.sleep(0.2)  # the rotation's grace period, before the old key goes
-            pushed = wait_for(lambda new=new: credentials.api_key == new)
+            assert wait_for(lambda new=new: credentials.api_key == new)
+            # The rotation's grace period: the old key goes once RunPod has answered the
+            # new one and nothing is in flight, so no request stamped with the old key
+            # just before the push can arrive after the revoke (one sender, in order).
+            assert wait_for(lambda new=new: answered(new) > 0 and 0 == runpod_emulator.in_flight)
             runpod_emulator.revoke(old)
             old = new
-            time.sleep(0.15)  # requests with the new key only
-            assert pushed
+            since = answered(new)
+            assert wait_for(lambda new=new, since=since: answered(new) >= since + 5)
     finally:
         stop.set()
         sender.join()

@@ -2,12 +2,13 @@
 
 - Serverless, ``/v2/{endpoint_id}/...``: ``Authorization: Bearer KEY`` or a bare
   ``Authorization: KEY``. Rejected key: 401 ``{"error": "Unauthorized"}``; key without
-  access: 403 ``{"error": "Forbidden"}``.
+  access: 403 ``{"error": "Forbidden"}`` (inferred: RunPod documents only the 401 here).
 - REST v2, ``/v2/pods...`` and the other `REST_PATHS`: ``Bearer`` only. 401 and 403 are
   ``application/problem+json``.
-- GraphQL, ``/graphql``: the header in either form, or ``?api_key=KEY``. Rejected key:
-  401; key without access: 200 with ``errors[0].message == "Unauthorized"``; no key at
-  all: 200 ``{"data": {"myself": null}}``.
+- GraphQL, ``/graphql``: ``Authorization: Bearer KEY`` or ``?api_key=KEY``. Rejected
+  key: 401; key without access: 200 with ``errors[0].message == "Unauthorized"``; no key
+  at all: 200 ``{"data": {"myself": null}}``. A bare ``Authorization: KEY`` is no key
+  here (that form is serverless only): it gets the answer to no key at all.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "bearer_key",
     "error_response",
     "graphql_error",
+    "graphql_key",
     "header_key",
     "presented_key",
     "problem",
@@ -82,6 +84,11 @@ def bearer_key(request: Request) -> str | None:
     value = request.headers.get("authorization", "").strip()
     scheme, _, rest = value.partition(" ")
     return (rest.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def graphql_key(request: Request) -> str | None:
+    """Return the key GraphQL reads: ``Authorization: Bearer KEY``, else ``?api_key=KEY``."""
+    return bearer_key(request) or request.query_params.get("api_key") or None
 
 
 def presented_key(request: Request) -> str | None:

@@ -81,8 +81,9 @@ class Emulator:
     (read when ``runpod`` is imported) and ``RUNPOD_API_BASE_URL=emu.api_url`` (read on
     every GraphQL call); `sdk_env` holds both.
 
-    *keys* are registered with full access and *read_keys* read-only; with neither, one
-    random full-access key is made. Every ``/run`` job completes at the first status
+    *keys* are registered with full access and *read_keys* read-only (see `add_key` for
+    what a read-only key is refused, and which of those answers RunPod documents); with
+    neither, one random full-access key is made. Every ``/run`` job completes at the first status
     check, or after *job_seconds* if that is more than zero. Any endpoint id works,
     except ``pods``, which REST v2 owns.
 
@@ -271,7 +272,9 @@ class Emulator:
 
         A ``"read"`` key may look (status, stream, health, GraphQL queries, REST GETs)
         and gets 403 (GraphQL: an ``Unauthorized`` error) on everything that changes
-        something. Registering a revoked key again makes it active.
+        something. RunPod documents the REST v2 403 only: the serverless 403 is the
+        emulator's reading of RunPod's scopes, not a documented answer. Registering a
+        revoked key again makes it active.
         """
         return self._state.add_key(key, scope=scope)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ._auth import GRAPHQL_PATH, error_response, graphql_error, presented_key
+from ._auth import GRAPHQL_PATH, error_response, graphql_error, graphql_key
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -107,6 +107,6 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         query = await _read_query(request)
         if query is None:
             return graphql_error("the request needs a JSON body with a query string", 400)
-        return _answer(state, presented_key(request), query)
+        return _answer(state, graphql_key(request), query)
 
     return [Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"])]

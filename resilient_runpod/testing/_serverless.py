@@ -2,6 +2,11 @@
 
 Reads (``status``, ``stream``, ``health``) need any active key; writes (``run``,
 ``runsync``, ``cancel``, ``retry``, ``purge-queue``) need a full-access one.
+
+RunPod documents only 401 for this API. The 403 ``{"error": "Forbidden"}`` that a
+read-only key gets for a write is the emulator's reading of RunPod's key scopes
+(inferred, not documented), there so that code can be tested against a key that may
+look but not change: do not take it as RunPod's contract.
 """
 
 from __future__ import annotations
