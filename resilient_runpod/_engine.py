@@ -434,7 +434,8 @@ def said(content_type: str | None, body: bytes) -> str | None:
                     text = found
                     break
     line = text.strip().splitlines()[0] if text.strip() else ""
-    return redact_text(line[:_DETAIL_LIMIT]) or None
+    # Keys out first: a cut through a key would leave a piece no pattern recognises.
+    return redact_text(line)[:_DETAIL_LIMIT] or None
 
 
 def _log_give_up(reason: str, context: RecoveryContext) -> None:

@@ -122,11 +122,15 @@ class HostPolicy:
         if isinstance(extra, (str, bytes)):
             raise TypeError(f"hosts must be a list of hosts, such as [{extra!r}], not a string")
         allowed = {_origin("https", host, None) for host in RUNPOD_HOSTS}
-        entries = list(extra)
-        if environ:
-            entries += [os.environ[v] for v in _BASE_URL_VARIABLES if os.environ.get(v)]
-        for entry in entries:
+        for entry in extra:
             allowed |= _parse_allowed(entry)
+        for variable in _BASE_URL_VARIABLES if environ else ():
+            value = os.environ.get(variable, "")
+            try:
+                allowed |= _parse_allowed(value) if value else set()
+            except (ValueError, httpx.InvalidURL):
+                # Not ours to refuse: the SDK reads it too. It names no host: none allowed.
+                continue
         self._allowed = frozenset(allowed)
         self._cache: dict[object, bool] = {}
 
@@ -191,7 +195,8 @@ def redact_url(url: httpx.URL | str) -> str:
     return redact_text(str(url))
 
 
-_RPA_KEY = re.compile(r"\brp[as]_[A-Za-z0-9]{8,}")
+# No word boundary in front: a key glued to other text (a log prefix, a path) is a key still.
+_RPA_KEY = re.compile(r"rp[as]_[A-Za-z0-9]{8,}")
 _AUTH_VALUE = re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+")
 _QUERY_SECRET = re.compile(r"(?i)\b(api_key|apikey|access_token|token)=([^&\s\"'#]+)")
 

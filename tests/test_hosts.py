@@ -4,7 +4,7 @@ import httpx
 import pytest
 import yarl
 
-from resilient_runpod import _hosts
+from resilient_runpod import _hosts, fingerprint
 from resilient_runpod._hosts import HostPolicy, query_text, redact_text, redact_url
 
 from .helpers import make_key
@@ -127,6 +127,15 @@ class TestOriginCache:
 
 
 class TestRedaction:
+    def test_a_key_glued_to_other_text_is_replaced(self):
+        """A key right after letters or digits (a prefix, a joined string) is found too."""
+        key = make_key()
+
+        text = redact_text(f"token{key} and 42{key}")
+
+        assert key[4:] not in text
+        assert f"token{fingerprint(key)} and 42{fingerprint(key)}" == text
+
     def test_url_loses_secret_params_and_userinfo(self):
         """api_key= values and user:password@ are removed; the rest of the URL stays."""
         key = make_key()
@@ -168,3 +177,17 @@ def test_redact_url_removes_a_held_legacy_key_in_the_path():
     assert "https://proxy.example/…c4d5/v2/ep/run" == redact_url(
         f"https://proxy.example/{legacy}/v2/ep/run"
     )
+
+
+def test_a_base_url_variable_without_a_host_allows_nothing_and_breaks_nothing(monkeypatch):
+    """The SDK's base-URL variables are the SDK's: one that names no host is skipped, not
+    refused (the user passed no ``hosts=``), and the other one still counts."""
+    monkeypatch.setenv("RUNPOD_API_BASE_URL", "/api")
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", "http://127.0.0.1:7001/v2")
+
+    policy = HostPolicy()
+
+    assert [True, False] == [
+        policy.allows(httpx.URL("http://127.0.0.1:7001/v2/e/run")),
+        policy.allows(httpx.URL("http://127.0.0.1:7002/v2/e/run")),
+    ]

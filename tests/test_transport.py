@@ -301,14 +301,37 @@ def test_a_key_in_a_refusal_is_not_quoted():
     assert f"key {fingerprint(key)} may not" == quoted
 
 
-def test_an_html_refusal_points_at_the_network(runpod_emulator):
-    """A firewall's 403 page is not blamed on the key: the error says to check the network."""
+@pytest.mark.parametrize("offset", [150, 171, 190, 199])
+def test_a_key_across_the_cut_is_not_quoted_in_part(offset):
+    """The quote is cut to 200 characters after keys are replaced, never through a key."""
+    key = make_key()
+    legacy = "L" * 40
+    Credentials(legacy)  # held by this process: replaced wherever it appears
+
+    quoted = [
+        _engine.said("text/plain", ("x" * offset + secret + " tail").encode())
+        for secret in (key, legacy)
+    ]
+
+    assert all(q is not None and len(q) <= 200 for q in quoted)
+    assert [] == [q for q in quoted if q and (key[4:12] in q or "LLLLL" in q)]
+
+
+@pytest.mark.parametrize("adapter", ["transport", "auth"])
+def test_an_html_refusal_points_at_the_network(runpod_emulator, adapter):
+    """A firewall's 403 page is not blamed on the key: the error says to check the network,
+    through either httpx adapter."""
     credentials = Credentials(
         runpod_emulator.api_key, Counting(lambda context: None), hosts=[runpod_emulator.host]
     )
     runpod_emulator.inject(403, firewall=True)
+    if adapter == "transport":
+        client = client_for(runpod_emulator, credentials)
+    else:
+        base = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}"
+        client = httpx.Client(auth=RunPodAuth(credentials), base_url=base)
 
-    with client_for(runpod_emulator, credentials) as client:
+    with client:
         with pytest.raises(PermissionDeniedError) as info:
             client.get("/health")
         after = client.get("/health")

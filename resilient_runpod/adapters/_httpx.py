@@ -301,18 +301,21 @@ class RunPodAuth(httpx.Auth):
         driver = sync_driver(
             credentials, request.method, request.url, state, first, replayable=_replayable(request)
         )
-        reply: Reply | None = None
+        reply: Reply | str | None = None
         try:
             while True:
                 try:
                     command = driver.send(reply)
                 except TransientError as exc:
                     raise _as_httpx_error(exc, request) from exc.__cause__
-                reply = None
-                if command is not DISCARD:  # httpx keeps discarded responses in `history`
-                    _stamp(request, command.key)  # type: ignore[union-attr]
-                    response = yield request
-                    reply = Reply(response.status_code, _retry_after(response))
+                if command is DISCARD:
+                    # httpx keeps it in `history` and reads it there: read it first, for
+                    # what a refusal said.
+                    reply = said(response.headers.get("Content-Type"), response.read())
+                    continue
+                _stamp(request, command.key)  # type: ignore[union-attr]
+                response = yield request
+                reply = Reply(response.status_code, _retry_after(response))
         except StopIteration:
             return
         finally:
@@ -336,18 +339,20 @@ class RunPodAuth(httpx.Auth):
         driver = async_driver(
             credentials, request.method, request.url, state, first, replayable=_replayable(request)
         )
-        reply: Reply | None = None
+        reply: Reply | str | None = None
         try:
             while True:
                 try:
                     command = await driver.asend(reply)
                 except TransientError as exc:
                     raise _as_httpx_error(exc, request) from exc.__cause__
-                reply = None
-                if command is not DISCARD:
-                    _stamp(request, command.key)  # type: ignore[union-attr]
-                    response = yield request
-                    reply = Reply(response.status_code, _retry_after(response))
+                if command is DISCARD:
+                    body = await response.aread()
+                    reply = said(response.headers.get("Content-Type"), body)
+                    continue
+                _stamp(request, command.key)  # type: ignore[union-attr]
+                response = yield request
+                reply = Reply(response.status_code, _retry_after(response))
         except StopAsyncIteration:
             return
         finally:

@@ -765,9 +765,10 @@ def _no_key(setup: Setup) -> Finding:
     return Finding(
         FindingCode.NO_KEY,
         "error",
-        f"no tool here has a key: the only one is in {held}, which the runpod SDK, runpodctl "
-        "and this library do not read (RunPod sets it inside serverless workers)",
-        "every request goes out without a key and RunPod answers 401",
+        f"no tool here starts with a key: the only one is in {held}, which the runpod SDK and "
+        "runpodctl do not read (RunPod sets it inside serverless workers); this library "
+        "finds it only by recovery, after a first request is rejected",
+        "requests go out without a key and RunPod answers 401 (this library then recovers)",
         f'Put it where they read it: export RUNPOD_API_KEY="${variable}" (this library and '
         f"runpodctl), or run `{LOGIN}` to save it as [default].api_key for the runpod SDK too.",
     )
