@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import httpx
 
@@ -68,7 +68,34 @@ NEXT_STEPS = (
 
 
 class ResilientRunPodError(Exception):
-    """Base class of every error raised by resilient-runpod."""
+    """Base class of every error raised by resilient-runpod.
+
+    Every one pickles (to cross a process pool), although most take keyword-only
+    arguments that ``BaseException``'s own pickling would not pass back.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        also = type(self).__dict__.get("_also_of")
+        if also is not None:  # made by `also_as`: not importable by name, so rebuilt
+            return (_restore_also, (*also, self.args, self.__dict__))
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """Unpickle an error without its ``__init__`` (the arguments it took are in *state*)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def _restore_also(
+    cls: type[BaseException],
+    bases: tuple[type[BaseException], ...],
+    args: tuple[Any, ...],
+    state: dict[str, Any],
+) -> Any:
+    return _restore(_also_class(cls, bases), args, state)
 
 
 class AuthenticationError(ResilientRunPodError):
@@ -242,6 +269,7 @@ def _also_class(cls: type[BaseException], bases: _Bases) -> type[BaseException]:
                     "__module__": cls.__module__,
                     "__qualname__": cls.__qualname__,
                     "__doc__": f"{cls.__doc__}\n\nAlso a {also}, as the error it stands for.",
+                    "_also_of": (cls, bases),  # how `__reduce__` makes it again
                 },
             )
             _also_classes[cls, bases] = made

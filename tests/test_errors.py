@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+
+import httpx
+import pytest
 import requests
 
-from resilient_runpod._errors import ResilientRunPodError, TransientError, also_as
+from resilient_runpod import Credentials, ResilientTransport
+from resilient_runpod._errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    ResilientRunPodError,
+    TransientError,
+    also_as,
+)
+
+from .helpers import BRIEF, closed_port, make_key
 
 
 def transient() -> TransientError:
@@ -42,3 +56,40 @@ def test_one_class_per_pair_and_nothing_made_when_nothing_is_missing():
     first = also_as(transient(), requests.ConnectionError)
     assert type(first) is type(also_as(transient(), requests.ConnectionError))
     assert first is also_as(first, requests.ConnectionError, requests.RequestException)
+
+
+def _give_up_in_a_worker(host: str) -> None:
+    """In a worker process: a request to a closed port, retried until the policy gives up."""
+    credentials = Credentials(make_key(), hosts=[host], retry=BRIEF)
+    with httpx.Client(transport=ResilientTransport(credentials)) as client:
+        client.get(f"http://{host}/v2/e/health")
+
+
+def test_an_error_from_a_worker_process_arrives_whole():
+    """A TransientError raised in a process pool crosses back as the same two classes,
+    with its reason and history (a fleet's workers ship errors this way)."""
+    host = closed_port()
+
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(_give_up_in_a_worker, host)
+        with pytest.raises(httpx.ConnectError) as info:
+            future.result()
+
+    assert isinstance(info.value, TransientError)
+    assert ("exhausted", 2) == (info.value.reason, len(info.value.history))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        transient(),
+        AuthenticationError("no", fingerprint="rpa_…AAAA", attempts=2, hooks=("env",)),
+        PermissionDeniedError("no", fingerprint="rpa_…AAAA", detail="access denied"),
+    ],
+    ids=["transient", "authentication", "permission"],
+)
+def test_every_error_pickles_with_its_attributes(error):
+    """Errors with keyword-only arguments come back from pickle with all they carry."""
+    back = pickle.loads(pickle.dumps(error))  # noqa: S301 -- our own bytes
+
+    assert (type(error), str(error), vars(error)) == (type(back), str(back), vars(back))
