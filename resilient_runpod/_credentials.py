@@ -74,6 +74,7 @@ from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     import tenacity
 
@@ -111,6 +112,7 @@ def _after_fork_in_child() -> None:
     for credentials in list(_live):
         credentials._lock = threading.Lock()  # noqa: SLF001 -- our own class
         credentials._flight = None  # noqa: SLF001
+        credentials._teller = None  # noqa: SLF001 -- its thread stayed in the parent
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
@@ -218,6 +220,8 @@ class Credentials:
         self._unaccepted: tuple[int, RecoveredKey] | None = None
         # The newest recovered generation RunPod has accepted at least once.
         self._accepted = -1
+        # Tells hooks of accepted keys off the event loop, in order (see `_confirm`).
+        self._teller: ThreadPoolExecutor | None = None
         _live.add(self)
         self._subscribe(recovery)
 
@@ -339,6 +343,13 @@ class Credentials:
                 superseded.settled = True
                 superseded.outcome = Outcome.NEW
         if superseded is not None:
+            # A prompt stays on screen until answered; what is typed there is not used.
+            logger.info(
+                "runpod.auth.recovery_set_aside",
+                hook=hook_name(self._hook),
+                rejected=_keys.fingerprint(superseded.rejected_key),
+                fingerprint=_keys.fingerprint(key),
+            )
             superseded.resolve()
 
     def _subscribe(self, hook: object) -> None:
@@ -393,15 +404,19 @@ class Credentials:
             found, self._unaccepted = self._unaccepted, None
         if found is not None and found[0] == generation:
             if on_event_loop():
-                # `persist` writes a file then: not on the loop, which must not block.
-                threading.Thread(
-                    target=tell_accepted,
-                    args=(self._hook, found[1]),
-                    name="resilient-runpod-accepted",
-                    daemon=True,
-                ).start()
+                # `persist` writes a file then: not on the loop, which must not block. One
+                # worker keeps the saves in order, and the interpreter waits for it at exit.
+                self._tell_later().submit(tell_accepted, self._hook, found[1])
             else:
                 tell_accepted(self._hook, found[1])
+
+    def _tell_later(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._teller is None:
+                from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 -- rarely
+
+                self._teller = ThreadPoolExecutor(1, thread_name_prefix="resilient-runpod-told")
+            return self._teller
 
     def _was_accepted(self, generation: int) -> bool:
         """Whether RunPod accepted *generation*'s key at least once since it was recovered."""
@@ -529,7 +544,9 @@ class Credentials:
             daemon=True,
         ).start()
 
-    def _fly(self, flight: Flight, context: RecoveryContext, call: Callable[[], object]) -> None:
+    def _fly(  # noqa: C901 -- one flight, read top to bottom
+        self, flight: Flight, context: RecoveryContext, call: Callable[[], object]
+    ) -> None:
         """The flight itself: ask the hook (and, while polling, ask again) for a key."""
         try:
             if (
@@ -543,6 +560,8 @@ class Credentials:
             pause = _FIRST_POLL
             window_end = time.monotonic() + self.recovery_window
             while True:
+                if flight.settled:
+                    return  # set aside by `set_key`: nobody waits for this answer any more
                 try:
                     key, source = self._read(call)
                 except RecoveryError:

@@ -259,5 +259,5 @@ async def test_an_async_client_saves_the_accepted_key_off_the_event_loop(tmp_pat
 
     assert wait_for(lambda: config().exists())
     assert 200 == status
-    assert [("resilient-runpod-accepted", False)] == told
+    assert [("resilient-runpod-told_0", False)] == told
     assert (new, "config:[default].api_key") == (Credentials().api_key, Credentials().source)

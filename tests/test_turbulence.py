@@ -300,3 +300,36 @@ def test_a_pushed_key_answers_the_recovery_already_waiting(runpod_emulator):
     assert Breaker.CLOSED is breaker_after_the_late_failure
     assert [200, 200] == statuses
     assert (2, third) == (hook.calls, credentials.api_key)
+
+
+def test_a_pushed_key_stops_a_recovery_polling_a_stale_source(runpod_emulator):
+    """A source polled because it still holds the revoked key is not read again once
+    set_key answers the recovery; the request goes out with the pushed key, and the event
+    says the recovery was set aside."""
+    stale = runpod_emulator.api_key
+    hook = Counting(lambda context: stale)  # the store was not updated
+    credentials = Credentials(stale, hook, hosts=[runpod_emulator.host])
+    runpod_emulator.revoke(stale)
+    statuses: list[int] = []
+
+    def request() -> None:
+        with client_for(runpod_emulator, credentials) as client:
+            statuses.append(client.get("/health").status_code)
+
+    with capture_logs() as events:
+        waiting = threading.Thread(target=request)
+        waiting.start()
+        assert wait_for(lambda: hook.calls >= 3)  # read, then polled
+        pushed = runpod_emulator.add_key()
+        credentials.set_key(pushed)
+        waiting.join(PATIENCE)
+        # Polling would go on for recovery_window (150 s): it stopped at its next read.
+        stopped_polling = wait_for(lambda: not _recovery_threads())
+
+    assert stopped_polling
+    assert [200] == statuses
+    assert [(fingerprint(stale), fingerprint(pushed))] == [
+        (e["rejected"], e["fingerprint"])
+        for e in events
+        if e["event"] == "runpod.auth.recovery_set_aside"
+    ]
