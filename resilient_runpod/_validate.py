@@ -168,16 +168,21 @@ def _interpret(  # noqa: PLR0911 -- one return per kind of answer RunPod gives
 
 
 def validate(
-    key: str | None, api_url: str | None = None, *, transport: httpx.BaseTransport | None = None
+    key: str | None,
+    api_url: str | None = None,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    timeout: float | None = None,
 ) -> Validation:
-    """Ask RunPod whether *key* works.
+    """Ask RunPod whether *key* works, within *timeout* seconds (default 10) per step.
 
     Never raises for HTTP or network failures, nor for an answer of any shape: what
     cannot be read as GraphQL is `KeyStatus.UNREACHABLE`, with the reason in ``detail``.
     """
     url = graphql_url(api_url)
     try:
-        with httpx.Client(timeout=_TIMEOUT, transport=transport) as client:
+        limit = _TIMEOUT if timeout is None else httpx.Timeout(timeout)
+        with httpx.Client(timeout=limit, transport=transport) as client:
             response = client.post(url, **_request(key))  # type: ignore[arg-type]
     except httpx.HTTPError as exc:
         return Validation(

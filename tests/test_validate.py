@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from resilient_runpod import Credentials
-from resilient_runpod._validate import KeyStatus, _interpret
+from resilient_runpod._validate import KeyStatus, _interpret, validate
 
 from .helpers import make_key, serving
 
@@ -106,3 +106,13 @@ def test_a_firewall_page_403_is_not_a_verdict_on_the_key():
     assert KeyStatus.UNREACHABLE == blocked.status
     assert "a firewall or proxy in front of RunPod refused the request" in blocked.detail
     assert KeyStatus.FORBIDDEN == _interpret(make_key(), URL, api).status
+
+
+def test_a_check_slower_than_its_timeout_finds_runpod_unreachable(runpod_emulator):
+    """``timeout`` bounds the check (a prompt passes what is left of its deadline): a slow
+    RunPod is UNREACHABLE, which is no verdict on the key."""
+    runpod_emulator.set_latency(5.0)
+
+    validation = validate(runpod_emulator.api_key, runpod_emulator.api_url, timeout=0.2)
+
+    assert (KeyStatus.UNREACHABLE, "ReadTimeout") == (validation.status, validation.detail)

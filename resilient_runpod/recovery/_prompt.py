@@ -15,9 +15,11 @@ notices a silent stdin: they wait on it forever.
 
 One prompt at a time per process: prompts from different `Credentials` wait their turn
 (within their timeout); prompts for the same `Credentials` are already one per rejected key.
-The timeout bounds the whole exchange (the wait for that turn and every answer), so the
-engine, which waits the prompt's timeout and a little more, never abandons a prompt that
-is still on the screen.
+The timeout bounds the whole exchange (the wait for that turn, every answer and its check
+with RunPod), so the engine, which waits the prompt's timeout and a little more, does not
+abandon a terminal prompt that is still on the screen. A notebook's password box cannot be
+timed out: once the deadline has passed no new question is asked, but an answer typed into
+a box left open after the engine gave up is not used.
 """
 
 from __future__ import annotations
@@ -235,7 +237,7 @@ class Prompt:
         reason = ""
         for _ in range(self.attempts):
             answer = self._ask(where, f"{note}RunPod API key: ", deadline)
-            key, reason = self._judge(answer, rejected, last_refused)
+            key, reason = self._judge(answer, rejected, last_refused, deadline)
             if key is not None:
                 return RecoveredKey(key, f"prompt:{where}")
             last_refused = answer.strip()
@@ -245,7 +247,7 @@ class Prompt:
         )
 
     def _judge(
-        self, answer: str, rejected: str | None, last_refused: str | None
+        self, answer: str, rejected: str | None, last_refused: str | None, deadline: float | None
     ) -> tuple[str | None, str]:
         """Return (key, "") for a usable answer, else (None, why not)."""
         try:
@@ -261,7 +263,10 @@ class Prompt:
         if rejected is not None and fingerprint(key) == rejected:
             return None, f"That is the key RunPod just rejected ({rejected}). Paste a new one."
         if self.validate:
-            why_not = self._check_with_runpod(validate(key, self.api_url))
+            # Within what the engine waits (the deadline and a little more): a check that
+            # takes longer finds RunPod unreachable, and the key typed is taken.
+            limit = min(_CHECK_LIMIT, _left(deadline, _CHECK_LIMIT) + _CHECK_GRACE)
+            why_not = self._check_with_runpod(validate(key, self.api_url, timeout=limit))
             if why_not:
                 return None, why_not
         return key, ""
@@ -325,6 +330,12 @@ class Prompt:
             f"no usable key was typed at the prompt for a RunPod API key within {self.timeout} "
             "seconds"
         )
+
+
+# The check of a typed key with RunPod: at most this long, and at most this much past the
+# prompt's deadline (the engine waits `_hooks._HOOK_GRACE`, 5 s, past it).
+_CHECK_LIMIT = 10.0
+_CHECK_GRACE = 3.0
 
 
 def _left(deadline: float | None, forever: _T) -> float | _T:
