@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +23,8 @@ from resilient_runpod import (
     RecoveryContext,
     RecoveryError,
 )
-from resilient_runpod._flight import Outcome
+from resilient_runpod._flight import Flight, Mode, Outcome, on_asyncio
+from resilient_runpod._hooks import is_async_callable
 
 from .helpers import PATIENCE, Counting, handing_out, make_key
 
@@ -281,12 +284,15 @@ class TestBadHooks:
             (None, "found no key"),
             ("", "empty"),
             ("   \n", "empty"),
-            (42, "not a key"),
+            (42, "returned a int, not a key"),
             ("rps_" + "A" * 46, "S3"),
         ],
     )
     def test_unusable_answers_fail_once_with_a_reason(self, answer, fragment):
-        """None, empty, whitespace, non-str and S3 answers end in AuthenticationError."""
+        """None, empty, whitespace, non-str and S3 answers end in AuthenticationError.
+
+        The reason names what was wrong: a non-str answer is named by its type.
+        """
         credentials = Credentials(make_key(), lambda context: answer)
 
         with pytest.raises(AuthenticationError, match=fragment) as info:
@@ -308,6 +314,21 @@ class TestBadHooks:
             credentials.recover(0, context_for(credentials))
 
         assert (Outcome.UNCHANGED, 2, 0) == (first, hook.calls, credentials.generation)
+
+    def test_a_hook_object_without_a_name_is_named_by_its_class(self):
+        """A hook object with no ``name`` (and no ``__qualname__``) is named by its class."""
+
+        class Keyless:
+            def __call__(self, context: RecoveryContext) -> None:
+                return None
+
+        credentials = Credentials(make_key(), Keyless())
+
+        with pytest.raises(AuthenticationError) as info:
+            credentials.recover(0, context_for(credentials))
+
+        assert ("Keyless",) == info.value.hooks
+        assert "recovery hook 'Keyless' found no key" in str(info.value)
 
     def test_hook_error_is_the_cause(self):
         """The hook's own exception is chained as __cause__ and its message is quoted."""
@@ -471,8 +492,9 @@ class TestCooldown:
             credentials.recover(0, context_for(credentials))  # too soon: no read
         calls_while_resting = hook.calls
         time.sleep(0.25)
-        with pytest.raises(CooldownError):
-            credentials.recover(0, context_for(credentials))  # read: still nothing
+        context = context_for(credentials)
+        with pytest.raises(CooldownError) as probed:
+            credentials.recover(0, context)  # read: still nothing
         time.sleep(0.25)
 
         outcome = credentials.recover(0, context_for(credentials))  # read: a new key
@@ -485,6 +507,10 @@ class TestCooldown:
         )
         credentials._confirm(credentials.generation)
         assert Breaker.CLOSED == credentials.breaker
+        # The re-read that found nothing says how long the rest lasts, like any CooldownError.
+        assert 0 < probed.value.retry_after <= 60
+        assert context.fingerprint == probed.value.fingerprint
+        assert "so it is resting for" in str(probed.value)
 
     def test_a_person_is_not_asked_while_the_breaker_is_open(self):
         """An interactive hook is never re-read while the breaker is open."""
@@ -625,3 +651,100 @@ def test_a_cancelled_prompt_is_said_so():
         credentials.recover(0, context_for(credentials))
 
     assert "found no replacement: the person cancelled the prompt. " in str(info.value)
+
+
+class TestFlight:
+    def test_without_asyncio_loaded_no_asyncio_loop_runs(self, monkeypatch):
+        """Before asyncio is imported, async code runs on trio: no asyncio waiter is made."""
+        monkeypatch.delitem(sys.modules, "asyncio")
+
+        assert False is on_asyncio()
+
+    def test_a_waiter_on_asyncio_sees_a_flight_settled_before_it_waits(self):
+        """A flight resolved before its task waits wakes that task (True), with no timeout."""
+        flight = Flight(0, None, 0.0, math.inf, Mode.READ)
+
+        async def wait() -> bool:
+            waiter = flight.async_waiter()
+            flight.resolve()
+            return await waiter.wait(None)
+
+        assert True is asyncio.run(wait())
+
+    def test_resolving_after_a_waiters_loop_closed_wakes_the_others(self):
+        """A task whose loop has closed (it gave up) does not stop the flight waking the rest.
+
+        The first waiter's loop is closed before the flight resolves; the second waiter,
+        on a live loop in another thread, is still woken.
+        """
+        flight = Flight(0, None, 0.0, math.inf, Mode.READ)
+        woken: list[bool] = []
+        ready = threading.Event()
+
+        async def gone() -> None:
+            flight.async_waiter()
+
+        async def waiting() -> None:
+            waiter = flight.async_waiter()
+            ready.set()
+            woken.append(await waiter.wait(PATIENCE))
+
+        asyncio.run(gone())
+        thread = threading.Thread(target=asyncio.run, args=(waiting(),), daemon=True)
+        thread.start()
+        assert ready.wait(PATIENCE)
+
+        flight.resolve()
+        thread.join()
+
+        assert (True, [True]) == (flight.done.is_set(), woken)
+
+
+class AsyncHookObject:
+    """A hook object whose ``__call__`` is async; it records the loop each call runs on."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.loops: list[asyncio.AbstractEventLoop] = []
+
+    async def __call__(self, context: RecoveryContext) -> str:
+        self.loops.append(asyncio.get_running_loop())
+        return self.key
+
+
+def test_an_async_hook_object_runs_on_the_callers_loop():
+    """A hook object with an async ``__call__`` is awaited on the waiting task's own loop.
+
+    Like an async function, so a hook may use what lives on that loop (a client
+    session, a lock).
+    """
+    new = make_key()
+    hook = AsyncHookObject(new)
+    credentials = Credentials(make_key(), hook)
+
+    async def main() -> tuple[Outcome, asyncio.AbstractEventLoop]:
+        outcome = await credentials.arecover(0, context_for(credentials))
+        return outcome, asyncio.get_running_loop()
+
+    outcome, loop = asyncio.run(main())
+
+    assert (Outcome.NEW, new, [loop]) == (outcome, credentials.api_key, hook.loops)
+
+
+async def _async_function(context: RecoveryContext) -> str:
+    return make_key()
+
+
+@pytest.mark.parametrize(
+    ("hook", "expected"),
+    [
+        (_async_function, True),
+        (AsyncHookObject(make_key()), True),
+        (handing_out(), False),
+        (object(), False),
+    ],
+    ids=["async function", "async __call__", "sync __call__", "not callable"],
+)
+def test_what_counts_as_an_async_hook(hook, expected):
+    """An async function or an object with an async ``__call__`` is async; others are not."""
+    assert expected == is_async_callable(hook)

@@ -6,6 +6,8 @@ real sockets to the emulator.
 
 from __future__ import annotations
 
+import math
+import threading
 from pathlib import Path
 
 import httpx
@@ -23,9 +25,10 @@ from resilient_runpod import (
     RunPodAuth,
     recovery,
 )
+from resilient_runpod._flight import Flight, Mode
 from resilient_runpod.testing import Emulator
 
-from .helpers import Counting
+from .helpers import PATIENCE, Counting
 
 TASKS = 50
 
@@ -141,6 +144,47 @@ def test_transient_retries_sleep_on_trio(runpod_emulator):
         trio.run(main),
         dict(runpod_emulator.counters().by_status),
     )
+
+
+def test_a_trio_waiter_sees_a_flight_settled_before_it_waits():
+    """A flight resolved before its trio task waits wakes that task (True), with no timeout."""
+    flight = Flight(0, None, 0.0, math.inf, Mode.READ)
+
+    async def wait() -> bool:
+        waiter = flight.async_waiter()
+        flight.resolve()
+        return await waiter.wait(None)
+
+    assert True is trio.run(wait)
+
+
+def test_resolving_after_a_trio_run_ended_wakes_the_others():
+    """A trio run that has ended (its task gave up) does not stop the flight waking the rest.
+
+    The first waiter's run is over before the flight resolves; the second waiter, in a
+    trio run in another thread, is still woken.
+    """
+    flight = Flight(0, None, 0.0, math.inf, Mode.READ)
+    woken: list[bool] = []
+    ready = threading.Event()
+
+    async def gone() -> None:
+        flight.async_waiter()
+
+    async def waiting() -> None:
+        waiter = flight.async_waiter()
+        ready.set()
+        woken.append(await waiter.wait(PATIENCE))
+
+    trio.run(gone)
+    thread = threading.Thread(target=trio.run, args=(waiting,), daemon=True)
+    thread.start()
+    assert ready.wait(PATIENCE)
+
+    flight.resolve()
+    thread.join()
+
+    assert (True, [True]) == (flight.done.is_set(), woken)
 
 
 async def _get(client: httpx.AsyncClient, statuses: list[int]) -> None:
