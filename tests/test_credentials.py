@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import math
 import os
+import secrets
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from resilient_runpod import (
     RecoveredKey,
     RecoveryContext,
     RecoveryError,
+    scrub_secrets,
 )
 from resilient_runpod._flight import Flight, Mode, Outcome, on_asyncio
 from resilient_runpod._hooks import is_async_callable
@@ -566,6 +568,19 @@ class TestSetKey:
             credentials.generation,
             credentials.source,
         )
+
+    def test_a_key_set_by_the_application_is_named_and_scrubbed(self):
+        """set_key names its source "set_key" unless told; its key leaves no trace in events.
+
+        A legacy key has no prefix to match, so it is scrubbed only because it was held.
+        """
+        legacy = secrets.token_hex(16)
+        credentials = Credentials(make_key(), handing_out())
+
+        credentials.set_key(legacy)
+        scrubbed = scrub_secrets(None, "info", {"event": f"token is {legacy}"})
+
+        assert ("set_key", False) == (credentials.source, legacy in scrubbed["event"])
 
     def test_bad_key_changes_nothing(self):
         """A refused key leaves the current one in place."""

@@ -23,6 +23,7 @@ from resilient_runpod import (
     RecoveryContext,
     RetryPolicy,
     RunPodAuth,
+    fingerprint,
     recovery,
 )
 from resilient_runpod._flight import Flight, Mode
@@ -86,11 +87,18 @@ def test_runpod_auth_recovers_under_trio(runpod_emulator, secret):
 
 
 def test_an_async_hook_runs_on_the_trio_loop(runpod_emulator):
-    """An async hook that awaits trio itself is run on the caller's trio run."""
+    """An async hook that awaits trio itself is run on the caller's trio run.
+
+    It is given the context of the 401 it answers: the status and the rejected key's
+    fingerprint.
+    """
     new = runpod_emulator.add_key()
+    rejected = fingerprint(runpod_emulator.api_key)
+    seen: list[tuple[int, str]] = []
 
     async def vault(context: RecoveryContext) -> str:
         await trio.sleep(0.01)  # only works inside trio
+        seen.append((context.status_code, context.fingerprint))
         return new
 
     credentials = Credentials(runpod_emulator.api_key, vault, hosts=[runpod_emulator.host])
@@ -101,7 +109,7 @@ def test_an_async_hook_runs_on_the_trio_loop(runpod_emulator):
             response = await client.get(f"{runpod_emulator.serverless_url}/e/health")
             return response.status_code
 
-    assert (200, new) == (trio.run(main), credentials.api_key)
+    assert (200, new, [(401, rejected)]) == (trio.run(main), credentials.api_key, seen)
 
 
 def test_a_hanging_hook_is_abandoned_under_trio(runpod_emulator):
