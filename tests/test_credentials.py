@@ -23,6 +23,7 @@ from resilient_runpod import (
     RecoveredKey,
     RecoveryContext,
     RecoveryError,
+    SourceError,
     scrub_secrets,
 )
 from resilient_runpod._flight import Flight, Mode, Outcome, on_asyncio
@@ -248,6 +249,15 @@ class TestSingleFlight:
 
         assert (pushed, 1) == (credentials.api_key, credentials.generation)
 
+    def test_the_hook_runs_in_a_daemon_thread_of_its_own(self):
+        """The hook runs in a daemon thread named for it: a hung hook never keeps the
+        program from exiting, and thread dumps say what the thread is.
+        """
+        with hook_running():
+            flights = [t for t in threading.enumerate() if t.name == "resilient-runpod-recovery"]
+
+            assert [True] == [t.daemon for t in flights]
+
     def test_hook_does_not_hold_the_lock(self):
         """While the hook runs, others read the key, set one, and pass a stale 401 through.
 
@@ -379,7 +389,8 @@ class TestBadHooks:
             assert release.wait(PATIENCE)
             return new
 
-        credentials = Credentials(make_key(), Counting(slow, name="slow"))
+        # No hook_timeout: the flight has no deadline of its own, only the caller has.
+        credentials = Credentials(make_key(), Counting(slow, name="slow"), hook_timeout=None)
         context = context_for(credentials)
         patient = threading.Thread(target=credentials.recover, args=(0, context))
         patient.start()
@@ -529,17 +540,24 @@ class TestCooldown:
         assert (3, Breaker.OPEN) == (hook.calls, credentials.breaker)
 
     def test_an_accepted_key_resets_the_count(self):
-        """Once a request succeeds with the current key, earlier failures are forgotten."""
-        hook = handing_out(None, None, make_key(), make_key(), make_key())
+        """Once a request succeeds with the current key, earlier failures are forgotten.
+
+        Two failures, an accepted key, two more failures: the breaker stays closed (it
+        opens at three in a row), so the hook is asked a fifth time.
+        """
+        hook = handing_out(None, None, None, None, make_key())
         credentials = Credentials(make_key(), hook)
         for _ in range(2):
             with pytest.raises(AuthenticationError):
                 credentials.recover(0, context_for(credentials))
         credentials._confirm(0)
+        for _ in range(2):
+            with pytest.raises(AuthenticationError):
+                credentials.recover(0, context_for(credentials))
 
         credentials.recover(0, context_for(credentials))
 
-        assert 1 == credentials.generation
+        assert (5, 1) == (hook.calls, credentials.generation)
 
     def test_set_key_ends_the_cooldown(self):
         """Pushing a key from the application resumes recovery at once."""
@@ -666,6 +684,83 @@ def test_a_cancelled_prompt_is_said_so():
         credentials.recover(0, context_for(credentials))
 
     assert "found no replacement: the person cancelled the prompt. " in str(info.value)
+
+
+class TestFailingSources:
+    def test_a_source_failing_once_is_read_again(self):
+        """A source that fails (SourceError) is read once more before recovery fails."""
+        new = make_key()
+        answers: list[BaseException | str] = [SourceError("file is being rewritten"), new]
+
+        def source(context: RecoveryContext) -> str:
+            answer = answers.pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+        hook = Counting(source)
+        credentials = Credentials(make_key(), hook)
+
+        outcome = credentials.recover(0, context_for(credentials))
+
+        assert (Outcome.NEW, new, 2) == (outcome, credentials.api_key, hook.calls)
+
+    def test_a_source_that_fails_then_has_no_key_is_named(self):
+        """A source read again after failing, then finding no key, is named in the error."""
+        answers: list[SourceError | None] = [SourceError("file is being rewritten"), None]
+
+        def source(context: RecoveryContext) -> None:
+            answer = answers.pop(0)
+            if answer is not None:
+                raise answer
+
+        credentials = Credentials(make_key(), Counting(source, name="vault-file"))
+
+        with pytest.raises(AuthenticationError) as info:
+            credentials.recover(0, context_for(credentials))
+
+        assert "recovery hook 'vault-file' found no key" in str(info.value)
+
+    def test_a_recovery_error_caused_by_a_failing_source_is_read_again(self):
+        """A RecoveryError raised from a SourceError counts as a failing source: read twice."""
+
+        def source(context: RecoveryContext) -> str:
+            raise RecoveryError("the vault file is missing") from SourceError("no such file")
+
+        hook = Counting(source)
+        credentials = Credentials(make_key(), hook)
+
+        with pytest.raises(AuthenticationError):
+            credentials.recover(0, context_for(credentials))
+
+        assert 2 == hook.calls
+
+    def test_a_person_is_asked_once_even_when_the_prompt_fails(self):
+        """An interactive hook whose source fails is not asked again: a person is asked once."""
+
+        def prompt(context: RecoveryContext) -> str:
+            raise SourceError("no terminal")
+
+        hook = Counting(prompt)
+        hook.interactive = True  # type: ignore[attr-defined]
+        # No key to probe: the rejected key is None, so nothing is sent before asking.
+        credentials = Credentials(None, hook)
+
+        with pytest.raises(AuthenticationError):
+            credentials.recover(0, context_for(credentials))
+
+        assert 1 == hook.calls
+
+
+def test_a_blocking_caller_awaits_an_async_hook_on_a_loop_of_its_own():
+    """A caller that blocks (`recover`, no running loop) still gets an async hook's key."""
+    new = make_key()
+    hook = AsyncHookObject(new)
+    credentials = Credentials(make_key(), hook)
+
+    outcome = credentials.recover(0, context_for(credentials))
+
+    assert (Outcome.NEW, new, 1) == (outcome, credentials.api_key, len(hook.loops))
 
 
 class TestFlight:
