@@ -471,6 +471,7 @@ class TestBadHooks:
         failed = [e for e in logs if e["event"] == "runpod.auth.hook_failed"]
         assert 1 == len(failed)
         assert "handing_out" == failed[0]["hook"]
+        assert isinstance(failed[0]["duration"], float)  # seconds, not rounded to whole ones
         assert key not in repr(logs)
 
 
@@ -600,6 +601,31 @@ class TestSetKey:
 
         assert ("set_key", False) == (credentials.source, legacy in scrubbed["event"])
 
+    def test_a_recovered_key_is_scrubbed_and_its_hook_told_once_accepted(self):
+        """A key a hook found leaves no trace in events, even a legacy one with no prefix
+        to match; once RunPod accepts it, the hook hears of it with its source.
+        """
+        legacy = secrets.token_hex(16)
+
+        class Vault:
+            def __init__(self) -> None:
+                self.accepted_keys: list[RecoveredKey] = []
+
+            def __call__(self, context: RecoveryContext) -> RecoveredKey:
+                return RecoveredKey(legacy, "vault")
+
+            def accepted(self, found: RecoveredKey) -> None:
+                self.accepted_keys.append(found)
+
+        hook = Vault()
+        credentials = Credentials(make_key(), hook)
+        credentials.recover(0, context_for(credentials))
+        scrubbed = scrub_secrets(None, "info", {"event": f"token is {legacy}"})
+        credentials._confirm(credentials.generation)
+
+        assert False is (legacy in scrubbed["event"])
+        assert [("vault", legacy)] == [(f.source, f.key) for f in hook.accepted_keys]
+
     def test_bad_key_changes_nothing(self):
         """A refused key leaves the current one in place."""
         key = make_key()
@@ -720,6 +746,35 @@ class TestFailingSources:
             credentials.recover(0, context_for(credentials))
 
         assert "recovery hook 'vault-file' found no key" in str(info.value)
+
+    def test_a_polled_source_that_fails_for_a_moment_is_polled_on(self):
+        """While polling a source that still held the rejected key, a failing read is
+        waited out and the source polled again, until it has a new key.
+        """
+        key, new = make_key(), make_key()
+        failure = SourceError("file is being rewritten")
+        # Read 1 (the 401): the same key. Then, polling: a failing read, read once more
+        # (failing again), a pause, and a read with the new key.
+        answers: list[SourceError | str] = [key, failure, failure, new]
+
+        def source(context: RecoveryContext) -> str:
+            answer = answers.pop(0)
+            if isinstance(answer, SourceError):
+                raise answer
+            return answer
+
+        hook = Counting(source)
+        credentials = Credentials(key, hook, hook_timeout=5, recovery_window=5)
+        first = credentials.recover(0, context_for(credentials))
+
+        second = credentials.recover(0, context_for(credentials))
+
+        assert (Outcome.UNCHANGED, Outcome.NEW, new, 4) == (
+            first,
+            second,
+            credentials.api_key,
+            hook.calls,
+        )
 
     def test_a_recovery_error_caused_by_a_failing_source_is_read_again(self):
         """A RecoveryError raised from a SourceError counts as a failing source: read twice."""
