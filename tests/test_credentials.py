@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import secrets
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,10 +23,13 @@ from resilient_runpod import (
     RecoveredKey,
     RecoveryContext,
     RecoveryError,
+    SourceError,
     _credentials,
     _flight,
+    scrub_secrets,
 )
-from resilient_runpod._flight import Outcome
+from resilient_runpod._flight import Flight, Mode, Outcome, on_asyncio
+from resilient_runpod._hooks import is_async_callable
 
 from .helpers import PATIENCE, Counting, handing_out, make_key, wait_for
 
@@ -275,6 +281,15 @@ class TestSingleFlight:
 
         assert (pushed, 1) == (credentials.api_key, credentials.generation)
 
+    def test_the_hook_runs_in_a_daemon_thread_of_its_own(self):
+        """The hook runs in a daemon thread named for it: a hung hook never keeps the
+        program from exiting, and thread dumps say what the thread is.
+        """
+        with hook_running():
+            flights = [t for t in threading.enumerate() if t.name == "resilient-runpod-recovery"]
+
+            assert [True] == [t.daemon for t in flights]
+
     def test_hook_does_not_hold_the_lock(self):
         """While the hook runs, others read the key, set one, and pass a stale 401 through.
 
@@ -354,7 +369,7 @@ class TestBadHooks:
             (None, "found no key"),
             ("", "empty"),
             ("   \n", "empty"),
-            (42, "not a key"),
+            (42, "returned a int, not a key"),
             ("rps_" + "A" * 46, "S3"),
             (RecoveredKey(None, "vault"), "found no key in 'vault'"),  # type: ignore[arg-type]
             (RecoveredKey(42, "vault"), "int, not a key"),  # type: ignore[arg-type]
@@ -362,7 +377,10 @@ class TestBadHooks:
     )
     def test_unusable_answers_fail_once_with_a_reason(self, answer, fragment):
         """None, empty, whitespace, non-str and S3 answers, bare or in a RecoveredKey, end in
-        AuthenticationError."""
+        AuthenticationError.
+
+        The reason names what was wrong: a non-str answer is named by its type.
+        """
         credentials = Credentials(make_key(), lambda context: answer)
 
         with pytest.raises(AuthenticationError, match=fragment) as info:
@@ -384,6 +402,21 @@ class TestBadHooks:
             credentials.recover(0, context_for(credentials))
 
         assert (Outcome.UNCHANGED, 2, 0) == (first, hook.calls, credentials.generation)
+
+    def test_a_hook_object_without_a_name_is_named_by_its_class(self):
+        """A hook object with no ``name`` (and no ``__qualname__``) is named by its class."""
+
+        class Keyless:
+            def __call__(self, context: RecoveryContext) -> None:
+                return None
+
+        credentials = Credentials(make_key(), Keyless())
+
+        with pytest.raises(AuthenticationError) as info:
+            credentials.recover(0, context_for(credentials))
+
+        assert ("Keyless",) == info.value.hooks
+        assert "recovery hook 'Keyless' found no key" in str(info.value)
 
     def test_hook_error_is_the_cause(self):
         """The hook's own exception is chained as __cause__ and its message is quoted."""
@@ -440,7 +473,8 @@ class TestBadHooks:
             assert release.wait(PATIENCE)
             return new
 
-        credentials = Credentials(make_key(), Counting(slow, name="slow"))
+        # No hook_timeout: the flight has no deadline of its own, only the caller has.
+        credentials = Credentials(make_key(), Counting(slow, name="slow"), hook_timeout=None)
         context = context_for(credentials)
         patient = threading.Thread(target=credentials.recover, args=(0, context))
         patient.start()
@@ -521,6 +555,7 @@ class TestBadHooks:
         failed = [e for e in logs if e["event"] == "runpod.auth.hook_failed"]
         assert 1 == len(failed)
         assert "handing_out" == failed[0]["hook"]
+        assert isinstance(failed[0]["duration"], float)  # seconds, not rounded to whole ones
         assert key not in repr(logs)
 
 
@@ -560,8 +595,9 @@ class TestCooldown:
             credentials.recover(0, context_for(credentials))  # still too soon: no read
         calls.append(hook.calls)
         clock.advance(1)
-        with pytest.raises(CooldownError):
-            credentials.recover(0, context_for(credentials))  # read: still nothing
+        context = context_for(credentials)
+        with pytest.raises(CooldownError) as probed:
+            credentials.recover(0, context)  # read: still nothing
         calls.append(hook.calls)
         clock.advance(60)
 
@@ -575,6 +611,10 @@ class TestCooldown:
         )
         credentials._confirm(credentials.generation)
         assert Breaker.CLOSED == credentials.breaker
+        # The re-read that found nothing says how long the rest lasts, like any CooldownError.
+        assert pytest.approx(3600 - 60) == probed.value.retry_after
+        assert context.fingerprint == probed.value.fingerprint
+        assert "so it is resting for" in str(probed.value)
 
     def test_a_person_is_not_asked_while_the_breaker_is_open(self):
         """An interactive hook is never re-read while the breaker is open."""
@@ -591,17 +631,24 @@ class TestCooldown:
         assert (3, Breaker.OPEN) == (hook.calls, credentials.breaker)
 
     def test_an_accepted_key_resets_the_count(self):
-        """Once a request succeeds with the current key, earlier failures are forgotten."""
-        hook = handing_out(None, None, make_key(), make_key(), make_key())
+        """Once a request succeeds with the current key, earlier failures are forgotten.
+
+        Two failures, an accepted key, two more failures: the breaker stays closed (it
+        opens at three in a row), so the hook is asked a fifth time.
+        """
+        hook = handing_out(None, None, None, None, make_key())
         credentials = Credentials(make_key(), hook)
         for _ in range(2):
             with pytest.raises(AuthenticationError):
                 credentials.recover(0, context_for(credentials))
         credentials._confirm(0)
+        for _ in range(2):
+            with pytest.raises(AuthenticationError):
+                credentials.recover(0, context_for(credentials))
 
         credentials.recover(0, context_for(credentials))
 
-        assert 1 == credentials.generation
+        assert (5, 1) == (hook.calls, credentials.generation)
 
     def test_set_key_ends_the_cooldown(self):
         """Pushing a key from the application resumes recovery at once."""
@@ -630,6 +677,44 @@ class TestSetKey:
             credentials.generation,
             credentials.source,
         )
+
+    def test_a_key_set_by_the_application_is_named_and_scrubbed(self):
+        """set_key names its source "set_key" unless told; its key leaves no trace in events.
+
+        A legacy key has no prefix to match, so it is scrubbed only because it was held.
+        """
+        legacy = secrets.token_hex(16)
+        credentials = Credentials(make_key(), handing_out())
+
+        credentials.set_key(legacy)
+        scrubbed = scrub_secrets(None, "info", {"event": f"token is {legacy}"})
+
+        assert ("set_key", False) == (credentials.source, legacy in scrubbed["event"])
+
+    def test_a_recovered_key_is_scrubbed_and_its_hook_told_once_accepted(self):
+        """A key a hook found leaves no trace in events, even a legacy one with no prefix
+        to match; once RunPod accepts it, the hook hears of it with its source.
+        """
+        legacy = secrets.token_hex(16)
+
+        class Vault:
+            def __init__(self) -> None:
+                self.accepted_keys: list[RecoveredKey] = []
+
+            def __call__(self, context: RecoveryContext) -> RecoveredKey:
+                return RecoveredKey(legacy, "vault")
+
+            def accepted(self, found: RecoveredKey) -> None:
+                self.accepted_keys.append(found)
+
+        hook = Vault()
+        credentials = Credentials(make_key(), hook)
+        credentials.recover(0, context_for(credentials))
+        scrubbed = scrub_secrets(None, "info", {"event": f"token is {legacy}"})
+        credentials._confirm(credentials.generation)
+
+        assert False is (legacy in scrubbed["event"])
+        assert [("vault", legacy)] == [(f.source, f.key) for f in hook.accepted_keys]
 
     def test_bad_key_changes_nothing(self):
         """A refused key leaves the current one in place."""
@@ -715,3 +800,206 @@ def test_a_cancelled_prompt_is_said_so():
         credentials.recover(0, context_for(credentials))
 
     assert "found no replacement: the person cancelled the prompt. " in str(info.value)
+
+
+class TestFailingSources:
+    def test_a_source_failing_once_is_read_again(self):
+        """A source that fails (SourceError) is read once more before recovery fails."""
+        new = make_key()
+        answers: list[BaseException | str] = [SourceError("file is being rewritten"), new]
+
+        def source(context: RecoveryContext) -> str:
+            answer = answers.pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+        hook = Counting(source)
+        credentials = Credentials(make_key(), hook)
+
+        outcome = credentials.recover(0, context_for(credentials))
+
+        assert (Outcome.NEW, new, 2) == (outcome, credentials.api_key, hook.calls)
+
+    def test_a_source_that_fails_then_has_no_key_is_named(self):
+        """A source read again after failing, then finding no key, is named in the error."""
+        answers: list[SourceError | None] = [SourceError("file is being rewritten"), None]
+
+        def source(context: RecoveryContext) -> None:
+            answer = answers.pop(0)
+            if answer is not None:
+                raise answer
+
+        credentials = Credentials(make_key(), Counting(source, name="vault-file"))
+
+        with pytest.raises(AuthenticationError) as info:
+            credentials.recover(0, context_for(credentials))
+
+        assert "recovery hook 'vault-file' found no key" in str(info.value)
+
+    def test_a_polled_source_that_fails_for_a_moment_is_polled_on(self):
+        """While polling a source that still held the rejected key, a failing read is
+        waited out and the source polled again, until it has a new key.
+        """
+        key, new = make_key(), make_key()
+        failure = SourceError("file is being rewritten")
+        # Read 1 (the 401): the same key. Then, polling: a failing read, read once more
+        # (failing again), a pause, and a read with the new key.
+        answers: list[SourceError | str] = [key, failure, failure, new]
+
+        def source(context: RecoveryContext) -> str:
+            answer = answers.pop(0)
+            if isinstance(answer, SourceError):
+                raise answer
+            return answer
+
+        hook = Counting(source)
+        credentials = Credentials(key, hook, hook_timeout=5, recovery_window=5)
+        first = credentials.recover(0, context_for(credentials))
+
+        second = credentials.recover(0, context_for(credentials))
+
+        assert (Outcome.UNCHANGED, Outcome.NEW, new, 4) == (
+            first,
+            second,
+            credentials.api_key,
+            hook.calls,
+        )
+
+    def test_a_recovery_error_caused_by_a_failing_source_is_read_again(self):
+        """A RecoveryError raised from a SourceError counts as a failing source: read twice."""
+
+        def source(context: RecoveryContext) -> str:
+            raise RecoveryError("the vault file is missing") from SourceError("no such file")
+
+        hook = Counting(source)
+        credentials = Credentials(make_key(), hook)
+
+        with pytest.raises(AuthenticationError):
+            credentials.recover(0, context_for(credentials))
+
+        assert 2 == hook.calls
+
+    def test_a_person_is_asked_once_even_when_the_prompt_fails(self):
+        """An interactive hook whose source fails is not asked again: a person is asked once."""
+
+        def prompt(context: RecoveryContext) -> str:
+            raise SourceError("no terminal")
+
+        hook = Counting(prompt)
+        hook.interactive = True  # type: ignore[attr-defined]
+        # No key to probe: the rejected key is None, so nothing is sent before asking.
+        credentials = Credentials(None, hook)
+
+        with pytest.raises(AuthenticationError):
+            credentials.recover(0, context_for(credentials))
+
+        assert 1 == hook.calls
+
+
+def test_a_blocking_caller_awaits_an_async_hook_on_a_loop_of_its_own():
+    """A caller that blocks (`recover`, no running loop) still gets an async hook's key."""
+    new = make_key()
+    hook = AsyncHookObject(new)
+    credentials = Credentials(make_key(), hook)
+
+    outcome = credentials.recover(0, context_for(credentials))
+
+    assert (Outcome.NEW, new, 1) == (outcome, credentials.api_key, len(hook.loops))
+
+
+class TestFlight:
+    def test_without_asyncio_loaded_no_asyncio_loop_runs(self, monkeypatch):
+        """Before asyncio is imported, async code runs on trio: no asyncio waiter is made."""
+        monkeypatch.delitem(sys.modules, "asyncio")
+
+        assert False is on_asyncio()
+
+    def test_a_waiter_on_asyncio_sees_a_flight_settled_before_it_waits(self):
+        """A flight resolved before its task waits wakes that task (True), with no timeout."""
+        flight = Flight(0, None, 0.0, math.inf, Mode.READ)
+
+        async def wait() -> bool:
+            waiter = flight.async_waiter()
+            flight.resolve()
+            return await waiter.wait(None)
+
+        assert True is asyncio.run(wait())
+
+    def test_resolving_after_a_waiters_loop_closed_wakes_the_others(self):
+        """A task whose loop has closed (it gave up) does not stop the flight waking the rest.
+
+        The first waiter's loop is closed before the flight resolves; the second waiter,
+        on a live loop in another thread, is still woken.
+        """
+        flight = Flight(0, None, 0.0, math.inf, Mode.READ)
+        woken: list[bool] = []
+        ready = threading.Event()
+
+        async def gone() -> None:
+            flight.async_waiter()
+
+        async def waiting() -> None:
+            waiter = flight.async_waiter()
+            ready.set()
+            woken.append(await waiter.wait(PATIENCE))
+
+        asyncio.run(gone())
+        thread = threading.Thread(target=asyncio.run, args=(waiting(),), daemon=True)
+        thread.start()
+        assert ready.wait(PATIENCE)
+
+        flight.resolve()
+        thread.join()
+
+        assert (True, [True]) == (flight.done.is_set(), woken)
+
+
+class AsyncHookObject:
+    """A hook object whose ``__call__`` is async; it records the loop each call runs on."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.loops: list[asyncio.AbstractEventLoop] = []
+
+    async def __call__(self, context: RecoveryContext) -> str:
+        self.loops.append(asyncio.get_running_loop())
+        return self.key
+
+
+def test_an_async_hook_object_runs_on_the_callers_loop():
+    """A hook object with an async ``__call__`` is awaited on the waiting task's own loop.
+
+    Like an async function, so a hook may use what lives on that loop (a client
+    session, a lock).
+    """
+    new = make_key()
+    hook = AsyncHookObject(new)
+    credentials = Credentials(make_key(), hook)
+
+    async def main() -> tuple[Outcome, asyncio.AbstractEventLoop]:
+        outcome = await credentials.arecover(0, context_for(credentials))
+        return outcome, asyncio.get_running_loop()
+
+    outcome, loop = asyncio.run(main())
+
+    assert (Outcome.NEW, new, [loop]) == (outcome, credentials.api_key, hook.loops)
+
+
+async def _async_function(context: RecoveryContext) -> str:
+    return make_key()
+
+
+@pytest.mark.parametrize(
+    ("hook", "expected"),
+    [
+        (_async_function, True),
+        (AsyncHookObject(make_key()), True),
+        (handing_out(), False),
+        (object(), False),
+    ],
+    ids=["async function", "async __call__", "sync __call__", "not callable"],
+)
+def test_what_counts_as_an_async_hook(hook, expected):
+    """An async function or an object with an async ``__call__`` is async; others are not."""
+    assert expected == is_async_callable(hook)

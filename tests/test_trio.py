@@ -6,6 +6,8 @@ real sockets to the emulator.
 
 from __future__ import annotations
 
+import math
+import threading
 from pathlib import Path
 
 import httpx
@@ -21,11 +23,13 @@ from resilient_runpod import (
     RecoveryContext,
     RetryPolicy,
     RunPodAuth,
+    fingerprint,
     recovery,
 )
+from resilient_runpod._flight import Flight, Mode
 from resilient_runpod.testing import Emulator
 
-from .helpers import Counting
+from .helpers import PATIENCE, Counting
 from .test_sources import WRAPPERS
 
 TASKS = 50
@@ -84,11 +88,18 @@ def test_runpod_auth_recovers_under_trio(runpod_emulator, secret):
 
 
 def test_an_async_hook_runs_on_the_trio_loop(runpod_emulator):
-    """An async hook that awaits trio itself is run on the caller's trio run."""
+    """An async hook that awaits trio itself is run on the caller's trio run.
+
+    It is given the context of the 401 it answers: the status and the rejected key's
+    fingerprint.
+    """
     new = runpod_emulator.add_key()
+    rejected = fingerprint(runpod_emulator.api_key)
+    seen: list[tuple[int, str]] = []
 
     async def vault(context: RecoveryContext) -> str:
         await trio.sleep(0.01)  # only works inside trio
+        seen.append((context.status_code, context.fingerprint))
         return new
 
     credentials = Credentials(runpod_emulator.api_key, vault, hosts=[runpod_emulator.host])
@@ -99,7 +110,7 @@ def test_an_async_hook_runs_on_the_trio_loop(runpod_emulator):
             response = await client.get(f"{runpod_emulator.serverless_url}/e/health")
             return response.status_code
 
-    assert (200, new) == (trio.run(main), credentials.api_key)
+    assert (200, new, [(401, rejected)]) == (trio.run(main), credentials.api_key, seen)
 
 
 @pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
@@ -166,6 +177,47 @@ def test_transient_retries_sleep_on_trio(runpod_emulator):
         trio.run(main),
         dict(runpod_emulator.counters().by_status),
     )
+
+
+def test_a_trio_waiter_sees_a_flight_settled_before_it_waits():
+    """A flight resolved before its trio task waits wakes that task (True), with no timeout."""
+    flight = Flight(0, None, 0.0, math.inf, Mode.READ)
+
+    async def wait() -> bool:
+        waiter = flight.async_waiter()
+        flight.resolve()
+        return await waiter.wait(None)
+
+    assert True is trio.run(wait)
+
+
+def test_resolving_after_a_trio_run_ended_wakes_the_others():
+    """A trio run that has ended (its task gave up) does not stop the flight waking the rest.
+
+    The first waiter's run is over before the flight resolves; the second waiter, in a
+    trio run in another thread, is still woken.
+    """
+    flight = Flight(0, None, 0.0, math.inf, Mode.READ)
+    woken: list[bool] = []
+    ready = threading.Event()
+
+    async def gone() -> None:
+        flight.async_waiter()
+
+    async def waiting() -> None:
+        waiter = flight.async_waiter()
+        ready.set()
+        woken.append(await waiter.wait(PATIENCE))
+
+    trio.run(gone)
+    thread = threading.Thread(target=trio.run, args=(waiting,), daemon=True)
+    thread.start()
+    assert ready.wait(PATIENCE)
+
+    flight.resolve()
+    thread.join()
+
+    assert (True, [True]) == (flight.done.is_set(), woken)
 
 
 async def _get(client: httpx.AsyncClient, statuses: list[int]) -> None:
