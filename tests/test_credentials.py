@@ -285,10 +285,16 @@ class TestSingleFlight:
         """The hook runs in a daemon thread named for it: a hung hook never keeps the
         program from exiting, and thread dumps say what the thread is.
         """
-        with hook_running():
-            flights = [t for t in threading.enumerate() if t.name == "resilient-runpod-recovery"]
+        ran_in: list[threading.Thread] = []
 
-            assert [True] == [t.daemon for t in flights]
+        def hook(context: RecoveryContext) -> str:
+            ran_in.append(threading.current_thread())
+            return make_key()
+
+        credentials = Credentials(make_key(), hook)
+        credentials.recover(0, context_for(credentials))
+
+        assert [("resilient-runpod-recovery", True)] == [(t.name, t.daemon) for t in ran_in]
 
     def test_hook_does_not_hold_the_lock(self):
         """While the hook runs, others read the key, set one, and pass a stale 401 through.
