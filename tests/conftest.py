@@ -19,34 +19,16 @@ import structlog
 
 from resilient_runpod import Credentials
 
-from .helpers import make_key
+from .helpers import ISOLATED_VARIABLES, make_key
 
 if TYPE_CHECKING:
     from resilient_runpod.testing import Emulator
-
-# Variables that change where keys come from, where they may go, or whether a prompt
-# may be shown. CI sets some of them (CI=true); tests that need one set it themselves.
-_ISOLATED_VARIABLES = (
-    "RUNPOD_API_KEY",
-    "RUNPOD_AI_API_KEY",
-    "RUNPOD_ENDPOINT_BASE_URL",
-    "RUNPOD_API_BASE_URL",
-    "RUNPOD_API_URL",
-    "RUNPOD_GRAPHQL_URL",
-    "RESILIENT_RUNPOD_NO_PROMPT",
-    "CI",
-    "GITHUB_ACTIONS",
-    "GITLAB_CI",
-    "BUILDKITE",
-    "JENKINS_URL",
-    "TF_BUILD",
-)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No real ~/.runpod, no inherited keys or CI flags, structlog back to its defaults."""
-    for name in _ISOLATED_VARIABLES:
+    for name in ISOLATED_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     home.mkdir()
@@ -70,7 +52,7 @@ def key() -> str:
 def person_env(home: Path) -> dict[str, str]:
     """The environment of a person's shell: no CI flags, no keys, *home* as HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "RESILIENT_"))}
-    for name in _ISOLATED_VARIABLES:
+    for name in ISOLATED_VARIABLES:
         env.pop(name, None)
     # Without this prompt_toolkit waits for a cursor-position reply pexpect never sends.
     env["PROMPT_TOOLKIT_NO_CPR"] = "1"

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BRIEF",
+    "ISOLATED_VARIABLES",
     "Counting",
     "closed_port",
     "handing_out",
@@ -46,6 +47,25 @@ T = TypeVar("T")
 
 # A safety net, not a timing assertion: a hung child or condition must not hang the suite.
 PATIENCE = 60.0
+
+# Variables that change where keys come from, where they may go, or whether a prompt
+# may be shown. CI sets some of them (CI=true); tests that need one set it themselves.
+ISOLATED_VARIABLES = (
+    "RUNPOD_API_KEY",
+    "RUNPOD_AI_API_KEY",
+    "RUNPOD_ENDPOINT_BASE_URL",
+    "RUNPOD_API_BASE_URL",
+    "RUNPOD_API_URL",
+    "RUNPOD_GRAPHQL_URL",
+    "RESILIENT_RUNPOD_NO_PROMPT",
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "BUILDKITE",
+    "JENKINS_URL",
+    "TF_BUILD",
+)
+
 
 make_key = new_key
 """A fresh key of RunPod's shape, the one the emulator mints: no server knows it."""

@@ -14,15 +14,22 @@ import structlog
 
 from resilient_runpod.cli._demo_run import MAX_JOBS, run_demo
 
-from .helpers import run_cli, run_cli_batch
+from .helpers import ISOLATED_VARIABLES, run_cli, run_cli_batch
 
 # Any whole key, shaped like RunPod's: must never appear in the demo's output.
 WHOLE_KEY = re.compile(r"rpa_[A-Za-z0-9]{20,}")
 
 
 def demo_env():
-    """This environment without anything RunPod's: the demo makes its own keys."""
-    return {k: v for k, v in os.environ.items() if "RUNPOD" not in k.upper()}
+    """This environment without anything RunPod's (the demo makes its own keys) or CI's.
+
+    Module-scoped fixtures run outside each test's isolated environment: filter here.
+    """
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if "RUNPOD" not in k.upper() and k not in ISOLATED_VARIABLES
+    }
 
 
 def demo_process(*args, python=("-m", "resilient_runpod.cli")):
