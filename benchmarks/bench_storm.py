@@ -62,7 +62,10 @@ def threads(emulator: Emulator, secret: Path, count: int = 256) -> dict[str, int
     for t in pool:
         t.start()
     barrier.wait()
-    time.sleep(0.2)
+    # Rotate once every request is parked in the emulator's latency (or after 10 s).
+    deadline = time.monotonic() + 10
+    while emulator.in_flight < count and time.monotonic() < deadline:
+        time.sleep(0.01)
     in_flight = _rotate(emulator, secret, old)
     for t in pool:
         t.join()
