@@ -136,7 +136,8 @@ class Reply:
     sent: bool = True
 
 
-Negotiation = Generator[Command, Any, None]
+# What `rule` returns: the generator the drivers call `flow`.
+Flow = Generator[Command, Any, None]
 
 
 class _Again(Exception):  # noqa: N818 -- a signal between sends, never seen by users
@@ -212,7 +213,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     first: Reply,
     *,
     replayable: bool = True,
-) -> Negotiation:
+) -> Flow:
     """Drive one request, whose first send got *first* with *state*'s key, to its answer.
 
     Only requests that were not simply accepted get here: the drivers handle those.
