@@ -8,9 +8,11 @@ from ._lazy import lazy_getattr as _lazy_getattr
 
 if TYPE_CHECKING:
     from . import recovery
-    from ._credentials import Breaker, Credentials, KeyState
+    from ._breaker import Breaker
+    from ._credentials import Credentials
     from ._errors import (
         AuthenticationError,
+        AuthFailure,
         BodyNotReplayableError,
         ConfigError,
         CooldownError,
@@ -21,9 +23,11 @@ if TYPE_CHECKING:
         RecoveryError,
         ResilientRunPodError,
         SourceError,
+        StaleSourceError,
         TransientError,
     )
     from ._keys import fingerprint
+    from ._ledger import KeyState
     from ._logging import scrub_secrets
     from ._policy import RetryPolicy
     from ._validate import KeyStatus, Validation
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncResilientTransport",
+    "AuthFailure",
     "AuthenticationError",
     "BodyNotReplayableError",
     "Breaker",
@@ -56,6 +61,7 @@ __all__ = [
     "RetryPolicy",
     "RunPodAuth",
     "SourceError",
+    "StaleSourceError",
     "TransientError",
     "Validation",
     "__version__",
@@ -70,15 +76,16 @@ __all__ = [
 _HOMES = {
     "__version__": "._version",
     "AsyncResilientTransport": ".adapters._httpx",
+    "AuthFailure": "._errors",
     "AuthenticationError": "._errors",
     "BodyNotReplayableError": "._errors",
-    "Breaker": "._credentials",
+    "Breaker": "._breaker",
     "ConfigError": "._errors",
     "CooldownError": "._errors",
     "Credentials": "._credentials",
     "HookTimeoutError": "._errors",
     "InvalidKeyError": "._errors",
-    "KeyState": "._credentials",
+    "KeyState": "._ledger",
     "KeyStatus": "._validate",
     "NonInteractiveError": "._errors",
     "PermissionDeniedError": "._errors",
@@ -91,6 +98,7 @@ _HOMES = {
     "RetryPolicy": "._policy",
     "RunPodAuth": ".adapters._httpx",
     "SourceError": "._errors",
+    "StaleSourceError": "._errors",
     "TransientError": "._errors",
     "Validation": "._validate",
     "fingerprint": "._keys",

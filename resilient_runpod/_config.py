@@ -6,12 +6,11 @@ top-level ``apiKey``. Neither reads the other's entry, so we read both.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigError
+from ._errors import ConfigError, ConfigProblem
 from ._files import CONFIG_LIMIT, FileProblem, FileRefusedError, read_small_file
 from ._keys import fingerprint
 
@@ -26,17 +25,6 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
-
-
-class ConfigProblem(str, enum.Enum):
-    """Why the config file cannot be used: each cause has its own fix."""
-
-    UNREADABLE = "unreadable"  # permissions, or another OS error
-    NOT_REGULAR = "not-regular"  # a directory, a FIFO, a device
-    TOO_LARGE = "too-large"
-    NOT_UTF8 = "not-utf8"
-    NOT_TOML = "not-toml"
-    WRONG_TYPE = "wrong-type"  # an entry that is not a string, e.g. api_key = 5
 
 
 _REFUSED = {

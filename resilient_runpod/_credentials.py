@@ -1,53 +1,59 @@
-"""`Credentials`: the current key, its generation, single-flight recovery and the breaker.
+"""`Credentials`: the key a program sends, and one recovery for every request RunPod rejects.
 
-Every adapter holds one `Credentials` and asks it two things: "which key now?"
-(`current`, lock-free) and "key generation *g* was rejected: what now?" (`recover` /
-`arecover`). The rule that decides what to do with the answer lives in `_engine`.
+Adapters (through `_engine`) ask it two things and tell it one:
 
-Recovery is single-flight. The first caller to report generation *g* starts a *flight*
-that runs the hook in a thread of its own (an async hook runs on the caller's event
-loop); everyone else who reports *g* while it runs waits for that same flight. A
-caller reporting a generation that is already old returns at once: a newer key is there
-to retry with. A flight ends in one of three ways (`Outcome`):
+- `current`: which key to send now (its generation and source with it), lock-free;
+- `rejected` / `arejected`: "RunPod answered 401 to generation *g*: what now?";
+- `accepted`: "RunPod accepted generation *g*" (one comparison, unless that is news).
 
-- NEW: the hook found a different key, now current.
-- UNCHANGED: the source still holds the rejected key. The first time, that may be a
-  spurious 401 on a key RunPod still accepts, so the request is sent once more with it.
-  If that key is rejected again, the next flight *polls* the source with backoff until it
-  changes, a request with the key is accepted after all, or `recovery_window` runs out:
-  a Kubernetes Secret volume shows a rotation only after the kubelet's next sync.
-- FAILED: the hook raised, returned nothing usable, timed out, or the window ran out.
+To answer, it gathers facts under one lock from its key ledger (`_ledger.Ledger`: which
+key, accepted or not, rejected twice, its store stale since when) and its circuit breaker
+(`_breaker.CircuitBreaker`), and asks the rule (`_rule.after_401`). The answer is one of:
 
-Failed flights in a row open a circuit *breaker* (`Breaker`): requests rejected while it
-is open fail at once with `CooldownError`, and the hook is re-read at most every
-`probe_interval` seconds (never a person); a new key there closes it.
+- send again at once: with the current key if it was replaced meanwhile, or with the
+  same key (the first 401 on a key is answered by one resend: that resend is the probe);
+- wait until the stale store's next read is due, then send the same key again;
+- read the source: a *flight* (`_flight.Flight`). The first request to need it starts
+  it: the hook runs once, in a thread of its own (an async hook on the caller's event
+  loop), and every request rejected with that key meanwhile waits for the same flight.
+  `_rule.after_read` turns what the hook found into the outcome they all see: a new
+  key, a stale store (wait, resend), or an error (never accepted, stale too long, the
+  hook failed), which also counts toward opening the breaker;
+- fail at once with `CooldownError` while the breaker is open.
+
+No connection of its own is ever opened to RunPod: every check of a key is a request's
+own resend, through the caller's transport.
 """
 
 from __future__ import annotations
 
-import enum
 import inspect
-import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import _keys
+from ._breaker import Breaker, CircuitBreaker, Gate
 from ._config import keys_in_config
 from ._errors import (
     NEXT_STEPS,
+    AuthenticationError,
+    AuthFailure,
+    ConfigError,
     CooldownError,
     HookTimeoutError,
     InvalidKeyError,
+    NonInteractiveError,
     RecoveryError,
     SourceError,
+    StaleSourceError,
 )
-from ._flight import Flight, Mode, Outcome, on_asyncio, on_event_loop, remaining
+from ._flight import Flight, on_asyncio, on_event_loop, remaining
 from ._hooks import (
     accept,
     awaited,
@@ -59,49 +65,43 @@ from ._hooks import (
     tell_accepted,
 )
 from ._hosts import HostPolicy
+from ._ledger import KeyState, Ledger
 from ._logging import logger, remember_key
-from ._policy import DEFAULT_POLICY, RetryPolicy
-from ._validate import (
-    KeyStatus,
-    Validation,
-    checked_graphql_url,
-    probe_url,
-    validate,
-    validate_async,
-)
-from .recovery import default
+from ._policy import RetryPolicy
+from ._redact import scrubbed_exception
+from ._rule import Act, Found, Outcome, Read, after_401, after_read, may_ask
+from ._settings import Settings
+from ._validate import Validation, checked_graphql_url, validate, validate_async
 from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
+    import httpx
     import tenacity
 
-__all__ = ["Breaker", "Credentials", "KeyState"]
+__all__ = ["Credentials", "Next"]
 
 
 @dataclass(frozen=True, slots=True)
-class KeyState:
-    """The current key, its generation and its source, read together in one step."""
+class Next:
+    """What a request RunPod rejected does next (`Credentials.rejected`).
 
-    key: str | None
-    generation: int
-    source: str
+    Attributes:
+        act: `Act.RESEND_CURRENT` (send with the current key), `Act.RESEND` (send the
+            same key again) or `Act.WAIT` (wait *wait* seconds, then send the same key).
+        mark: This 401's mark in the ledger: hand it back with the request's next 401
+            on the same key, so the ledger can tell what happened in between.
+        wait: Seconds to wait before `Act.WAIT`'s resend.
+        recovered: The key to send was found by a recovery (counted against
+            ``max_recoveries`` if RunPod rejects it before ever accepting it).
+    """
 
-    def __repr__(self) -> str:
-        return (
-            f"KeyState({_keys.fingerprint(self.key)}, generation={self.generation}, "
-            f"source={self.source!r})"
-        )
-
-
-class Breaker(enum.Enum):
-    """The recovery circuit breaker's state."""
-
-    CLOSED = "closed"  # recovery runs when a key is rejected
-    OPEN = "open"  # recovery failed too often: rejected requests fail at once
-    HALF_OPEN = "half_open"  # the rest is over: the next recovery is a trial
+    act: Act
+    mark: int
+    wait: float = 0.0
+    recovered: bool = False
 
 
 _live: weakref.WeakSet[Credentials] = weakref.WeakSet()
@@ -110,9 +110,7 @@ _live: weakref.WeakSet[Credentials] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     # A lock held, or a flight run, by a thread of the parent does not exist in the child.
     for credentials in list(_live):
-        credentials._lock = threading.Lock()  # noqa: SLF001 -- our own class
-        credentials._flight = None  # noqa: SLF001
-        credentials._teller = None  # noqa: SLF001 -- its thread stayed in the parent
+        credentials._after_fork()  # noqa: SLF001 -- our own class
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
@@ -140,21 +138,23 @@ class Credentials:
             was rejected (the first retry after a 401 is immediate).
         hook_timeout: Seconds a hook may run before it is abandoned; ``None`` waits forever.
             Stretched to cover a hook's own declared ``timeout`` (a prompt's 300 s).
-        recovery_window: Seconds a source that still holds the rejected key is polled
-            before recovery gives up. The default, 150, covers a Kubernetes Secret volume:
-            the kubelet's sync period (60 s) plus its secret cache's TTL (60 s), with room
-            to spare. ``0`` gives up at once.
+        recovery_window: Seconds a source that still holds a key RunPod accepted before,
+            and now rejects, is read again (with backoff, resending the key each time)
+            before recovery gives up with `StaleSourceError`. The default, 150, covers
+            a Kubernetes Secret volume: the kubelet's sync period (60 s) plus its secret
+            cache's TTL (60 s), with room to spare. ``0`` gives up at once.
         failure_threshold: Failed recoveries in a row that open the breaker.
         cooldown: Seconds the breaker stays open; requests rejected meanwhile fail at once.
-        probe_interval: While the breaker is open, how often a hook that reads a source
-            (not a person) is read again; a new key there closes the breaker.
+        probe_interval: While the breaker is open, how often the sources that cost
+            nothing (not a person) are read again; a new key there closes the breaker.
         retry: How transient failures (429, 5xx, lost connections) are retried, and the
             per-request ceiling on sends and deadline (see `RetryPolicy`); ``None`` keeps
             the defaults.
 
     Raises:
         InvalidKeyError: *api_key* (or the resolved key) cannot be sent.
-        ConfigError: the key had to come from a config file that is not TOML.
+        ConfigError: a setting is out of range or of the wrong type (the message names
+            it), or the key had to come from a config file that is not TOML.
     """
 
     def __init__(
@@ -175,82 +175,125 @@ class Credentials:
         retry: RetryPolicy | None = None,
     ) -> None:
         if recovery is not None and not callable(recovery):
-            raise TypeError(
-                f"recovery must be a hook: a callable taking a RecoveryContext (such as "
-                f"recovery.from_env()), not {type(recovery).__name__}"
+            raise ConfigError(
+                f"Credentials(recovery=...): recovery must be a hook, a callable taking a "
+                f"RecoveryContext (such as recovery.from_env()), not {type(recovery).__name__}"
             )
-        if max_recoveries < 1:
-            raise ValueError("max_recoveries must be at least 1")
-        if failure_threshold < 1:
-            raise ValueError("failure_threshold must be at least 1")
-        if hook_timeout is not None and hook_timeout <= 0:
-            raise ValueError("hook_timeout must be positive, or None for no limit")
-        if min(recovery_window, cooldown, probe_interval) < 0:
-            raise ValueError("recovery_window, cooldown and probe_interval cannot be negative")
+        settings = Settings(
+            max_recoveries=max_recoveries,
+            stop=stop,
+            wait=wait,
+            hook_timeout=hook_timeout,
+            recovery_window=recovery_window,
+            failure_threshold=failure_threshold,
+            cooldown=cooldown,
+            probe_interval=probe_interval,
+            retry=retry if retry is not None else RetryPolicy(),
+        )
+        self.hosts = HostPolicy(hosts)
         if recovery is None:
+            from .recovery import default  # noqa: PLC0415 -- the hooks need not load otherwise
+
             recovery = default(profile=profile)
         if api_key is None:
             key, source = _resolve_key(profile)
         else:
             key, source = _keys.check(api_key), "argument"
         remember_key(key)
-        self._current = KeyState(key, 0, source)
-        self._hook: RecoveryHook = recovery
-        self.hosts = HostPolicy(hosts)
-        self.max_recoveries = max_recoveries
-        self.stop = stop
-        self.wait = wait
-        self.hook_timeout = hook_timeout
-        self.recovery_window = recovery_window
-        self.failure_threshold = failure_threshold
-        self.cooldown = cooldown
-        self.probe_interval = probe_interval
-        self.retry = retry if retry is not None else DEFAULT_POLICY
+        self._init(key, source, recovery, settings)
+
+    def _init(self, key: str | None, source: str, hook: RecoveryHook, settings: Settings) -> None:
+        self._hook: RecoveryHook = hook
+        self.settings = settings
+        self._ledger = Ledger(key, source)
+        self._breaker = CircuitBreaker(
+            settings.failure_threshold, settings.cooldown, settings.probe_interval
+        )
         self._lock = threading.Lock()
         self._flight: Flight | None = None
-        self._breaker = Breaker.CLOSED
-        self._failures = 0  # failed recoveries in a row
-        self._open_until = 0.0
-        self._next_probe = 0.0
-        # The generation whose source said "unchanged": rejected again, it is polled.
-        self._suspect: int | None = None
-        # A request accepted with this generation matters (see `_confirm`).
-        self._watch: int | None = None
-        # The recovered key RunPod has not accepted yet, and its generation (see `accepted`).
-        self._unaccepted: tuple[int, RecoveredKey] | None = None
-        # The newest recovered generation RunPod has accepted at least once.
-        self._accepted = -1
-        # Tells hooks of accepted keys off the event loop, in order (see `_confirm`).
+        # Tells hooks of accepted keys off the event loop, in order (see `accepted`).
         self._teller: ThreadPoolExecutor | None = None
         _live.add(self)
-        self._subscribe(recovery)
+        self._subscribe(hook)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._flight = None
+        self._teller = None  # its thread stayed in the parent
+
+    # -- settings, read through ---------------------------------------------------------
+
+    @property
+    def max_recoveries(self) -> int:
+        """Recovered keys a request may see rejected before it fails."""
+        return self.settings.max_recoveries
+
+    @property
+    def stop(self) -> tenacity.stop.stop_base | None:
+        """The extra tenacity stop condition for a request's sends."""
+        return self.settings.stop
+
+    @property
+    def wait(self) -> tenacity.wait.wait_base | None:
+        """The wait before asking again after a recovered key was rejected."""
+        return self.settings.wait
+
+    @property
+    def hook_timeout(self) -> float | None:
+        """Seconds a hook may run before it is abandoned."""
+        return self.settings.hook_timeout
+
+    @property
+    def recovery_window(self) -> float:
+        """Seconds a stale source is waited for."""
+        return self.settings.recovery_window
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How transient failures are retried, and the per-request bounds."""
+        return self.settings.retry
+
+    @property
+    def failure_threshold(self) -> int:
+        """Failed recoveries in a row that open the breaker."""
+        return self.settings.failure_threshold
+
+    @property
+    def cooldown(self) -> float:
+        """Seconds the breaker stays open."""
+        return self.settings.cooldown
+
+    @property
+    def probe_interval(self) -> float:
+        """While the breaker is open, how often the cheap sources are read again."""
+        return self.settings.probe_interval
 
     # -- what callers read -------------------------------------------------------------
 
     @property
     def current(self) -> KeyState:
         """The key, its generation and its source, as one consistent snapshot."""
-        return self._current
+        return self._ledger.current
 
     @property
     def api_key(self) -> str | None:
         """The current key itself. Handle with care: never log or print it."""
-        return self._current.key
+        return self._ledger.current.key
 
     @property
     def fingerprint(self) -> str:
         """The current key's fingerprint, e.g. ``rpa_…9XQ2``: safe to show anywhere."""
-        return _keys.fingerprint(self._current.key)
+        return _keys.fingerprint(self._ledger.current.key)
 
     @property
     def generation(self) -> int:
         """How many times the key has changed since this object was made."""
-        return self._current.generation
+        return self._ledger.current.generation
 
     @property
     def source(self) -> str:
         """Where the current key came from (``env:RUNPOD_API_KEY``, ``argument``, ...)."""
-        return self._current.source
+        return self._ledger.current.source
 
     @property
     def recovery(self) -> RecoveryHook:
@@ -261,32 +304,25 @@ class Credentials:
     def breaker(self) -> Breaker:
         """The recovery breaker's state: `Breaker.OPEN` while recovery rests."""
         with self._lock:
-            if self._breaker is Breaker.OPEN and time.monotonic() >= self._open_until:
-                return Breaker.HALF_OPEN
-            return self._breaker
+            return self._breaker.seen(time.monotonic())
+
+    def was_accepted(self, generation: int) -> bool:
+        """Whether RunPod accepted *generation*'s key at least once."""
+        return self._ledger.was_accepted(generation)
 
     def _derive(self, api_key: str) -> Credentials:
-        """Credentials for *api_key* with everything else of ours: hook, hosts and policy.
+        """Credentials for *api_key* with everything else of ours: hook, hosts and settings.
 
         For objects that bring a key of their own (the SDK's ``Endpoint(..., api_key=K)``).
 
         Raises:
             InvalidKeyError: *api_key* cannot be sent.
         """
-        derived = Credentials(
-            api_key,
-            self._hook,
-            max_recoveries=self.max_recoveries,
-            stop=self.stop,
-            wait=self.wait,
-            hook_timeout=self.hook_timeout,
-            recovery_window=self.recovery_window,
-            failure_threshold=self.failure_threshold,
-            cooldown=self.cooldown,
-            probe_interval=self.probe_interval,
-            retry=self.retry,
-        )
+        key = _keys.check(api_key)
+        remember_key(key)
+        derived = Credentials.__new__(Credentials)
         derived.hosts = self.hosts
+        derived._init(key, "argument", self._hook, self.settings)  # noqa: SLF001 -- our class
         return derived
 
     def __repr__(self) -> str:
@@ -297,27 +333,41 @@ class Credentials:
 
     __str__ = __repr__
 
-    # -- checking the key --------------------------------------------------------------
+    # -- checking the key, when asked ---------------------------------------------------
 
-    def validate(self, api_url: str | None = None) -> Validation:
+    def validate(
+        self,
+        api_url: str | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> Validation:
         """Ask RunPod (GraphQL ``myself { id }``) whether the current key works.
 
         Tells an accepted key from a rejected one (401), one without permission (403),
         no key at all, and a failure to reach RunPod. Runs no recovery; never raises
-        for HTTP or network failures.
+        for HTTP or network failures. Only when called: recovery never validates.
 
         Args:
             api_url: RunPod's API base (default: ``RUNPOD_API_BASE_URL`` or RunPod's own);
                 an emulator's ``api_url`` in tests.
+            transport: The httpx transport to ask through (your proxy, mTLS or mock
+                transport); default: a new ``httpx.HTTPTransport``.
 
         Raises:
             ValueError: *api_url* is not a host this key may be sent to (see *hosts*).
         """
-        return validate(self._current.key, checked_graphql_url(self.hosts, api_url))
+        url = checked_graphql_url(self.hosts, api_url)
+        return validate(self._ledger.current.key, url, transport=transport)
 
-    async def avalidate(self, api_url: str | None = None) -> Validation:
+    async def avalidate(
+        self,
+        api_url: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Validation:
         """`validate` for asyncio."""
-        return await validate_async(self._current.key, checked_graphql_url(self.hosts, api_url))
+        url = checked_graphql_url(self.hosts, api_url)
+        return await validate_async(self._ledger.current.key, url, transport=transport)
 
     # -- rotation pushed by the application --------------------------------------------
 
@@ -335,9 +385,8 @@ class Credentials:
         key = _keys.check(api_key)
         remember_key(key)
         with self._lock:
-            self._install_locked(key, source)
-            self._close_locked()
-            self._suspect = self._watch = self._unaccepted = None
+            self._ledger.install(key, source, recovered=False)
+            self._breaker.close()
             superseded, self._flight = self._flight, None
             if superseded is not None:
                 superseded.settled = True
@@ -383,32 +432,29 @@ class Credentials:
         if callable(unsubscribe):
             weakref.finalize(self, unsubscribe)
 
-    def _install_locked(self, key: str, source: str) -> None:
-        self._current = KeyState(key, self._current.generation + 1, source)
+    # -- what requests report ----------------------------------------------------------
 
-    def _confirm(self, generation: int) -> None:
-        """A request sent with *generation* was not rejected: that key is accepted."""
-        if generation != self._watch:
-            return  # the hot path: one comparison
+    def accepted(self, generation: int) -> None:
+        """RunPod accepted a request sent with *generation*'s key (any status but 401).
+
+        The hot path: one comparison, unless the acceptance is news (a new key's first,
+        or the first after a 401), which clears what the 401s suggested, closes the
+        breaker, and tells the hook that found the key (`persist` saves it then).
+        """
+        if generation != self._ledger.watching:
+            return
         with self._lock:
-            if generation != self._watch:
+            if generation != self._ledger.watching:
                 return
-            self._watch = None
-            self._accepted = max(self._accepted, generation)
-            if self._suspect == generation:
-                # A spurious 401: the key works. A flight polling for a new one can stop.
-                self._suspect = None
-                if self._flight is not None and self._flight.generation == generation:
-                    self._flight.key_accepted.set()
-            self._close_locked()
-            found, self._unaccepted = self._unaccepted, None
-        if found is not None and found[0] == generation:
+            found = self._ledger.accepted(generation)
+            self._breaker.close()
+        if found is not None:
             if on_event_loop():
                 # `persist` writes a file then: not on the loop, which must not block. One
                 # worker keeps the saves in order, and the interpreter waits for it at exit.
-                self._tell_later().submit(tell_accepted, self._hook, found[1])
+                self._tell_later().submit(tell_accepted, self._hook, found)
             else:
-                tell_accepted(self._hook, found[1])
+                tell_accepted(self._hook, found)
 
     def _tell_later(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -418,110 +464,150 @@ class Credentials:
                 self._teller = ThreadPoolExecutor(1, thread_name_prefix="resilient-runpod-told")
             return self._teller
 
-    def _was_accepted(self, generation: int) -> bool:
-        """Whether RunPod accepted *generation*'s key at least once since it was recovered."""
-        return self._accepted >= generation
+    def rejected(
+        self,
+        generation: int,
+        context: RecoveryContext,
+        *,
+        mark: int | None = None,
+        resendable: bool = True,
+        deadline: float | None = None,
+    ) -> Next:
+        """RunPod answered 401 to *generation*'s key: what the request does next.
 
-    def _close_locked(self) -> None:
-        self._breaker, self._failures = Breaker.CLOSED, 0
-
-    # -- recovery ----------------------------------------------------------------------
-
-    def recover(
-        self, generation: int, context: RecoveryContext, *, deadline: float | None = None
-    ) -> Outcome:
-        """Block until there is something to send instead of the rejected *generation*.
-
-        Returns `Outcome.NEW` when a newer key is current, `Outcome.UNCHANGED` when the
-        rejected key is worth sending once more (the source still holds it).
+        Blocks while a recovery it needs (or joins) runs.
 
         Args:
             generation: The rejected key's generation.
             context: What was rejected, for the hook and the events.
+            mark: `Next.mark` from the request's previous 401 on this key, if any.
+            resendable: Whether the request can be sent again (a streamed body cannot):
+                if not, the source is read at once, as no resend can probe the key.
             deadline: A `time.monotonic` time after which this caller stops waiting.
 
         Raises:
-            AuthenticationError: the hook could not produce a usable key (its error is
-                the ``__cause__``), the deadline passed, or the breaker is open
-                (`CooldownError`).
+            AuthenticationError: recovery could not produce a key to send: the key was
+                never accepted, its source stayed stale, the hook failed, the deadline
+                passed, or the breaker is open (`CooldownError`).
         """
-        flight = self._join(generation, context, asynchronous=False)
+        decided, flight = self._decide(generation, context, mark, resendable, asynchronous=False)
         if flight is None:
-            return Outcome.NEW
+            return decided
         while not flight.done.wait(remaining(flight, deadline)):
             self._check(flight, context, deadline)
-        flight.raise_if_failed()
-        return flight.outcome
+        return self._after(flight, decided.mark)
 
-    async def arecover(
-        self, generation: int, context: RecoveryContext, *, deadline: float | None = None
-    ) -> Outcome:
-        """`recover` for asyncio and trio: waits without blocking the event loop."""
-        flight = self._join(generation, context, asynchronous=True)
+    async def arejected(
+        self,
+        generation: int,
+        context: RecoveryContext,
+        *,
+        mark: int | None = None,
+        resendable: bool = True,
+        deadline: float | None = None,
+    ) -> Next:
+        """`rejected` for asyncio and trio: waits without blocking the event loop."""
+        decided, flight = self._decide(generation, context, mark, resendable, asynchronous=True)
         if flight is None:
-            return Outcome.NEW
+            return decided
         waiter = flight.async_waiter()
         while not flight.done.is_set():
             if not await waiter.wait(remaining(flight, deadline)):
                 self._check(flight, context, deadline)
+        return self._after(flight, decided.mark)
+
+    def _decide(
+        self,
+        generation: int,
+        context: RecoveryContext,
+        mark: int | None,
+        resendable: bool,
+        *,
+        asynchronous: bool,
+    ) -> tuple[Next, Flight | None]:
+        """Gather the facts, ask the rule, and start or join a flight if it says so."""
+        with self._lock:
+            now = time.monotonic()
+            ledger = self._ledger
+            facts, mark = ledger.rejected(generation, mark, resendable=resendable)
+            if not facts.replaced:
+                facts = replace(
+                    facts,
+                    recovering=self._flight is not None,
+                    cooling=self._breaker.would_refuse(now),
+                    waiting=ledger.waiting(now) > 0,
+                )
+            act = after_401(facts)
+            if act is Act.JOIN:
+                return Next(act, mark), self._flight
+            if act is Act.COOLDOWN:
+                raise self._cooldown_error(now, context)
+            if act is Act.WAIT:
+                return Next(act, mark, wait=ledger.waiting(now)), None
+            if act is not Act.READ:
+                return Next(act, mark, recovered=act is Act.RESEND_CURRENT), None
+            gate = self._breaker.gate(now)
+            if gate is Gate.REFUSE:  # pragma: no cover -- `cooling` said so first
+                raise self._cooldown_error(now, context)
+            probing = gate is Gate.PROBE
+            asking = may_ask(
+                accepted_before=ledger.was_accepted(generation),
+                stale_rounds=ledger.stale_rounds,
+                asked=ledger.asked,
+                probing=probing,
+            )
+            if asking:
+                ledger.note_asked()
+            budget = hook_budget(self.settings.hook_timeout, self._hook) if asking else None
+            if not asking:
+                budget = self.settings.hook_timeout
+            deadline = float("inf") if budget is None else now + budget
+            flight = self._flight = Flight(
+                generation,
+                ledger.current.key,
+                now,
+                deadline,
+                mark=mark,
+                may_ask=asking,
+                probing=probing,
+            )
+        self._start(flight, replace(context, may_ask=asking), asynchronous=asynchronous)
+        return Next(Act.READ, mark), flight
+
+    def _after(self, flight: Flight, mark: int) -> Next:
+        """What a request that waited for *flight* does next."""
         flight.raise_if_failed()
-        return flight.outcome
+        if flight.outcome is Outcome.STALE:
+            return Next(Act.WAIT, mark, wait=flight.wait)
+        return Next(Act.RESEND_CURRENT, mark, recovered=True)
 
     def _check(self, flight: Flight, context: RecoveryContext, deadline: float | None) -> None:
         """Woken without an outcome: give up on the flight, or the caller's deadline."""
         now = time.monotonic()
         if deadline is not None and now >= deadline and not flight.done.is_set():
-            raise give_up_error(
+            error = give_up_error(
                 context,
                 hook_name(self._hook),
                 RecoveryError("the request's deadline passed while recovery was running"),
             )
+            error.reason = AuthFailure.DEADLINE
+            raise error
         if now >= flight.deadline:
             self._expire(flight, context)
 
-    def _join(
-        self, generation: int, context: RecoveryContext, *, asynchronous: bool
-    ) -> Flight | None:
-        """The flight to wait for, starting it if this caller is first; None if not needed."""
-        hook = self._hook
-        interactive = bool(getattr(hook, "interactive", False))
-        with self._lock:
-            current = self._current
-            if current.generation != generation:
-                return None
-            # A flight, while there is one, is for the current generation: whatever
-            # installs a key (`_finish`, `set_key`) also ends or sets aside the flight.
-            if self._flight is not None:
-                return self._flight
-            now = time.monotonic()
-            mode = Mode.POLL if self._suspect == generation and not interactive else Mode.READ
-            if self._breaker is Breaker.OPEN:
-                if now >= self._open_until:
-                    self._breaker = Breaker.HALF_OPEN
-                elif not interactive and now >= self._next_probe:
-                    self._next_probe = now + self.probe_interval
-                    mode = Mode.PROBE
-                else:
-                    raise self._cooldown_error(now, context)
-            budget = hook_budget(self.hook_timeout, hook)
-            if mode is Mode.POLL:
-                budget = None if budget is None else budget + self.recovery_window
-            deadline = math.inf if budget is None else now + budget
-            flight = self._flight = Flight(generation, current.key, now, deadline, mode)
-        self._start(flight, context, asynchronous=asynchronous)
-        return flight
-
     def _cooldown_error(self, now: float, context: RecoveryContext) -> CooldownError:
-        retry_after = max(0.0, self._open_until - now)
+        retry_after = self._breaker.retry_after(now)
         return CooldownError(
             f"RunPod rejected API key {context.fingerprint} ({context.status_code} on "
-            f"{context.method} {context.url}), and recovery failed {self._failures} times in a "
-            f"row, so it is resting for {retry_after:.0f} more seconds instead of calling "
-            f"{hook_name(self._hook)!r} again. Set a working key with Credentials.set_key() "
-            f"to resume at once. {NEXT_STEPS}",
+            f"{context.method} {context.url}), and recovery failed {self._breaker.failures} "
+            f"times in a row, so it is resting for {retry_after:.0f} more seconds instead of "
+            f"calling {hook_name(self._hook)!r} again. Set a working key with "
+            f"Credentials.set_key() to resume at once. {NEXT_STEPS}",
             fingerprint=context.fingerprint,
             retry_after=retry_after,
         )
+
+    # -- one flight: one read of the source ---------------------------------------------
 
     def _start(self, flight: Flight, context: RecoveryContext, *, asynchronous: bool) -> None:
         """Run *flight* in a thread of its own; an async hook runs on an async caller's loop."""
@@ -544,72 +630,36 @@ class Credentials:
             daemon=True,
         ).start()
 
-    def _fly(  # noqa: C901 -- one flight, read top to bottom
-        self, flight: Flight, context: RecoveryContext, call: Callable[[], object]
-    ) -> None:
-        """The flight itself: ask the hook (and, while polling, ask again) for a key."""
+    def _fly(self, flight: Flight, context: RecoveryContext, call: Callable[[], object]) -> None:
+        """The flight itself: ask the hook once, and settle what it found."""
         try:
-            if (
-                flight.mode is Mode.READ
-                and getattr(self._hook, "interactive", False)
-                and self._probe(flight.rejected_key, context)
-            ):
-                # Nobody is asked for a key while the current one still works.
-                self._finish(flight, context, outcome=Outcome.UNCHANGED, source="probe")
-                return
-            pause = _FIRST_POLL
-            window_end = time.monotonic() + self.recovery_window
-            while True:
-                if flight.settled:
-                    return  # set aside by `set_key`: nobody waits for this answer any more
-                try:
-                    key, source = self._read(call)
-                except RecoveryError:
-                    if flight.mode is not Mode.POLL or time.monotonic() + pause > window_end:
-                        raise
-                    # Polling a source that is being updated: it may fail for a moment.
-                    time.sleep(pause)
-                    pause = min(pause * 2, _MAX_POLL)
-                    continue
-                if key != flight.rejected_key:
-                    self._finish(flight, context, outcome=Outcome.NEW, key=key, source=source)
-                    return
-                if flight.mode is Mode.READ:
-                    self._finish(flight, context, outcome=Outcome.UNCHANGED, source=source)
-                    return
-                if flight.mode is Mode.PROBE or time.monotonic() + pause > window_end:
-                    raise RecoveryError(  # noqa: TRY301 -- reported like any hook failure
-                        f"the source still holds the rejected key ({context.fingerprint}) after "
-                        f"{self.recovery_window:g} seconds (Credentials(recovery_window=...))"
-                    )
-                if flight.key_accepted.wait(pause) or self._probe(flight.rejected_key, context):
-                    self._finish(flight, context, outcome=Outcome.UNCHANGED, source=source)
-                    return
-                pause = min(pause * 2, _MAX_POLL)
-        except BaseException as exc:
-            self._finish(flight, context, outcome=Outcome.FAILED, error=exc)
+            found = self._read(call, stale=self._ledger.stale is not None)
+        except NonInteractiveError as exc:
+            # Nobody to ask: the same as a source with nothing newer.
+            self._finish(flight, context, Found.NOTHING_NEW, error=exc)
+        except BaseException as exc:  # the hook's failure is everyone's answer
+            self._finish(flight, context, Found.FAILED, error=exc)
+        else:
+            if found is None or found.key == flight.rejected_key:
+                source = found.source if found is not None else ""
+                self._finish(flight, context, Found.NOTHING_NEW, source=source)
+            else:
+                self._finish(flight, context, Found.NEW, found=found)
 
-    def _read(self, call: Callable[[], object]) -> tuple[str, str]:
-        """Ask the hook for a key; a failing source is read once more before it counts.
+    def _read(self, call: Callable[[], object], *, stale: bool) -> RecoveredKey | None:
+        """Ask the hook for a key (None: it had none); a failing source is read once more.
 
         A source caught mid-update (a file rewritten in place) fails for a moment.
         """
         name = hook_name(self._hook)
         try:
-            return accept(call(), name)
+            return _found(call(), name)
         except RecoveryError as exc:
             source_failed = isinstance(exc, SourceError) or isinstance(exc.__cause__, SourceError)
-            if not source_failed or getattr(self._hook, "interactive", False):
+            if not source_failed or stale:
                 raise
         time.sleep(_REREAD)
-        return accept(call(), name)
-
-    def _probe(self, key: str | None, context: RecoveryContext) -> bool:
-        """Whether RunPod still accepts *key*: one GraphQL ``myself`` on the same API."""
-        if key is None:
-            return False  # no key works
-        url = probe_url(self.hosts, context.url)
-        return url is not None and validate(key, url).status is KeyStatus.ACCEPTED
+        return _found(call(), name)
 
     def _expire(self, flight: Flight, context: RecoveryContext) -> None:
         budget = flight.deadline - flight.started
@@ -617,75 +667,90 @@ class Credentials:
             f"recovery hook {hook_name(self._hook)!r} did not answer within "
             f"{budget:g} seconds and was abandoned"
         )
-        self._finish(flight, context, outcome=Outcome.FAILED, error=error)
+        self._finish(flight, context, Found.FAILED, error=error)
 
-    def _finish(  # noqa: C901 -- one settlement, three outcomes, each with its event
+    def _finish(
         self,
         flight: Flight,
         context: RecoveryContext,
+        what: Found,
         *,
-        outcome: Outcome,
-        key: str | None = None,
+        found: RecoveredKey | None = None,
         source: str = "",
         error: BaseException | None = None,
     ) -> None:
-        """Settle *flight* once: install the new key, or record why there is none."""
+        """Settle *flight* once: install a new key, or decide what nothing new means."""
         name = hook_name(self._hook)
-        duration = round(time.monotonic() - flight.started, 4)
         with self._lock:
             if flight.settled:
-                return  # expired already, or finished by another path; first answer wins
+                return  # expired already, or set aside by `set_key`: first answer wins
             flight.settled = True
-            flight.outcome = outcome
-            generation = flight.generation
-            if outcome is Outcome.NEW and key is not None:
-                if self._current.generation == generation:
-                    remember_key(key)
-                    self._install_locked(key, source)
-                    self._watch = self._current.generation
-                    self._unaccepted = (self._watch, RecoveredKey(key, source))
-                    self._suspect = None
-                    if self._breaker is Breaker.OPEN:
-                        self._breaker = Breaker.HALF_OPEN  # closed once RunPod accepts it
-                # else: a newer key was set meanwhile; a late finisher never overwrites it.
-            elif outcome is Outcome.UNCHANGED:
-                self._suspect = self._watch = generation
-            elif flight.mode is Mode.PROBE:
-                flight.error = self._cooldown_error(time.monotonic(), context)
-                flight.error.__cause__ = error
+            now = time.monotonic()
+            ledger = self._ledger
+            if what is Found.NEW and found is not None:
+                outcome = Outcome.NEW
+                if ledger.current.generation == flight.generation:
+                    remember_key(found.key)
+                    ledger.install(found.key, found.source, recovered=True)
+                    self._breaker.recovered()
+            elif flight.probing:
+                outcome = Outcome.FAILED  # the breaker stays open; nothing is counted
+                flight.error = self._cooldown_error(now, context)
+                flight.error.__cause__ = scrubbed_exception(error) if error else None
+            elif ledger.accepted_since(flight.mark):
+                outcome = Outcome.STALE  # RunPod accepted the key meanwhile: resend at once
             else:
-                self._failures += 1
-                if self._breaker is not Breaker.CLOSED or self._failures >= self.failure_threshold:
-                    now = time.monotonic()
-                    self._breaker = Breaker.OPEN
-                    self._open_until = now + self.cooldown
-                    self._next_probe = now + self.probe_interval
-                self._watch = generation
-                flight.error = give_up_error(context, name, error)
+                window = self.settings.recovery_window
+                outcome = after_read(
+                    Read(
+                        what,
+                        accepted_before=ledger.was_accepted(flight.generation),
+                        window_open=window > 0 and ledger.stale_for(now) < window,
+                        stale_episode=ledger.stale is not None,
+                    )
+                )
+                if outcome is Outcome.STALE:
+                    flight.wait = ledger.stale_round(now)
+                else:
+                    self._breaker.failed(now)
+                    where = source or ledger.current.source
+                    flight.error = _failure(
+                        outcome,
+                        context=context,
+                        name=name,
+                        where=where,
+                        error=error,
+                        window=window,
+                    )
+            flight.outcome = outcome
             if self._flight is flight:
                 self._flight = None
+            rounds = ledger.stale_rounds
             new_fingerprint = self.fingerprint
         # Logged before the waiters wake, so the event precedes anything they do next.
+        duration = round(now - flight.started, 4)
         if outcome is Outcome.NEW:
             logger.info(
                 "runpod.auth.recovered",
                 hook=name,
-                source=source,
+                source=found.source if found is not None else "",
                 duration=duration,
                 rejected=context.fingerprint,
                 fingerprint=new_fingerprint,
             )
-        elif outcome is Outcome.UNCHANGED:
+        elif outcome is Outcome.STALE:
             logger.info(
                 "runpod.auth.key_unchanged",
                 hook=name,
                 source=source,
                 duration=duration,
                 fingerprint=context.fingerprint,
+                round=rounds,
+                wait=round(flight.wait, 3),
             )
         else:
             logger.error(
-                "runpod.auth.hook_failed",
+                _FAILURE_EVENTS.get(outcome, "runpod.auth.hook_failed"),
                 hook=name,
                 error=describe(error),
                 duration=duration,
@@ -696,12 +761,67 @@ class Credentials:
         flight.resolve()
 
 
-# Polling a source that still holds the rejected key: first after this many seconds,
-# doubling up to the maximum.
-_FIRST_POLL = 0.1
-_MAX_POLL = 5.0
+# The event logged when a flight fails, by outcome.
+_FAILURE_EVENTS = {
+    Outcome.NEVER_ACCEPTED: "runpod.auth.never_accepted",
+    Outcome.STALE_TOO_LONG: "runpod.auth.source_stale",
+}
 # Before reading a failing source once more.
 _REREAD = 0.05
+
+
+def _found(result: object, name: str) -> RecoveredKey | None:
+    """A hook's answer as a key and its source; None when it had none."""
+    if result is None or (isinstance(result, RecoveredKey) and result.key is None):
+        return None
+    key, source = accept(result, name)
+    return RecoveredKey(key, source)
+
+
+def _failure(
+    outcome: Outcome,
+    *,
+    context: RecoveryContext,
+    name: str,
+    where: str,
+    error: BaseException | None,
+    window: float,
+) -> AuthenticationError:
+    """The error every request waiting on a failed flight raises."""
+    rejected = (
+        f"RunPod rejected API key {context.fingerprint} ({context.status_code} on "
+        f"{context.method} {context.url})"
+    )
+    failure: AuthenticationError
+    if outcome is Outcome.NEVER_ACCEPTED:
+        note = f" ({describe(error)})" if error is not None else ""
+        failure = AuthenticationError(
+            f"{rejected} and has never accepted it: {where} holds it, and {name!r} found no "
+            f"other key{note}. Is the key wrong or misspelled? {NEXT_STEPS}",
+            fingerprint=context.fingerprint,
+            attempts=context.attempt,
+            hooks=(name,),
+            reason=AuthFailure.NEVER_ACCEPTED,
+            source=where,
+        )
+    elif outcome is Outcome.STALE_TOO_LONG:
+        failure = StaleSourceError(
+            f"{rejected}, a key it accepted before, and {where} still held it after "
+            f"{window:g} seconds of reading it again (Credentials(recovery_window=...)). "
+            f"Write the new key there, or set it with Credentials.set_key(). {NEXT_STEPS}",
+            fingerprint=context.fingerprint,
+            attempts=context.attempt,
+            hooks=(name,),
+            reason=AuthFailure.STALE_SOURCE,
+            source=where,
+        )
+    else:
+        failure = give_up_error(context, name, error)
+        failure.reason = AuthFailure.HOOK_FAILED
+        failure.source = where
+        return failure
+    failure.__cause__ = scrubbed_exception(error) if error is not None else None
+    return failure
 
 
 def _call_sync(hook: RecoveryHook, context: RecoveryContext) -> object:

@@ -8,7 +8,8 @@ Three layers, each written once:
   - `Send` (key): send the request with this key; reply with a `Reply`.
   - `DISCARD`: close the response last sent back; it will not be returned. Reply
     with what its body said (`said`), or ``None``.
-  - `Recover`: key generation *g* was rejected; reply with the `Outcome`.
+  - `Recover`: key generation *g* was rejected; reply with what to do next (`Next`,
+    decided by `Credentials.rejected` by the table in `_rule`).
   - `Sleep`: wait this many seconds.
 
   When it returns, the last response is the answer. When it raises
@@ -29,7 +30,6 @@ transient retries alike (`RetryPolicy`).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -37,29 +37,32 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import tenacity
 
+from ._answers import HTML_PAGE
 from ._errors import (
     NEXT_STEPS,
     AuthenticationError,
+    AuthFailure,
     BodyNotReplayableError,
     CooldownError,
     PermissionDeniedError,
+    RecoveryError,
     TransientError,
 )
-from ._flight import Outcome
-from ._hooks import hook_name
-from ._hosts import AnyURL, as_httpx_url, redact_text, redact_url
+from ._hooks import give_up_error, hook_name
+from ._hosts import AnyURL, as_httpx_url, redact_url
 from ._keys import fingerprint, key_id
 from ._logging import logger
 from ._policy import Verdict
+from ._rule import Act
 from .typing import RecoveryContext
 
 if TYPE_CHECKING:
-    from ._credentials import Credentials, KeyState
+    from ._credentials import Credentials
+    from ._ledger import KeyState
 
 __all__ = [
     "DISCARD",
     "FORBIDDEN",
-    "HTML_PAGE",
     "UNAUTHORIZED",
     "Command",
     "Recover",
@@ -70,7 +73,6 @@ __all__ = [
     "rule",
     "run_async",
     "run_sync",
-    "said",
     "stands",
     "sync_driver",
     "warn_foreign_401",
@@ -93,10 +95,12 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Recover:
-    """Get something to send instead of *generation*'s key; reply with the `Outcome`."""
+    """RunPod rejected *generation*'s key: reply with what to do next (`Next`)."""
 
     generation: int
     context: RecoveryContext
+    mark: int | None  # the request's previous 401 on this key (`Next.mark`), if any
+    resendable: bool
     deadline: float | None
 
 
@@ -165,23 +169,28 @@ _DEFAULT_WAIT = tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wa
 
 
 class _Ceiling(tenacity.stop.stop_base):
-    """The ceiling on a request's sends, not charged for rotations made by others.
+    """The bounds on a request's sends, counted in one place.
 
-    A send answered 401 because the key was rotated meanwhile (recovery found a newer
-    key) is refunded: a request that lives through many rotations loses nothing to
-    them. Every other send counts, so a server that keeps refusing a valid key, or
-    keeps failing, stops the request after `RetryPolicy.max_sends`. A hard limit of
-    four times that bounds even a key that rotates faster than requests complete.
+    - Every send is *charged*, except one that met a rotation (recovery or another
+      request found a newer key) or waited for a stale store: a request that lives
+      through many rotations loses nothing to them. At `RetryPolicy.max_sends` charged
+      sends the request stops, so a server that keeps refusing a valid key, or keeps
+      failing, ends it.
+    - A hard limit of four times that bounds the sends that were not stale-store
+      resends, even for a key that rotates faster than requests complete.
+    - Stale-store resends are bounded by ``recovery_window``: the flight that finds the
+      store stale past it fails every request waiting.
     """
 
     def __init__(self, max_sends: int) -> None:
         self.max_sends = max_sends
         self.charged = 1  # the first send
+        self.stale = 0  # resends made while waiting for a stale store
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         return (
             self.charged >= self.max_sends
-            or retry_state.attempt_number >= _HARD_LIMIT * self.max_sends
+            or retry_state.attempt_number - self.stale >= _HARD_LIMIT * self.max_sends
         )
 
 
@@ -225,8 +234,10 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     reply = first
     history: list[tuple[str, float | None]] = []
     transient_rounds = 0
-    waited_for: int | None = None  # the generation a recovery this request waited on made
+    recovered: int | None = None  # the generation of a recovered key this request was handed
     rejected_recovered = 0  # recovered keys this request saw rejected
+    mark: int | None = None  # the ledger's mark of this request's last 401 (`Next.mark`)
+    marked: int | None = None  # ... and the generation it was for
     pending: list[float] = []
     try:
         ceiling = _Ceiling(policy.max_sends)
@@ -241,11 +252,10 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                 status = reply.status
                 if status == UNAUTHORIZED:
                     yield DISCARD
-                    if waited_for == state.generation and not credentials._was_accepted(  # noqa: SLF001
-                        state.generation
-                    ):
+                    generation = state.generation
+                    if recovered == generation and not credentials.was_accepted(generation):
                         # A recovered key nobody got through with: counted once.
-                        waited_for = None
+                        recovered = None
                         rejected_recovered += 1
                         if rejected_recovered >= credentials.max_recoveries:
                             raise _still_rejected(
@@ -262,31 +272,35 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                     )
                     _log_rejected(context)
                     try:
-                        outcome = yield Recover(state.generation, context, deadline)
-                    except AuthenticationError as exc:
-                        _log_give_up(
-                            "cooldown" if isinstance(exc, CooldownError) else "hook_failed",
+                        then = yield Recover(
+                            generation,
                             context,
+                            mark if marked == generation else None,
+                            replayable,
+                            deadline,
                         )
+                    except AuthenticationError as exc:
+                        _log_give_up(_why(exc), context)
                         raise
-                    if outcome is Outcome.NEW:
-                        waited_for = credentials.current.generation
-                    if outcome is not Outcome.UNCHANGED:
-                        ceiling.charged -= 1  # a rotation made this 401: not the request's
+                    mark, marked = then.mark, generation
                     if not replayable:
-                        raise BodyNotReplayableError(
-                            f"RunPod rejected key {context.fingerprint} on {method} {url}; "
-                            f"recovery has a key to send ({credentials.fingerprint}), but this "
-                            "request's body was a stream that cannot be sent again. Send the "
-                            "request again (the key is in place) with a body that can be "
-                            "re-read (bytes, json=, data=)."
-                        )
+                        raise _not_replayable(context, method, url, credentials)
+                    if then.act is Act.RESEND_CURRENT:
+                        ceiling.charged -= 1  # a rotation made this 401: not the request's
+                        if then.recovered:
+                            recovered = credentials.current.generation
+                    elif then.act is Act.WAIT:
+                        ceiling.charged -= 1  # the store is late: bounded by its window
+                        ceiling.stale += 1
+                        if deadline is not None and time.monotonic() + then.wait > deadline:
+                            raise _deadline_passed(context, credentials)
+                        raise _Again(reply, then.wait)  # noqa: TRY301 -- tenacity sends again
                     raise _Again(reply)  # noqa: TRY301 -- tenacity sends again
                 if status == FORBIDDEN:
                     detail = yield DISCARD
                     raise _forbidden(state.key, method, url, detail)
                 if status is not None and status not in policy.statuses:
-                    credentials._confirm(state.generation)  # noqa: SLF001 -- one unit
+                    credentials.accepted(state.generation)
                     return
                 # A transient failure: 429, 502/503/504, or a lost connection.
                 if status is not None:
@@ -398,45 +412,34 @@ def _forbidden(key: str | None, method: str, url: str, detail: str | None) -> Pe
     )
 
 
-# What `said` makes of a page a browser would show: no quote, just what it is.
-HTML_PAGE: Final = "an HTML page"
-_DETAIL_LIMIT: Final = 200
+def _why(error: AuthenticationError) -> str:
+    """The ``reason`` of a ``runpod.auth.recovery_failed`` event for *error*."""
+    if isinstance(error, CooldownError):
+        return "cooldown"
+    return error.reason.value if error.reason is not None else "hook_failed"
 
 
-def said(content_type: str | None, body: bytes) -> str | None:
-    """What an error answer's body says, short and without keys: for the error to quote.
+def _not_replayable(
+    context: RecoveryContext, method: str, url: str, credentials: Credentials
+) -> BodyNotReplayableError:
+    return BodyNotReplayableError(
+        f"RunPod rejected key {context.fingerprint} on {method} {url}; recovery has a key "
+        f"to send ({credentials.fingerprint}), but this request's body was a stream that "
+        "cannot be sent again. Send the request again (the key is in place) with a body "
+        "that can be re-read (bytes, json=, data=)."
+    )
 
-    RunPod's REST answers are ``application/problem+json`` (``detail``, ``title``);
-    GraphQL's carry ``errors[0].message``; serverless ones ``error`` or ``message``. An
-    HTML page is named as such (a firewall's, usually). Anything else: its first line.
-    """
-    if not body:
-        return None
-    kind = (content_type or "").split(";")[0].strip().lower()
-    if kind == "text/html" or body.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")):
-        return HTML_PAGE
-    text = body.decode("utf-8", "replace")
-    if kind.endswith("json"):
-        try:
-            document = json.loads(text)
-        except ValueError:
-            document = None
-        if isinstance(document, dict):
-            errors = document.get("errors")
-            first = errors[0] if isinstance(errors, list) and errors else None
-            for found in (
-                document.get("detail"),
-                document.get("title"),
-                first.get("message") if isinstance(first, dict) else None,
-                document.get("error"),
-                document.get("message"),
-            ):
-                if isinstance(found, str) and found.strip():
-                    text = found
-                    break
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    # Keys out first: a cut through a key would leave a piece no pattern recognises.
-    return redact_text(line)[:_DETAIL_LIMIT] or None
+
+def _deadline_passed(context: RecoveryContext, credentials: Credentials) -> AuthenticationError:
+    name = hook_name(credentials.recovery)
+    error = give_up_error(
+        context,
+        name,
+        RecoveryError("the request's deadline passed while waiting for the key's source"),
+    )
+    error.reason = AuthFailure.DEADLINE
+    _log_give_up("deadline", context)
+    return error
 
 
 def _log_give_up(reason: str, context: RecoveryContext) -> None:
@@ -464,6 +467,7 @@ def _still_rejected(
         fingerprint=shown,
         attempts=recovered + 1,
         hooks=(name,),
+        reason=AuthFailure.STILL_REJECTED,
     )
 
 
@@ -482,6 +486,7 @@ def _ceiling_reached(
         fingerprint=shown,
         attempts=sends,
         hooks=(name,),
+        reason=AuthFailure.CEILING,
     )
 
 
@@ -506,8 +511,12 @@ def sync_driver(
             reply = None
             if type(command) is Recover:
                 try:
-                    reply = credentials.recover(
-                        command.generation, command.context, deadline=command.deadline
+                    reply = credentials.rejected(
+                        command.generation,
+                        command.context,
+                        mark=command.mark,
+                        resendable=command.resendable,
+                        deadline=command.deadline,
                     )
                 except AuthenticationError as exc:
                     flow.throw(exc)  # the engine reports it, then re-raises it
@@ -540,8 +549,12 @@ async def async_driver(
             reply = None
             if type(command) is Recover:
                 try:
-                    reply = await credentials.arecover(
-                        command.generation, command.context, deadline=command.deadline
+                    reply = await credentials.arejected(
+                        command.generation,
+                        command.context,
+                        mark=command.mark,
+                        resendable=command.resendable,
+                        deadline=command.deadline,
                     )
                 except AuthenticationError as exc:
                     flow.throw(exc)
@@ -569,7 +582,7 @@ def stands(credentials: Credentials, state: KeyState, status: int) -> bool:
     `run_async` (httpx's auth flows).
     """
     if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
-        credentials._confirm(state.generation)  # noqa: SLF001 -- the engine's half of one unit
+        credentials.accepted(state.generation)
         return True
     return False
 
@@ -631,7 +644,7 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
         if status_of(untouched) == UNAUTHORIZED:
             warn_foreign_401(url)
         return untouched
-    state = credentials._current  # noqa: SLF001 -- the hot path reads the slot directly
+    state = credentials.current
     stamp(state.key)
     response: R | None = None
     try:
@@ -641,7 +654,7 @@ def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
     else:
         status = status_of(response)
         if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
-            credentials._confirm(state.generation)  # noqa: SLF001
+            credentials.accepted(state.generation)
             return response
         first = Reply(status, _retry_after(response, retry_after_of))
     driver = sync_driver(credentials, method, url, state, first, replayable=replayable)
@@ -692,7 +705,7 @@ async def run_async(  # noqa: C901 -- as run_sync
         if status_of(untouched) == UNAUTHORIZED:
             warn_foreign_401(url)
         return untouched
-    state = credentials._current  # noqa: SLF001
+    state = credentials.current
     stamp(state.key)
     response: R | None = None
     try:
@@ -702,7 +715,7 @@ async def run_async(  # noqa: C901 -- as run_sync
     else:
         status = status_of(response)
         if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
-            credentials._confirm(state.generation)  # noqa: SLF001
+            credentials.accepted(state.generation)
             return response
         first = Reply(status, _retry_after(response, retry_after_of))
     driver = async_driver(credentials, method, url, state, first, replayable=replayable)

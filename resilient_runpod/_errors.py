@@ -4,6 +4,7 @@ The hierarchy::
 
     ResilientRunPodError
     ├── AuthenticationError        RunPod rejected the key (401) and recovery found none it accepts
+    │   ├── StaleSourceError       ... and its source kept holding it for recovery_window
     │   └── CooldownError          ... and recovery is resting after repeated failures
     ├── PermissionDeniedError      the key is valid but may not do this (403): never recovered
     ├── RecoveryError              a recovery hook could not produce a key (chained as __cause__)
@@ -28,19 +29,19 @@ those classes, so the ``except`` clauses callers already have still catch it.
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import httpx
 
-if TYPE_CHECKING:
-    from ._config import ConfigProblem
-
 __all__ = [
+    "AuthFailure",
     "AuthenticationError",
     "BodyNotReplayableError",
     "ConfigError",
+    "ConfigProblem",
     "CooldownError",
     "HookTimeoutError",
     "InvalidKeyError",
@@ -49,6 +50,7 @@ __all__ = [
     "RecoveryError",
     "ResilientRunPodError",
     "SourceError",
+    "StaleSourceError",
     "TransientError",
     "also_as",
 ]
@@ -106,6 +108,10 @@ class AuthenticationError(ResilientRunPodError):
         attempts: How many times the request was sent.
         hooks: Names of the recovery hooks that were tried, in order.
         status_code: The HTTP status that ended the request (401).
+        reason: Why recovery ended, as a code (`AuthFailure`); decide on this, not on
+            the message.
+        source: Where the rejected key came from, when known (``env:RUNPOD_API_KEY``,
+            ``file:/var/run/secrets/runpod/api-key``, ``argument``).
     """
 
     def __init__(
@@ -116,12 +122,38 @@ class AuthenticationError(ResilientRunPodError):
         attempts: int = 1,
         hooks: Sequence[str] = (),
         status_code: int = 401,
+        reason: AuthFailure | None = None,
+        source: str = "",
     ) -> None:
         super().__init__(message)
         self.fingerprint = fingerprint
         self.attempts = attempts
         self.hooks = tuple(hooks)
         self.status_code = status_code
+        self.reason = reason
+        self.source = source
+
+
+class AuthFailure(str, enum.Enum):
+    """Why a request ended with `AuthenticationError`: a code to decide on."""
+
+    NEVER_ACCEPTED = "never_accepted"  # RunPod never accepted the key, and nothing newer exists
+    STALE_SOURCE = "stale_source"  # the source held the rejected key for recovery_window
+    HOOK_FAILED = "hook_failed"  # the hook raised, timed out or answered nonsense
+    STILL_REJECTED = "still_rejected"  # max_recoveries recovered keys were rejected too
+    CEILING = "ceiling"  # the request reached its ceiling on sends
+    COOLDOWN = "cooldown"  # the breaker is open
+    DEADLINE = "deadline"  # the request's deadline passed during recovery
+
+
+class StaleSourceError(AuthenticationError):
+    """RunPod rejects a key it accepted before, and its source kept holding it.
+
+    The source (a secret file, a variable, a secret manager) was read again and again
+    for ``Credentials(recovery_window=...)`` seconds and never showed a new key: the
+    rotation was not written there, or the key was revoked without a rotation. The
+    ``source`` attribute names it.
+    """
 
 
 class CooldownError(AuthenticationError):
@@ -135,7 +167,7 @@ class CooldownError(AuthenticationError):
     """
 
     def __init__(self, message: str, *, fingerprint: str, retry_after: float) -> None:
-        super().__init__(message, fingerprint=fingerprint)
+        super().__init__(message, fingerprint=fingerprint, reason=AuthFailure.COOLDOWN)
         self.retry_after = retry_after
 
 
@@ -199,15 +231,28 @@ class InvalidKeyError(ResilientRunPodError, ValueError):
         self.fingerprint = fingerprint
 
 
+class ConfigProblem(str, enum.Enum):
+    """Why the config file cannot be used: each cause has its own fix."""
+
+    UNREADABLE = "unreadable"  # permissions, or another OS error
+    NOT_REGULAR = "not-regular"  # a directory, a FIFO, a device
+    TOO_LARGE = "too-large"
+    NOT_UTF8 = "not-utf8"
+    NOT_TOML = "not-toml"
+    WRONG_TYPE = "wrong-type"  # an entry that is not a string, e.g. api_key = 5
+
+
 class ConfigError(ResilientRunPodError, ValueError):
-    """A configuration file exists but cannot be used (not TOML, unreadable, wrong types).
+    """A config file that cannot be used (not TOML, unreadable, wrong types), or a bad setting.
 
     Attributes:
-        path: The file in question.
-        problem: What is wrong with it, as a code (``None``: not about reading it).
+        path: The file in question (empty for a setting given in code).
+        problem: What is wrong with the file, as a code (``None``: not about reading it).
     """
 
-    def __init__(self, message: str, *, path: str, problem: ConfigProblem | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str = "", problem: ConfigProblem | None = None
+    ) -> None:
         super().__init__(message)
         self.path = path
         self.problem = problem

@@ -9,40 +9,26 @@ passed) wins; the others see the same outcome.
 from __future__ import annotations
 
 import contextlib
-import enum
+import copy
 import math
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._errors import AuthenticationError, CooldownError
+from ._rule import Outcome
 
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
-__all__ = ["Flight", "Mode", "Outcome", "on_asyncio", "on_event_loop", "remaining"]
+    from ._errors import AuthenticationError
 
-
-class Mode(enum.Enum):
-    """What a flight does with its hook."""
-
-    READ = "read"  # call the hook once
-    POLL = "poll"  # the source still held the rejected key: re-read it until it changes
-    PROBE = "probe"  # the breaker is open: one cheap re-read, no waiting
-
-
-class Outcome(enum.Enum):
-    """How a flight ended, as every request that waited for it sees it."""
-
-    NEW = "new"  # a new key is current: send again with it
-    UNCHANGED = "unchanged"  # the source still holds the rejected key: send again with it
-    FAILED = "failed"  # no key to send: `Flight.error` says why
+__all__ = ["Flight", "on_asyncio", "on_event_loop", "remaining"]
 
 
 class Flight:
-    """One recovery for one rejected generation, shared by all waiters."""
+    """One recovery (one read of the source) for one rejected generation, shared by all waiters."""
 
     __slots__ = (
         "_async_waiters",
@@ -50,31 +36,41 @@ class Flight:
         "done",
         "error",
         "generation",
-        "key_accepted",
-        "mode",
+        "mark",
+        "may_ask",
         "outcome",
+        "probing",
         "rejected_key",
         "settled",
         "started",
+        "wait",
     )
 
     def __init__(
-        self, generation: int, rejected_key: str | None, started: float, deadline: float, mode: Mode
+        self,
+        generation: int,
+        rejected_key: str | None,
+        started: float,
+        deadline: float,
+        *,
+        mark: int,
+        may_ask: bool,
+        probing: bool,
     ) -> None:
         self.generation = generation
         self.rejected_key = rejected_key
         self.started = started
         self.deadline = deadline
-        self.mode = mode
+        self.mark = mark  # the ledger's mark when it started: an acceptance after it is news
+        self.may_ask = may_ask  # whether the hook may ask a person
+        self.probing = probing  # the breaker's re-read: a new key or a cooldown error
         self.done = threading.Event()
-        # Set when a request sent with the rejected key was accepted after all (a
-        # spurious 401): a polling flight stops at once.
-        self.key_accepted = threading.Event()
         # Set under the credentials' lock by whoever settles the flight; `done` follows
         # once the outcome is logged, so a second settler (a deadline noticed meanwhile)
         # can tell it came too late.
         self.settled = False
         self.outcome = Outcome.FAILED
+        self.wait = 0.0  # for `Outcome.STALE`: seconds before resending
         self.error: AuthenticationError | None = None
         self._async_waiters: list[Callable[[], None]] = []
 
@@ -97,20 +93,7 @@ class Flight:
     def raise_if_failed(self) -> None:
         """Raise a fresh copy of the flight's error, so no two threads share a traceback."""
         if self.error is not None:
-            error = self.error
-            copy = (
-                CooldownError(
-                    str(error), fingerprint=error.fingerprint, retry_after=error.retry_after
-                )
-                if isinstance(error, CooldownError)
-                else AuthenticationError(
-                    str(error),
-                    fingerprint=error.fingerprint,
-                    hooks=error.hooks,
-                    attempts=error.attempts,
-                )
-            )
-            raise copy from error.__cause__
+            raise copy.copy(self.error) from self.error.__cause__
 
 
 def on_asyncio() -> bool:

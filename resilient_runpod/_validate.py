@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from ._hosts import RUNPOD_HOSTS, HostPolicy, redact_url
+from ._answers import HTML_PAGE, said
+from ._hosts import HostPolicy, redact_url
 from ._keys import fingerprint
 
 __all__ = [
@@ -19,7 +20,6 @@ __all__ = [
     "Validation",
     "checked_graphql_url",
     "graphql_url",
-    "probe_url",
     "validate",
     "validate_async",
 ]
@@ -78,21 +78,6 @@ def checked_graphql_url(hosts: HostPolicy, api_url: str | None = None) -> str:
     return url
 
 
-def probe_url(hosts: HostPolicy, request_url: str) -> str | None:
-    """Where to ask whether the key of a request to *request_url* still works; None: nowhere.
-
-    RunPod's own hosts answer at RunPod's GraphQL API (``RUNPOD_API_BASE_URL`` or
-    ``api.runpod.io``); another allowed host (an emulator, a proxy) at its own
-    ``/graphql``. A URL the key may not be sent to is never asked.
-    """
-    url = httpx.URL(request_url)
-    if url.host in RUNPOD_HOSTS:
-        candidate = graphql_url()
-    else:
-        candidate = str(url.copy_with(path="/graphql", query=None, fragment=None))
-    return candidate if hosts.allows(candidate) else None
-
-
 def _request(key: str | None) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return {"json": _QUERY, "headers": headers}
@@ -123,7 +108,6 @@ _FIREWALL = (
 def _forbidden(shown: str, where: str, response: httpx.Response) -> Validation:
     """A 403: RunPod's verdict on the key, unless its body is a page (a firewall's)."""
     # Imported here: only a 403 needs it, and the engine brings tenacity and structlog.
-    from ._engine import HTML_PAGE, said  # noqa: PLC0415
 
     if said(response.headers.get("content-type"), response.content) == HTML_PAGE:
         # A firewall or proxy in front of RunPod answers with a page: RunPod never saw

@@ -23,6 +23,10 @@ class RecoveryContext:
         url: The rejected request's URL, with secrets (``api_key=``, user info) removed.
         key_id: A stable, irreversible identity of the rejected key (a SHA-256 prefix;
             empty when no key was sent): tells two keys apart where fingerprints may not.
+        may_ask: Whether a hook may ask a person now. ``False`` while recovery waits for
+            a secret store to show a rotation, or re-reads sources while the breaker is
+            open: a person is asked only about a key known to be bad, and once. A hook
+            that asks (`recovery.prompt`) then returns ``None`` without asking.
     """
 
     fingerprint: str
@@ -31,6 +35,7 @@ class RecoveryContext:
     method: str
     url: str
     key_id: str = ""
+    may_ask: bool = True
 
 
 @dataclass(frozen=True, slots=True)

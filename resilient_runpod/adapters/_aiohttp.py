@@ -18,7 +18,8 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
         "ResilientMiddleware needs aiohttp >= 3.12: pip install 'resilient-runpod[sdk]'"
     ) from exc
 
-from .._engine import run_async, said
+from .._answers import said
+from .._engine import run_async
 from .._errors import TransientError, also_as
 
 if TYPE_CHECKING:

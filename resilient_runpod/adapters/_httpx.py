@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from .._answers import said
 from .._engine import (
     DISCARD,
     UNAUTHORIZED,
@@ -21,7 +22,6 @@ from .._engine import (
     async_driver,
     run_async,
     run_sync,
-    said,
     stands,
     sync_driver,
     warn_foreign_401,

@@ -20,7 +20,8 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
         "ResilientHTTPAdapter needs requests: pip install 'resilient-runpod[sdk]'"
     ) from exc
 
-from .._engine import run_sync, said
+from .._answers import said
+from .._engine import run_sync
 from .._errors import TransientError, also_as
 from .._hosts import with_api_key_param
 

@@ -153,7 +153,7 @@ def _ask(args: argparse.Namespace) -> tuple[str | None, Validation | None, int]:
         return None, None, _USAGE
     asker = _LoginPrompt(api_url=args.api_url, check=not args.no_validate)
     try:
-        return asker(None).key, asker.checked, _SAVED
+        found = asker(None)  # with no context, it asks: None comes only from a context
     except NonInteractiveError as exc:
         _say(_NO_TERMINAL.format(why=exc.reason))
         return None, None, _USAGE
@@ -164,6 +164,7 @@ def _ask(args: argparse.Namespace) -> tuple[str | None, Validation | None, int]:
         hint = " Use --no-validate to save it unchecked." if asker.unreachable else ""
         _say(f"login: not saved: {exc}.{hint}")
         return None, None, _NOT_SAVED
+    return (found.key if found is not None else None), asker.checked, _SAVED
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -199,8 +199,12 @@ class Prompt:
     def __repr__(self) -> str:
         return f"prompt(timeout={self.timeout!r}, validate={self.validate!r})"
 
-    def __call__(self, context: RecoveryContext | None = None) -> RecoveredKey:
+    def __call__(self, context: RecoveryContext | None = None) -> RecoveredKey | None:
         """Ask for a key until one is usable, or *attempts* answers were not.
+
+        Returns None at once, without asking, when the context says a person may not be
+        asked now (`RecoveryContext.may_ask`: recovery is waiting for a secret store, or
+        re-reading sources while its breaker is open).
 
         Raises:
             NonInteractiveError: nobody can answer here (raised at once, without waiting).
@@ -213,6 +217,8 @@ class Prompt:
                 interrupted.
 
         """
+        if context is not None and not context.may_ask:
+            return None
         # One deadline for the whole call: the engine grants `timeout` (and a little more)
         # for all of it, so no answer may be waited for past it.
         deadline = None if self.timeout is None else time.monotonic() + self.timeout

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._config import config_path, keys_in_config
-from .._errors import ConfigError, InvalidKeyError, RecoveryError, SourceError
+from .._errors import (
+    ConfigError,
+    InvalidKeyError,
+    NonInteractiveError,
+    RecoveryError,
+    SourceError,
+)
 from .._files import read_secret_file
 from .._hooks import CANCELLED, awaited, hook_name, is_async_callable
 from .._hosts import redact_text
@@ -261,7 +267,9 @@ class _Tally:
     def failed(self, name: str, exc: BaseException) -> None:
         # A hook's message may quote what it read: never repeat a key.
         self.notes.append(f"{name}: {redact_text(str(exc))}")
-        self.last_error = exc
+        if not isinstance(exc, NonInteractiveError):
+            # Nobody to ask is nothing new, as a bare prompt's is: not a failure.
+            self.last_error = exc
 
     def is_new(self, name: str, found: RecoveredKey | None) -> bool:
         """Whether *found* is the chain's answer: a key other than the rejected one."""
@@ -275,7 +283,12 @@ class _Tally:
         return True
 
     def end(self) -> RecoveredKey | None:
-        """The chain's outcome once no hook had a new key."""
+        """The chain's outcome once no hook had a new key.
+
+        Hooks that had nothing newer (the rejected key, no key, nobody to ask) make
+        "nothing new", as a bare source would say it: the rejected key, from the first
+        hook that held it, or None. A hook that failed makes the chain fail.
+        """
         if self.last_error is not None:
             summary = "; ".join(self.notes)
             raise RecoveryError(f"no source had a new key ({summary})") from scrubbed_exception(
@@ -394,8 +407,9 @@ def chain(*hooks: RecoveryHook) -> Chain:
 
     A hook that fails or finds nothing is noted and the next one tried. "Different"
     compares the context's `key_id`, as hooks are never shown the rejected key itself.
-    When no hook fails and the only keys found are the rejected one, that key is
-    returned: the sources have not been updated yet, and the engine decides what then.
+    When no hook fails and none has a newer key (each found the rejected key, nothing,
+    or, for a prompt, nobody to ask), the chain answers as a bare source with nothing
+    newer would: the rejected key (or None), and the engine decides what that means.
 
     With an async hook among *hooks*, the chain is async too (an `AsyncChain`): used
     by an async client, its async hooks run on that client's event loop (and may use
