@@ -16,16 +16,19 @@ from structlog.testing import capture_logs
 
 from resilient_runpod import (
     AuthenticationError,
+    AuthFailure,
     Breaker,
     CooldownError,
     Credentials,
     RecoveryContext,
+    ResilientTransport,
+    StaleSourceError,
     fingerprint,
     recovery,
 )
 from resilient_runpod.testing import Chaos, Emulator
 
-from .helpers import PATIENCE, Counting, wait_for
+from .helpers import PATIENCE, Counting, make_key, wait_for
 from .test_transport import client_for
 
 
@@ -50,15 +53,30 @@ def file_credentials(
 
 
 def test_a_spurious_401_on_a_valid_key_is_ridden_through(runpod_emulator, secret):
-    """The source still holds the key: the request is sent once more with it, and succeeds."""
+    """The first 401 on a key is answered by one resend with it: no source read at all."""
     hook, credentials = file_credentials(runpod_emulator, secret)
     runpod_emulator.inject(401)
 
     with client_for(runpod_emulator, credentials) as client:
         response = client.get("/health")
 
-    assert (200, 1, 0) == (response.status_code, hook.calls, credentials.generation)
+    assert (200, 0, 0) == (response.status_code, hook.calls, credentials.generation)
     assert {401: 1, 200: 1} == dict(runpod_emulator.counters().by_status)
+
+
+def test_two_spurious_401s_in_a_row_cost_one_read_and_a_short_wait(runpod_emulator, secret):
+    """Rejected twice, a key RunPod accepted before is read once; nothing new, it is resent."""
+    hook, credentials = file_credentials(runpod_emulator, secret)
+
+    with client_for(runpod_emulator, credentials) as client, capture_logs() as events:
+        warm = client.get("/health").status_code
+        runpod_emulator.inject(401, 2)
+        response = client.get("/health")
+
+    unchanged = [e for e in events if e["event"] == "runpod.auth.key_unchanged"]
+    assert (200, 200, 1, 0) == (warm, response.status_code, hook.calls, credentials.generation)
+    assert [(1, 0.1)] == [(e["round"], e["wait"]) for e in unchanged]
+    assert {401: 2, 200: 2} == dict(runpod_emulator.counters().by_status)
 
 
 def test_spurious_401s_never_open_the_breaker(runpod_emulator, secret):
@@ -70,17 +88,19 @@ def test_spurious_401s_never_open_the_breaker(runpod_emulator, secret):
         for _ in range(10):
             runpod_emulator.inject(401)
             statuses.append(client.get("/health").status_code)
+        for _ in range(5):
+            runpod_emulator.inject(401, 2)
+            statuses.append(client.get("/health").status_code)
 
-    assert ([200] * 10, Breaker.CLOSED) == (statuses, credentials.breaker)
-    assert 10 == hook.calls
+    assert ([200] * 15, Breaker.CLOSED) == (statuses, credentials.breaker)
+    assert 5 == hook.calls  # one read per pair in a row, none for a single one
 
 
-def test_a_stale_source_is_polled_by_one_flight_until_it_changes(runpod_emulator, secret):
-    """Revoked before the store updates: requests wait on one polling flight, none is lost."""
-    _, credentials = file_credentials(runpod_emulator, secret)
+def test_a_stale_source_is_read_once_a_round_until_it_changes(runpod_emulator, secret):
+    """Revoked before the store updates: 8 requests wait and resend; one read per round."""
+    hook, credentials = file_credentials(runpod_emulator, secret)
     old = runpod_emulator.api_key
     new = runpod_emulator.add_key()
-    runpod_emulator.revoke(old)  # the store still holds `old` for a while
     results: list[int] = []
     errors: list[BaseException] = []
     started = threading.Barrier(9)
@@ -93,35 +113,102 @@ def test_a_stale_source_is_polled_by_one_flight_until_it_changes(runpod_emulator
             errors.append(exc)
 
     with client_for(runpod_emulator, credentials) as client, capture_logs() as logs:
+        warm = client.get("/health").status_code  # RunPod accepted the key once
+        runpod_emulator.revoke(old)  # the store still holds `old` for a while
         threads = [threading.Thread(target=worker, args=(client,)) for _ in range(8)]
         for t in threads:
             t.start()
         started.wait()
-        polling = wait_for(lambda: credentials._suspect is not None)
+        stale = wait_for(lambda: any(e["event"] == "runpod.auth.key_unchanged" for e in logs))
         secret.write_text(new)  # the store catches up
         for t in threads:
             t.join()
 
     recovered = [e for e in logs if e["event"] == "runpod.auth.recovered"]
-    assert (True, [], [200] * 8) == (polling, errors, results)
+    rounds = [e for e in logs if e["event"] == "runpod.auth.key_unchanged"]
+    assert (200, True, [], [200] * 8) == (warm, stale, errors, results)
     assert (1, new) == (len(recovered), credentials.api_key)
+    # Each read ended a round (stale) or the episode (recovered): never one per request.
+    assert len(rounds) + 1 == hook.calls
+
+
+def test_a_store_stale_past_the_window_ends_in_an_error_naming_it(runpod_emulator, secret):
+    """A key accepted before, revoked, its store never updated: StaleSourceError, bounded."""
+    hook, credentials = file_credentials(runpod_emulator, secret, recovery_window=0.5)
+    old = runpod_emulator.api_key
+
+    with client_for(runpod_emulator, credentials) as client:
+        warm = client.get("/health").status_code
+        runpod_emulator.revoke(old)
+        with pytest.raises(StaleSourceError) as info:
+            client.get("/health")
+
+    error = info.value
+    assert 200 == warm
+    assert (AuthFailure.STALE_SOURCE, f"file:{secret}") == (error.reason, error.source)
+    assert f"file:{secret} still held it" in str(error)
+    assert old not in str(error)
+    assert 2 <= hook.calls <= 8  # rounds of 0.1, 0.2 s (doubling) within 0.5 s
+
+
+def test_a_wrong_key_from_the_start_fails_in_two_sends_naming_its_source(runpod_emulator, secret):
+    """A key RunPod never accepted, nothing newer in its source: AuthenticationError at once."""
+    wrong = make_key()
+    secret.write_text(wrong + "\n")
+    hook = Counting(recovery.from_file(secret))
+    credentials = Credentials(wrong, hook, hosts=[runpod_emulator.host])
+
+    with (
+        client_for(runpod_emulator, credentials) as client,
+        pytest.raises(AuthenticationError) as info,
+    ):
+        client.get("/health")
+
+    error = info.value
+    assert (AuthFailure.NEVER_ACCEPTED, f"file:{secret}") == (error.reason, error.source)
+    assert "has never accepted it" in str(error)
+    assert ({401: 2}, 1) == (dict(runpod_emulator.counters().by_status), hook.calls)
 
 
 def test_a_person_is_not_asked_while_the_key_still_works(runpod_emulator):
-    """An interactive hook after a spurious 401: RunPod is asked first, the person never."""
+    """One or two spurious 401s on a key RunPod accepted: the hook may not ask a person."""
+    asked: list[bool] = []
 
-    def person(context: RecoveryContext) -> str:
-        raise AssertionError("the person must not be asked")
+    def person(context: RecoveryContext) -> str | None:
+        asked.append(context.may_ask)
+        return None  # a prompt told not to ask answers nothing new
 
-    hook = Counting(person)
-    hook.interactive = True  # type: ignore[attr-defined]
-    credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
-    runpod_emulator.inject(401, path_prefix="/v2/")
+    credentials = Credentials(runpod_emulator.api_key, person, hosts=[runpod_emulator.host])
 
     with client_for(runpod_emulator, credentials) as client:
+        warm = client.get("/health").status_code
+        runpod_emulator.inject(401, path_prefix="/v2/")
+        once = client.get("/health").status_code
+        runpod_emulator.inject(401, 2, path_prefix="/v2/")
+        twice = client.get("/health").status_code
+
+    assert ([200] * 3, [False]) == ([warm, once, twice], asked)
+
+
+def test_a_person_is_asked_once_the_key_is_known_bad(runpod_emulator):
+    """Revoked, the store stale: the first read may not ask; the next one may, once."""
+    old = runpod_emulator.api_key
+    new = runpod_emulator.add_key()
+    asked: list[bool] = []
+
+    def person(context: RecoveryContext) -> str | None:
+        asked.append(context.may_ask)
+        return new if context.may_ask else None
+
+    credentials = Credentials(old, person, hosts=[runpod_emulator.host])
+
+    with client_for(runpod_emulator, credentials) as client:
+        warm = client.get("/health").status_code
+        runpod_emulator.revoke(old)
         response = client.get("/health")
 
-    assert (200, 0) == (response.status_code, hook.calls)
+    assert (200, 200, [False, True]) == (warm, response.status_code, asked)
+    assert new == credentials.api_key
 
 
 def test_rotations_made_by_others_cost_a_request_nothing(runpod_emulator, secret):
@@ -176,19 +263,32 @@ def test_the_breaker_opens_fails_fast_and_closes_on_a_new_key(runpod_emulator, s
     )
 
 
-def test_a_flapping_server_is_bounded_by_the_ceiling_on_sends(runpod_emulator, secret):
-    """401 on every send, though RunPod says the key is valid: it ends after max_sends sends."""
-    _, credentials = file_credentials(runpod_emulator, secret)
-    runpod_emulator.chaos(Chaos(unauthorized=1.0, path_prefix="/v2/"))
+def test_a_route_that_refuses_a_working_key_is_bounded_by_the_ceiling_on_sends(key):
+    """401 on every send of one route while other requests get through with the same key.
 
+    Each 401 follows an acceptance elsewhere, so the rule resends the key (row 3) instead
+    of reading the source: the request ends after `RetryPolicy.max_sends` sends.
+    """
+    hook = Counting(lambda _context: key)
+    credentials = Credentials(key, hook)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/flap"):
+            # Another request got through with this key meanwhile.
+            credentials.accepted(credentials.generation)
+            return httpx.Response(401)
+        return httpx.Response(200)
+
+    transport = ResilientTransport(credentials, httpx.MockTransport(handler))
     with (
-        client_for(runpod_emulator, credentials) as client,
-        pytest.raises(AuthenticationError, match="ceiling on sends"),
+        httpx.Client(transport=transport, base_url="https://api.runpod.ai/v2/ep") as client,
+        pytest.raises(AuthenticationError, match="ceiling on sends") as info,
     ):
-        client.get("/health")
+        client.get("/flap")
 
-    assert credentials.retry.max_sends == runpod_emulator.counters().by_status[401]
-    assert Breaker.CLOSED == credentials.breaker  # a valid key is no failed recovery
+    assert (AuthFailure.CEILING, 0) == (info.value.reason, hook.calls)
+    assert credentials.retry.max_sends == info.value.attempts
+    assert Breaker.CLOSED == credentials.breaker  # a working key is no failed recovery
 
 
 def test_soak_in_small_loses_nothing_and_duplicates_nothing(runpod_emulator, secret):
@@ -302,34 +402,28 @@ def test_a_pushed_key_answers_the_recovery_already_waiting(runpod_emulator):
     assert (2, third) == (hook.calls, credentials.api_key)
 
 
-def test_a_pushed_key_stops_a_recovery_polling_a_stale_source(runpod_emulator):
-    """A source polled because it still holds the revoked key is not read again once
-    set_key answers the recovery; the request goes out with the pushed key, and the event
-    says the recovery was set aside."""
+def test_a_pushed_key_ends_the_wait_for_a_stale_source(runpod_emulator):
+    """A request waiting for a store that still holds the revoked key goes out with the key
+    set_key pushed, and the store is not read again."""
     stale = runpod_emulator.api_key
     hook = Counting(lambda context: stale)  # the store was not updated
     credentials = Credentials(stale, hook, hosts=[runpod_emulator.host])
-    runpod_emulator.revoke(stale)
     statuses: list[int] = []
 
     def request() -> None:
         with client_for(runpod_emulator, credentials) as client:
             statuses.append(client.get("/health").status_code)
 
-    with capture_logs() as events:
-        waiting = threading.Thread(target=request)
-        waiting.start()
-        assert wait_for(lambda: hook.calls >= 3)  # read, then polled
-        pushed = runpod_emulator.add_key()
-        credentials.set_key(pushed)
-        waiting.join(PATIENCE)
-        # Polling would go on for recovery_window (150 s): it stopped at its next read.
-        stopped_polling = wait_for(lambda: not _recovery_threads())
+    request()  # RunPod accepted the key once
+    runpod_emulator.revoke(stale)
+    waiting = threading.Thread(target=request)
+    waiting.start()
+    assert wait_for(lambda: hook.calls >= 2)  # read, a round of waiting, read again
+    pushed = runpod_emulator.add_key()
+    credentials.set_key(pushed)
+    reads_when_pushed = hook.calls
+    waiting.join(PATIENCE)
 
-    assert stopped_polling
-    assert [200] == statuses
-    assert [(fingerprint(stale), fingerprint(pushed))] == [
-        (e["rejected"], e["fingerprint"])
-        for e in events
-        if e["event"] == "runpod.auth.recovery_set_aside"
-    ]
+    assert (False, [200, 200]) == (waiting.is_alive(), statuses)
+    assert reads_when_pushed == hook.calls
+    assert 1 == runpod_emulator.counters().by_key_status[fingerprint(pushed)][200]
