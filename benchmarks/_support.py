@@ -92,22 +92,32 @@ class EmulatorProcess:
         self.process.wait(timeout=30)
 
 
-class CountingHook:
-    """``recovery.from_file``, counting its calls; everything else is the source's."""
+class Counted:
+    """A hook, counting its calls (source reads) and those that may ask a person.
 
-    def __init__(self, path: Path) -> None:
-        self.source = recovery.from_file(path)
+    Everything else (name, timeout, subscribe, accepted) is the hook's own.
+    """
+
+    def __init__(self, hook: Any) -> None:
+        self.source = hook
         self.calls = 0
+        self.asking = 0  # calls told a person may be asked (`RecoveryContext.may_ask`)
         self._lock = threading.Lock()
 
     def __call__(self, context: Any) -> Any:
         with self._lock:
             self.calls += 1
+            self.asking += bool(getattr(context, "may_ask", False))
         return self.source(context)
 
     def __getattr__(self, name: str) -> Any:
         # The engine reads a hook's name, timeout, interactive... from the hook itself.
         return getattr(self.source, name)
+
+
+def CountingHook(path: Path) -> Counted:  # noqa: N802 -- reads like the class it makes
+    """``recovery.from_file(path)``, counted."""
+    return Counted(recovery.from_file(path))
 
 
 def write_secret(secret: Path, key: str) -> None:

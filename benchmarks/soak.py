@@ -16,8 +16,13 @@ A 5xx on ``POST /run`` raises ``TransientError(reason="unsafe")`` by design (the
 exist); this benchmark resubmits those itself and counts them. Duplicates are then
 counted from the emulator's own list of job inputs: every input must appear once.
 
-Goal: 0 lost, 0 duplicated jobs. Also reported: hook calls and 401s per rotation,
-transient retries by status, p50/p99 latency per logical request.
+Each run uses one of the configurations users write (``--hook``): ``from_file`` alone,
+the README's ``chain(from_file, prompt())``, or ``recovery.default()`` (the rotation is
+written to ``RUNPOD_API_KEY`` as well as to the file). The prompt finds nobody to ask.
+
+Goal: 0 lost, 0 duplicated jobs; with a fresh store, at most 2 source reads per
+rotation, and the prompt never allowed to ask for a spurious 401. Also reported: 401s
+per rotation, transient retries by status, p50/p99 latency per logical request.
 
 Run: ``python benchmarks/soak.py`` (10,000 requests, 64 workers; minutes on 2 cores),
 or ``python benchmarks/soak.py --quick`` (1,000 requests, 16 workers).
@@ -29,6 +34,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -40,13 +46,14 @@ from typing import Any
 
 import httpx
 import structlog
-from _support import CountingHook, EmulatorProcess, write_secret
+from _support import Counted, CountingHook, EmulatorProcess, write_secret
 
 from resilient_runpod import (
     AsyncResilientTransport,
     Credentials,
     ResilientTransport,
     TransientError,
+    recovery,
 )
 
 CHAOS: dict[str, Any] = {
@@ -117,6 +124,12 @@ def _unsafe(error: TransientError) -> bool:
     return error.reason == "unsafe"
 
 
+def store(secret: Path, key: str) -> None:
+    """Write a rotated key where every configuration reads it: the file and the environment."""
+    write_secret(secret, key)
+    os.environ["RUNPOD_API_KEY"] = key
+
+
 def rotator(emulator: EmulatorProcess, secret: Path, *, stale: bool, stop: threading.Event) -> int:
     """Rotate the key about every second until *stop*; return how many rotations were made."""
     rotations = 0
@@ -126,12 +139,12 @@ def rotator(emulator: EmulatorProcess, secret: Path, *, stale: bool, stop: threa
         if stale:
             emulator.revoke(old)
             if stop.wait(STALE_LAG):
-                write_secret(secret, new)  # keep the store true for the requests still running
+                store(secret, new)  # keep the store true for the requests still running
                 rotations += 1
                 break
-            write_secret(secret, new)
+            store(secret, new)
         else:
-            write_secret(secret, new)
+            store(secret, new)
             emulator.revoke(old)
         old = new
         rotations += 1
@@ -199,8 +212,35 @@ async def run_async(client: httpx.AsyncClient, inputs: range, workers: int, tall
     await asyncio.gather(*(worker() for _ in range(workers)))
 
 
+# The configurations a soak can run with: what users write. The prompt finds no terminal
+# here (RESILIENT_RUNPOD_NO_PROMPT), so it never asks; it is counted each time it would
+# have been allowed to ask (`RecoveryContext.may_ask`).
+HOOKS = ("file", "chain", "default")
+
+
+def configuration(kind: str, secret: Path) -> tuple[Any, Counted, Counted | None]:
+    """The hook for *kind*, its read counter, and the prompt's counter (if it has one)."""
+    if kind == "file":
+        hook = CountingHook(secret)
+        return hook, hook, None
+    asker = Counted(recovery.prompt())
+    if kind == "chain":  # the README's example
+        reads = Counted(recovery.chain(recovery.from_file(secret), asker))
+    else:  # recovery.default(): the environment, RunPod's config file, then the prompt
+        default = recovery.default()
+        reads = Counted(recovery.chain(*default.hooks[:-1], asker))  # type: ignore[attr-defined]
+    return reads, reads, asker
+
+
 def soak(
-    mode: str, *, stale: bool, requests: int, workers: int, seed: int, unauthorized: float
+    mode: str,
+    *,
+    stale: bool,
+    requests: int,
+    workers: int,
+    seed: int,
+    unauthorized: float,
+    hook_kind: str = "file",
 ) -> dict[str, Any]:
     """One soak run against a fresh emulator; returns its figures."""
     emulator = EmulatorProcess()
@@ -209,8 +249,9 @@ def soak(
     structlog.configure(processors=[events])
     with tempfile.TemporaryDirectory() as tmp:
         secret = Path(tmp) / "runpod-api-key"
-        write_secret(secret, emulator.key)
-        hook = CountingHook(secret)
+        store(secret, emulator.key)
+        os.environ["RESILIENT_RUNPOD_NO_PROMPT"] = "1"
+        hook, reads, asker = configuration(hook_kind, secret)
         credentials = Credentials(emulator.key, hook, hosts=[emulator.host])
         limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
         base_url = f"{emulator.url}/v2/soak-endpoint"
@@ -268,8 +309,10 @@ def soak(
         "missing_jobs": requests - len(jobs),
         "resubmitted_run_5xx": tally.resubmitted,
         "rotations": rotations[0] if rotations else 0,
-        "hook_calls": hook.calls,
-        "hook_calls_per_rotation": round(hook.calls / turns, 2) if turns else None,
+        "hook": hook_kind,
+        "hook_calls": reads.calls,
+        "hook_calls_per_rotation": round(reads.calls / turns, 2) if turns else None,
+        "prompts_allowed": asker.asking if asker is not None else None,
         "server_401s": statuses.get(401, 0),
         "server_401s_per_rotation": round(statuses.get(401, 0) / turns, 1) if turns else None,
         "rejected_events": events.rejected,
@@ -292,7 +335,14 @@ ROWS = [
     ("duplicated jobs", lambda r: str(r["duplicates"])),
     ("POST /run 5xx resubmitted", lambda r: str(r["resubmitted_run_5xx"])),
     ("rotations", lambda r: str(r["rotations"])),
-    ("hook calls (per rotation)", lambda r: f"{r['hook_calls']} ({r['hook_calls_per_rotation']})"),
+    (
+        "source reads (per rotation)",
+        lambda r: f"{r['hook_calls']} ({r['hook_calls_per_rotation']})",
+    ),
+    (
+        "prompts allowed",
+        lambda r: "-" if r["prompts_allowed"] is None else str(r["prompts_allowed"]),
+    ),
     ("401s (per rotation)", lambda r: f"{r['server_401s']} ({r['server_401s_per_rotation']})"),
     ("retries 429/502/503/504", lambda r: "/".join(str(v) for v in r["retries"].values())),
     ("p50 / p99 ms", lambda r: f"{r['p50_ms']} / {r['p99_ms']}"),
@@ -302,7 +352,7 @@ ROWS = [
 
 def table(results: list[dict[str, Any]]) -> str:
     """The results as a plain-text table, one column per run."""
-    heads = [f"{r['mode']}, {r['store']} store" for r in results]
+    heads = [f"{r['hook']}, {r['mode']}, {r['store']}" for r in results]
     cells = [[fmt(r) for r in results] for _, fmt in ROWS]
     width = max(len(name) for name, _ in ROWS)
     columns = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(heads)]
@@ -329,6 +379,12 @@ def main() -> None:
         default=CHAOS["unauthorized"],
         help="rate of spurious 401s on valid keys (0: rotations alone)",
     )
+    parser.add_argument(
+        "--hook",
+        choices=[*HOOKS, "all"],
+        default="all",
+        help="from_file alone, chain(from_file, prompt()), recovery.default(), or each",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
     if args.quick:
@@ -343,7 +399,9 @@ def main() -> None:
             workers=args.workers,
             seed=args.seed,
             unauthorized=args.unauthorized,
+            hook_kind=hook_kind,
         )
+        for hook_kind in (HOOKS if args.hook == "all" else (args.hook,))
         for stale in stores
         for mode in modes
     ]
