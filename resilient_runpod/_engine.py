@@ -1,27 +1,28 @@
-"""The rule, in one place: what to do when RunPod rejects a key or fails for a moment.
+"""A request's loop, in one place: what to do when RunPod rejects a key or fails for a moment.
 
-Three layers, each written once:
+Three parts, each written once:
 
-- `rule`: a generator that knows nothing about I/O. It yields *commands* and is
-  sent their results.
+- `rule`: a generator that knows nothing about I/O. It yields *commands* and is sent
+  their results.
 
   - `Send` (key): send the request with this key; reply with a `Reply`.
   - `DISCARD`: close the response last sent back; it will not be returned. Reply
     with what its body said (`said`), or ``None``.
-  - `Recover`: key generation *g* was rejected; reply with what to do next (`Next`,
-    decided by `Credentials.rejected` by the table in `_rule`).
+  - `Recover`: key generation *g* was rejected; reply with what to do next (`Next`),
+    which `Credentials.rejected` decides by the tables in `_rule`.
   - `Sleep`: wait this many seconds.
 
   When it returns, the last response is the answer. When it raises
   (`AuthenticationError`, `PermissionDeniedError`, `TransientError`,
   `BodyNotReplayableError`), that is the answer.
-- `sync_driver` and `async_driver` carry out `Recover` and `Sleep`, blocking or
-  awaiting (asyncio or trio), and pass `Send` and `DISCARD` on to the adapter.
-- The adapters (`run_sync`, `run_async`, and httpx's auth flows) do only the I/O:
-  stamp the key, send, report the status, close what is discarded. `run_sync` and
-  `run_async` also check the host, so no adapter repeats it, and send the first
-  request without building any of this: a request RunPod accepts costs one send, one
-  status check and one comparison.
+- The drivers, one per I/O mode: `run_sync` and `run_async` send the first request
+  without building any of this (a request RunPod accepts costs one send, one status
+  check and one comparison), then drive `rule`: sends and discards through the
+  adapter's `Wire`, recovery and pauses through `carry_out` / `acarry_out` (blocking,
+  or awaiting on asyncio or trio). httpx's auth flows drive `rule` the same way, with
+  their sends yielded to httpx.
+- The adapters' `Wire`: one small object per request that stamps the key, sends, and
+  reads a status; nothing else.
 
 The loop is a tenacity `Retrying` whose sleep is handed back to the driver, so sync and
 async share one set of stop and wait strategies, and one budget covers key recovery and
@@ -31,9 +32,9 @@ transient retries alike (`RetryPolicy`).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import tenacity
 
@@ -64,19 +65,24 @@ __all__ = [
     "DISCARD",
     "FORBIDDEN",
     "UNAUTHORIZED",
+    "AsyncWire",
     "Command",
+    "Flow",
     "Recover",
     "Reply",
     "Send",
     "Sleep",
-    "async_driver",
+    "Wire",
+    "acarry_out",
+    "carry_out",
     "rule",
     "run_async",
     "run_sync",
     "stands",
-    "sync_driver",
     "warn_foreign_401",
 ]
+
+R = TypeVar("R")
 
 UNAUTHORIZED: Final = 401
 FORBIDDEN: Final = 403
@@ -490,96 +496,125 @@ def _ceiling_reached(
     )
 
 
-# -- the two drivers ---------------------------------------------------------------------
+# -- what an adapter hands the engine ----------------------------------------------------
 
 
-def sync_driver(
-    credentials: Credentials,
-    method: str,
-    url: AnyURL,
-    state: KeyState,
-    first: Reply,
-    *,
-    replayable: bool = True,
-) -> Generator[Send | _Discard, Reply | str | None, None]:
-    """Carry out `rule`'s `Recover` and `Sleep` by blocking; pass the I/O on."""
-    flow = rule(credentials, method, url, state, first, replayable=replayable)
-    reply: Any = None
+class _Wire(Generic[R]):
+    """What sync and async wires share: the request, and how its answers read."""
+
+    __slots__ = ()
+    method: str = "GET"
+    url: AnyURL = ""
+    replayable: bool = True
+    lost: tuple[type[BaseException], ...] = ()
+
+    def stamp(self, key: str | None) -> None:
+        """Put *key* on the request (``None``: remove it)."""
+        raise NotImplementedError
+
+    def status(self, response: R) -> int:
+        """A response's HTTP status."""
+        raise NotImplementedError
+
+    def retry_after(self, response: R) -> str | None:
+        """A response's ``Retry-After`` header."""
+        return None
+
+    def unsent(self, error: BaseException) -> bool:
+        """Whether a connection error was raised before anything was sent."""
+        return False
+
+
+class Wire(_Wire[R]):
+    """One request, as one client library sends it: all the engine asks of an adapter.
+
+    An adapter makes one per request (a subclass with ``__slots__``) and passes it to
+    `run_sync`. The defaults suit a send that cannot fail halfway (the SDK's calls).
+
+    Attributes:
+        method: The request's method.
+        url: The request's URL; a host outside the policy gets the request untouched.
+        replayable: Whether the body can be sent again.
+        lost: The client's connection errors: retried where repeating is safe.
+    """
+
+    __slots__ = ()
+
+    def send(self) -> R:
+        """Send the request as it now is."""
+        raise NotImplementedError
+
+    def discard(self, response: R) -> str | None:
+        """Close a response that will not be returned; what its body said (`said`), or None."""
+        return None
+
+
+class AsyncWire(_Wire[R]):
+    """`Wire` for async clients (`run_async`): `send` and `discard` are awaited."""
+
+    __slots__ = ()
+
+    async def send(self) -> R:
+        """Send the request as it now is."""
+        raise NotImplementedError
+
+    async def discard(self, response: R) -> str | None:
+        """Close a response that will not be returned; what its body said (`said`), or None."""
+        return None
+
+
+# -- the drivers: carry out what the rule asks -------------------------------------------
+
+
+def carry_out(credentials: Credentials, flow: Flow, command: Command) -> object:
+    """Carry out a `Recover` or `Sleep` by blocking; return what to send back to *flow*.
+
+    An `AuthenticationError` from recovery is thrown into *flow*, which reports it and
+    raises it again.
+    """
+    if type(command) is Sleep:
+        if command.seconds > 0:
+            time.sleep(command.seconds)
+        return None
+    assert type(command) is Recover  # noqa: S101 -- the rule yields nothing else here
     try:
-        while True:
-            command = flow.send(reply)
-            reply = None
-            if type(command) is Recover:
-                try:
-                    reply = credentials.rejected(
-                        command.generation,
-                        command.context,
-                        mark=command.mark,
-                        resendable=command.resendable,
-                        deadline=command.deadline,
-                    )
-                except AuthenticationError as exc:
-                    flow.throw(exc)  # the engine reports it, then re-raises it
-            elif type(command) is Sleep:
-                if command.seconds > 0:
-                    time.sleep(command.seconds)
-            else:
-                reply = yield command  # type: ignore[misc]
-    except StopIteration:
-        return
-    finally:
-        flow.close()
+        return credentials.rejected(
+            command.generation,
+            command.context,
+            mark=command.mark,
+            resendable=command.resendable,
+            deadline=command.deadline,
+        )
+    except AuthenticationError as exc:
+        return flow.throw(exc)
 
 
-async def async_driver(
-    credentials: Credentials,
-    method: str,
-    url: AnyURL,
-    state: KeyState,
-    first: Reply,
-    *,
-    replayable: bool = True,
-) -> AsyncGenerator[Send | _Discard, Reply | str | None]:
-    """`sync_driver` for asyncio and trio: nothing here blocks the event loop."""
-    flow = rule(credentials, method, url, state, first, replayable=replayable)
-    reply: Any = None
+async def acarry_out(credentials: Credentials, flow: Flow, command: Command) -> object:
+    """`carry_out` for asyncio and trio: nothing here blocks the event loop."""
+    if type(command) is Sleep:
+        if command.seconds > 0:
+            import anyio  # noqa: PLC0415 -- asyncio or trio; loaded only to back off
+
+            await anyio.sleep(command.seconds)
+        return None
+    assert type(command) is Recover  # noqa: S101
     try:
-        while True:
-            command = flow.send(reply)
-            reply = None
-            if type(command) is Recover:
-                try:
-                    reply = await credentials.arejected(
-                        command.generation,
-                        command.context,
-                        mark=command.mark,
-                        resendable=command.resendable,
-                        deadline=command.deadline,
-                    )
-                except AuthenticationError as exc:
-                    flow.throw(exc)
-            elif type(command) is Sleep:
-                if command.seconds > 0:
-                    import anyio  # noqa: PLC0415 -- asyncio or trio; loaded only to back off
-
-                    await anyio.sleep(command.seconds)
-            else:
-                reply = yield command  # type: ignore[misc]
-    except StopIteration:
-        return
-    finally:
-        flow.close()
-
-
-# -- the adapters' entry points ----------------------------------------------------------
+        return await credentials.arejected(
+            command.generation,
+            command.context,
+            mark=command.mark,
+            resendable=command.resendable,
+            deadline=command.deadline,
+        )
+    except AuthenticationError as exc:
+        return flow.throw(exc)
 
 
 def stands(credentials: Credentials, state: KeyState, status: int) -> bool:
     """Whether the first answer, *status*, to a request sent with *state*'s key is final.
 
-    A final answer confirms the key. Otherwise the adapter starts `sync_driver` or
-    `async_driver` with it. For adapters that cannot hand their sends to `run_sync` /
-    `run_async` (httpx's auth flows).
+    A final answer confirms the key. Otherwise the adapter runs `rule` with it. For
+    adapters that cannot hand their sends to `run_sync` / `run_async` (httpx's auth flows).
     """
     if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
         credentials.accepted(state.generation)
@@ -587,159 +622,117 @@ def stands(credentials: Credentials, state: KeyState, status: int) -> bool:
     return False
 
 
-R = TypeVar("R")
+def _first(wire: _Wire[R], response: R | None, error: BaseException | None) -> Reply:
+    if error is not None:
+        return Reply(None, error=error, sent=not wire.unsent(error))
+    return Reply(wire.status(response), wire.retry_after(response))  # type: ignore[arg-type]
 
 
-def _lost(error: BaseException, unsent: Callable[[BaseException], bool]) -> Reply:
-    """The `Reply` for a connection error: sent, unless it is one raised before sending."""
-    return Reply(None, error=error, sent=not unsent(error))
-
-
-def _retry_after(response: R, retry_after_of: Callable[[R], str | None] | None) -> str | None:
-    return retry_after_of(response) if retry_after_of is not None else None
-
-
-_NO_ERRORS: tuple[type[BaseException], ...] = ()
-
-
-def _never_unsent(_error: BaseException) -> bool:
-    return False
-
-
-def run_sync(  # noqa: C901 -- the I/O half of the loop, kept flat for speed
-    credentials: Credentials,
-    method: str,
-    url: AnyURL,
-    *,
-    stamp: Callable[[str | None], None],
-    send: Callable[[], R],
-    status_of: Callable[[R], int],
-    discard: Callable[[R], str | None],
-    retry_after_of: Callable[[R], str | None] | None = None,
-    unsent: Callable[[BaseException], bool] = _never_unsent,
-    lost_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
-    replayable: bool = True,
-    check_host: bool = True,
-) -> R:
+def run_sync(credentials: Credentials, wire: Wire[R], *, check_host: bool = True) -> R:
     """Send one request through the rule with a blocking client; return the final response.
+
+    A request RunPod accepts costs one send, one status check and one comparison.
 
     Args:
         credentials: The key and the policy.
-        method: The request's method.
-        url: The request's URL; a host outside the policy gets the request untouched.
-        stamp: Put a key on the request (``None``: remove it).
-        send: Send the request as it now is.
-        status_of: A response's status.
-        discard: Close a response that will not be returned; return what its body
-            said (`said`), or None.
-        retry_after_of: A response's ``Retry-After`` header.
-        unsent: Whether a connection error was raised before anything was sent (such
-            a request is always retried).
-        lost_errors: Other connection errors (retried where repeating is safe).
-        replayable: Whether the body can be sent again.
-        check_host: Whether *url* decides if the key is sent (`retry_init` sends nothing).
+        wire: The request and how to send it.
+        check_host: Whether the URL decides if the key is sent (`retry_init` sends nothing).
     """
-    if check_host and not credentials.hosts.allows(url):
-        untouched = send()
-        if status_of(untouched) == UNAUTHORIZED:
-            warn_foreign_401(url)
+    if check_host and not credentials.hosts.allows(wire.url):
+        untouched = wire.send()
+        if wire.status(untouched) == UNAUTHORIZED:
+            warn_foreign_401(wire.url)
         return untouched
     state = credentials.current
-    stamp(state.key)
+    wire.stamp(state.key)
     response: R | None = None
     try:
-        response = send()
-    except lost_errors as exc:
-        first = _lost(exc, unsent)
+        response = wire.send()
+    except wire.lost as exc:
+        first = _first(wire, None, exc)
     else:
-        status = status_of(response)
-        if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
-            credentials.accepted(state.generation)
+        if stands(credentials, state, wire.status(response)):
             return response
-        first = Reply(status, _retry_after(response, retry_after_of))
-    driver = sync_driver(credentials, method, url, state, first, replayable=replayable)
-    reply: Reply | str | None = None
+        first = _first(wire, response, None)
+    return _drive(credentials, wire, state, first, response)
+
+
+def _drive(
+    credentials: Credentials, wire: Wire[R], state: KeyState, first: Reply, response: R | None
+) -> R:
+    """Drive `rule` for a request whose first send got *first*: the I/O, recovery and pauses."""
+    flow = rule(credentials, wire.method, wire.url, state, first, replayable=wire.replayable)
+    reply: object = None
     try:
         while True:
-            command = driver.send(reply)
-            reply = None
+            command = flow.send(reply)
             if command is DISCARD:
-                reply = discard(response)  # type: ignore[arg-type]  # DISCARD follows a response
-                continue
-            stamp(command.key)  # type: ignore[union-attr]
-            try:
-                response = send()
-            except lost_errors as exc:
-                reply = _lost(exc, unsent)
-                response = None
+                reply = wire.discard(response)  # type: ignore[arg-type]  # follows a response
+            elif type(command) is Send:
+                wire.stamp(command.key)
+                try:
+                    response = wire.send()
+                except wire.lost as exc:
+                    response, reply = None, _first(wire, None, exc)
+                else:
+                    reply = _first(wire, response, None)
             else:
-                status = status_of(response)
-                reply = Reply(status, _retry_after(response, retry_after_of))
+                reply = carry_out(credentials, flow, command)
     except StopIteration:
         pass
     finally:
-        driver.close()
+        flow.close()
     if response is None:  # pragma: no cover -- the rule never ends on a lost connection
         raise RuntimeError("the request ended without a response")
     return response
 
 
-async def run_async(  # noqa: C901 -- as run_sync
-    credentials: Credentials,
-    method: str,
-    url: AnyURL,
-    *,
-    stamp: Callable[[str | None], None],
-    send: Callable[[], Awaitable[R]],
-    status_of: Callable[[R], int],
-    discard: Callable[[R], Awaitable[str | None]],
-    retry_after_of: Callable[[R], str | None] | None = None,
-    unsent: Callable[[BaseException], bool] = _never_unsent,
-    lost_errors: tuple[type[BaseException], ...] = _NO_ERRORS,
-    replayable: bool = True,
-    check_host: bool = True,
-) -> R:
+async def run_async(credentials: Credentials, wire: AsyncWire[R], *, check_host: bool = True) -> R:
     """`run_sync` for async clients (asyncio or trio)."""
-    if check_host and not credentials.hosts.allows(url):
-        untouched = await send()
-        if status_of(untouched) == UNAUTHORIZED:
-            warn_foreign_401(url)
+    if check_host and not credentials.hosts.allows(wire.url):
+        untouched = await wire.send()
+        if wire.status(untouched) == UNAUTHORIZED:
+            warn_foreign_401(wire.url)
         return untouched
     state = credentials.current
-    stamp(state.key)
+    wire.stamp(state.key)
     response: R | None = None
     try:
-        response = await send()
-    except lost_errors as exc:
-        first = _lost(exc, unsent)
+        response = await wire.send()
+    except wire.lost as exc:
+        first = _first(wire, None, exc)
     else:
-        status = status_of(response)
-        if status not in _ENGINE_STATUSES and status not in credentials.retry.statuses:
-            credentials.accepted(state.generation)
+        if stands(credentials, state, wire.status(response)):
             return response
-        first = Reply(status, _retry_after(response, retry_after_of))
-    driver = async_driver(credentials, method, url, state, first, replayable=replayable)
-    reply: Reply | str | None = None
+        first = _first(wire, response, None)
+    return await _adrive(credentials, wire, state, first, response)
+
+
+async def _adrive(
+    credentials: Credentials, wire: AsyncWire[R], state: KeyState, first: Reply, response: R | None
+) -> R:
+    """Drive `rule` for a request whose first send got *first*: the I/O, recovery and pauses."""
+    flow = rule(credentials, wire.method, wire.url, state, first, replayable=wire.replayable)
+    reply: object = None
     try:
         while True:
-            command = await driver.asend(reply)
-            reply = None
+            command = flow.send(reply)
             if command is DISCARD:
-                reply = await discard(response)  # type: ignore[arg-type]
-                continue
-            stamp(command.key)  # type: ignore[union-attr]
-            try:
-                response = await send()
-            except lost_errors as exc:
-                reply = _lost(exc, unsent)
-                response = None
+                reply = await wire.discard(response)  # type: ignore[arg-type]
+            elif type(command) is Send:
+                wire.stamp(command.key)
+                try:
+                    response = await wire.send()
+                except wire.lost as exc:
+                    response, reply = None, _first(wire, None, exc)
+                else:
+                    reply = _first(wire, response, None)
             else:
-                status = status_of(response)
-                reply = Reply(status, _retry_after(response, retry_after_of))
-    except StopAsyncIteration:
+                reply = await acarry_out(credentials, flow, command)
+    except StopIteration:
         pass
     finally:
-        await driver.aclose()
+        flow.close()
     if response is None:  # pragma: no cover
         raise RuntimeError("the request ended without a response")
     return response

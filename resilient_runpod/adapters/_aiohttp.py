@@ -19,7 +19,7 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
     ) from exc
 
 from .._answers import said
-from .._engine import run_async
+from .._engine import AsyncWire, run_async
 from .._errors import TransientError, also_as
 
 if TYPE_CHECKING:
@@ -48,10 +48,6 @@ def _replayable(request: ClientRequest) -> bool:
     # aiohttp (>= 3.12) can write bytes, text and JSON bodies again; a stream only once.
     body = request.body
     return body == b"" or isinstance(body, BytesPayload)
-
-
-def _status(response: ClientResponse) -> int:
-    return response.status
 
 
 def _retry_after(response: ClientResponse) -> str | None:
@@ -88,6 +84,38 @@ async def _release(response: ClientResponse) -> str | None:
     return said(response.headers.get("Content-Type"), body)
 
 
+class _Wire(AsyncWire["ClientResponse"]):
+    """A request through an aiohttp middleware's handler, for the engine."""
+
+    __slots__ = ("_handler", "method", "replayable", "request", "url")
+    lost = _LOST
+
+    def __init__(self, request: ClientRequest, handler: ClientHandlerType) -> None:
+        self.request = request
+        self.method = request.method
+        self.url = request.url  # parsed already: the host check reads its origin
+        self.replayable = _replayable(request)
+        self._handler = handler
+
+    def stamp(self, key: str | None) -> None:
+        _stamp(self.request, key)
+
+    async def send(self) -> ClientResponse:
+        return await self._handler(self.request)
+
+    def status(self, response: ClientResponse) -> int:
+        return response.status
+
+    def retry_after(self, response: ClientResponse) -> str | None:
+        return _retry_after(response)
+
+    async def discard(self, response: ClientResponse) -> str | None:
+        return await _release(response)
+
+    def unsent(self, error: BaseException) -> bool:
+        return _unsent(error)
+
+
 class ResilientMiddleware:
     """An aiohttp client middleware: RunPod 401s recover the key, then the request is resent.
 
@@ -118,19 +146,7 @@ class ResilientMiddleware:
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send *request* through *handler*; to RunPod hosts with the current key."""
         try:
-            return await run_async(
-                self.credentials,
-                request.method,
-                request.url,  # parsed already: the host check reads its origin
-                stamp=lambda key: _stamp(request, key),
-                send=lambda: handler(request),
-                status_of=_status,
-                discard=_release,
-                retry_after_of=_retry_after,
-                unsent=_unsent,
-                lost_errors=_LOST,
-                replayable=_replayable(request),
-            )
+            return await run_async(self.credentials, _Wire(request, handler))
         except TransientError as exc:
             raise _as_aiohttp_error(exc) from exc.__cause__
 

@@ -18,12 +18,16 @@ from .._answers import said
 from .._engine import (
     DISCARD,
     UNAUTHORIZED,
+    AsyncWire,
     Reply,
-    async_driver,
+    Send,
+    Wire,
+    acarry_out,
+    carry_out,
+    rule,
     run_async,
     run_sync,
     stands,
-    sync_driver,
     warn_foreign_401,
 )
 from .._errors import TransientError, also_as
@@ -122,10 +126,6 @@ def _as_httpx_error(error: TransientError, request: httpx.Request) -> TransientE
     return also_as(error, base, _request=request)
 
 
-def _status(response: httpx.Response) -> int:
-    return response.status_code
-
-
 def _retry_after(response: httpx.Response) -> str | None:
     value: str | None = response.headers.get("Retry-After")
     return value
@@ -146,6 +146,70 @@ async def _aclose(response: httpx.Response) -> str | None:
     finally:
         await response.aclose()
     return said(response.headers.get("Content-Type"), body)
+
+
+class _Wire(Wire[httpx.Response]):
+    """A request through an httpx transport, for the engine."""
+
+    __slots__ = ("_transport", "method", "replayable", "request", "url")
+    lost = _LOST
+
+    def __init__(self, request: httpx.Request, transport: httpx.BaseTransport) -> None:
+        self.request = request
+        self.method = request.method
+        self.url = request.url
+        self.replayable = _replayable(request)
+        self._transport = transport
+
+    def stamp(self, key: str | None) -> None:
+        _stamp(self.request, key)
+
+    def send(self) -> httpx.Response:
+        return self._transport.handle_request(self.request)
+
+    def status(self, response: httpx.Response) -> int:
+        return response.status_code
+
+    def retry_after(self, response: httpx.Response) -> str | None:
+        return _retry_after(response)
+
+    def discard(self, response: httpx.Response) -> str | None:
+        return _close(response)
+
+    def unsent(self, error: BaseException) -> bool:
+        return _unsent(error)
+
+
+class _AsyncWire(AsyncWire[httpx.Response]):
+    """A request through an async httpx transport, for the engine."""
+
+    __slots__ = ("_transport", "method", "replayable", "request", "url")
+    lost = _LOST
+
+    def __init__(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> None:
+        self.request = request
+        self.method = request.method
+        self.url = request.url
+        self.replayable = _replayable(request)
+        self._transport = transport
+
+    def stamp(self, key: str | None) -> None:
+        _stamp(self.request, key)
+
+    async def send(self) -> httpx.Response:
+        return await self._transport.handle_async_request(self.request)
+
+    def status(self, response: httpx.Response) -> int:
+        return response.status_code
+
+    def retry_after(self, response: httpx.Response) -> str | None:
+        return _retry_after(response)
+
+    async def discard(self, response: httpx.Response) -> str | None:
+        return await _aclose(response)
+
+    def unsent(self, error: BaseException) -> bool:
+        return _unsent(error)
 
 
 class ResilientTransport(httpx.BaseTransport):
@@ -178,21 +242,8 @@ class ResilientTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send *request*; to RunPod hosts with the current key, recovering on 401."""
-        inner = self._transport
         try:
-            return run_sync(
-                self.credentials,
-                request.method,
-                request.url,
-                stamp=lambda key: _stamp(request, key),
-                send=lambda: inner.handle_request(request),
-                status_of=_status,
-                discard=_close,
-                retry_after_of=_retry_after,
-                unsent=_unsent,
-                lost_errors=_LOST,
-                replayable=_replayable(request),
-            )
+            return run_sync(self.credentials, _Wire(request, self._transport))
         except TransientError as exc:
             raise _as_httpx_error(exc, request) from exc.__cause__
 
@@ -227,21 +278,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send *request*; to RunPod hosts with the current key, recovering on 401."""
-        inner = self._transport
         try:
-            return await run_async(
-                self.credentials,
-                request.method,
-                request.url,
-                stamp=lambda key: _stamp(request, key),
-                send=lambda: inner.handle_async_request(request),
-                status_of=_status,
-                discard=_aclose,
-                retry_after_of=_retry_after,
-                unsent=_unsent,
-                lost_errors=_LOST,
-                replayable=_replayable(request),
-            )
+            return await run_async(self.credentials, _AsyncWire(request, self._transport))
         except TransientError as exc:
             raise _as_httpx_error(exc, request) from exc.__cause__
 
@@ -298,28 +336,31 @@ class RunPodAuth(httpx.Auth):
         if stands(credentials, state, response.status_code):
             return
         first = Reply(response.status_code, _retry_after(response))
-        driver = sync_driver(
+        flow = rule(
             credentials, request.method, request.url, state, first, replayable=_replayable(request)
         )
-        reply: Reply | str | None = None
+        reply: object = None
         try:
             while True:
                 try:
-                    command = driver.send(reply)
+                    command = flow.send(reply)
+                except StopIteration:
+                    return
                 except TransientError as exc:
                     raise _as_httpx_error(exc, request) from exc.__cause__
+                if isinstance(command, Send):
+                    _stamp(request, command.key)
+                    response = yield request
+                    reply = Reply(response.status_code, _retry_after(response))
+                    continue
                 if command is DISCARD:
                     # httpx keeps it in `history` and reads it there: read it first, for
                     # what a refusal said.
                     reply = said(response.headers.get("Content-Type"), response.read())
                     continue
-                _stamp(request, command.key)  # type: ignore[union-attr]
-                response = yield request
-                reply = Reply(response.status_code, _retry_after(response))
-        except StopIteration:
-            return
+                reply = carry_out(credentials, flow, command)  # recovery, or a pause
         finally:
-            driver.close()
+            flow.close()
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -336,27 +377,30 @@ class RunPodAuth(httpx.Auth):
         if stands(credentials, state, response.status_code):
             return
         first = Reply(response.status_code, _retry_after(response))
-        driver = async_driver(
+        flow = rule(
             credentials, request.method, request.url, state, first, replayable=_replayable(request)
         )
-        reply: Reply | str | None = None
+        reply: object = None
         try:
             while True:
                 try:
-                    command = await driver.asend(reply)
+                    command = flow.send(reply)
+                except StopIteration:
+                    return
                 except TransientError as exc:
                     raise _as_httpx_error(exc, request) from exc.__cause__
+                if isinstance(command, Send):
+                    _stamp(request, command.key)
+                    response = yield request
+                    reply = Reply(response.status_code, _retry_after(response))
+                    continue
                 if command is DISCARD:
                     body = await response.aread()
                     reply = said(response.headers.get("Content-Type"), body)
                     continue
-                _stamp(request, command.key)  # type: ignore[union-attr]
-                response = yield request
-                reply = Reply(response.status_code, _retry_after(response))
-        except StopAsyncIteration:
-            return
+                reply = await acarry_out(credentials, flow, command)  # recovery, or a pause
         finally:
-            await driver.aclose()
+            flow.close()
 
     def __repr__(self) -> str:
         return f"<RunPodAuth {self.credentials!r}>"

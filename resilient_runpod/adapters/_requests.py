@@ -21,12 +21,12 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
     ) from exc
 
 from .._answers import said
-from .._engine import run_sync
+from .._engine import Wire, run_sync
 from .._errors import TransientError, also_as
 from .._hosts import with_api_key_param
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from requests import PreparedRequest, Response
 
@@ -103,6 +103,44 @@ def _close(response: Response) -> str | None:
     return said(response.headers.get("Content-Type"), body)
 
 
+class _Wire(Wire["Response"]):
+    """A prepared request through a requests adapter, for the engine."""
+
+    __slots__ = ("_send", "_status", "method", "replayable", "request", "url")
+    lost = _LOST
+
+    def __init__(
+        self,
+        request: PreparedRequest,
+        send: Callable[[], Response],
+        status: Callable[[Response], int],
+    ) -> None:
+        self.request = request
+        self.method = request.method or "GET"
+        self.url = request.url or ""
+        self.replayable = _replayable(request)
+        self._send = send
+        self._status = status  # the adapter's: a subclass may read the body
+
+    def stamp(self, key: str | None) -> None:
+        stamp(self.request, key)
+
+    def send(self) -> Response:
+        return self._send()
+
+    def status(self, response: Response) -> int:
+        return self._status(response)
+
+    def retry_after(self, response: Response) -> str | None:
+        return _retry_after(response)
+
+    def discard(self, response: Response) -> str | None:
+        return _close(response)
+
+    def unsent(self, error: BaseException) -> bool:
+        return _unsent(error)
+
+
 class ResilientHTTPAdapter(BaseAdapter):
     """A requests adapter: RunPod 401s recover the key, then the request is sent again.
 
@@ -155,20 +193,13 @@ class ResilientHTTPAdapter(BaseAdapter):
     ) -> Response:
         """Send *request*; to RunPod hosts with the current key, recovering on 401."""
         inner = self.adapter
+        wire = _Wire(
+            request,
+            lambda: inner.send(request, stream, timeout, verify, cert, proxies),
+            self.status_of,
+        )
         try:
-            return run_sync(
-                self.credentials,
-                request.method or "GET",
-                request.url or "",
-                stamp=lambda key: stamp(request, key),
-                send=lambda: inner.send(request, stream, timeout, verify, cert, proxies),
-                status_of=self.status_of,
-                discard=_close,
-                retry_after_of=_retry_after,
-                unsent=_unsent,
-                lost_errors=_LOST,
-                replayable=_replayable(request),
-            )
+            return run_sync(self.credentials, wire)
         except TransientError as exc:
             raise _as_requests_error(exc, request) from exc.__cause__
 

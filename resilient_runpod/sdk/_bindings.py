@@ -20,10 +20,10 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from .._credentials import Credentials
-from .._engine import UNAUTHORIZED, run_async, run_sync
+from .._engine import UNAUTHORIZED, AsyncWire, Wire, run_async, run_sync
 from .._errors import AuthenticationError, InvalidKeyError, ResilientRunPodError
 from .._keys import key_id
 from ._copies import KeyCopies, copies_for, was_global
@@ -103,6 +103,67 @@ def _refused(error: BaseException) -> bool:
     )
 
 
+# What the events name as the rejected "request": the key the SDK had, none.
+_WHERE = "runpod.api_key"
+_OK = 200
+
+
+class _Call(Wire["Attempt[T]"], Generic[T]):
+    """An SDK call that may be refused for lack of a key, for the engine.
+
+    The key is handed over by refreshing the SDK's copies of it; a refusal stands for
+    the 401 it would have been; there is nothing to close.
+    """
+
+    __slots__ = ("_binding", "_call")
+    method = "INIT"
+    url = _WHERE
+
+    def __init__(self, binding: Binding, call: Callable[[], T]) -> None:
+        self._binding = binding
+        self._call = call
+
+    def stamp(self, key: str | None) -> None:
+        self._binding.copies.refresh()
+
+    def send(self) -> Attempt[T]:
+        try:
+            return Attempt(_OK, self._call())
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+            return Attempt(UNAUTHORIZED, error=exc)
+
+    def status(self, response: Attempt[T]) -> int:
+        return response.status
+
+
+class _AsyncCall(AsyncWire["Attempt[T]"], Generic[T]):
+    """`_Call` for coroutines."""
+
+    __slots__ = ("_binding", "_call")
+    method = "INIT"
+    url = _WHERE
+
+    def __init__(self, binding: Binding, call: Callable[[], Awaitable[T]]) -> None:
+        self._binding = binding
+        self._call = call
+
+    def stamp(self, key: str | None) -> None:
+        self._binding.copies.refresh()
+
+    async def send(self) -> Attempt[T]:
+        try:
+            return Attempt(_OK, await self._call())
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+            return Attempt(UNAUTHORIZED, error=exc)
+
+    def status(self, response: Attempt[T]) -> int:
+        return response.status
+
+
 def call_with_key(binding: Binding, call: Callable[[], T]) -> T:
     """Run *call* (an SDK call) with the key handed to the SDK first.
 
@@ -117,17 +178,9 @@ def call_with_key(binding: Binding, call: Callable[[], T]) -> T:
     binding.copies.refresh()
     if not _keyless(binding):
         return call()
-
-    def send() -> Attempt[T]:
-        try:
-            return Attempt(_OK, call())
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-            return Attempt(UNAUTHORIZED, error=exc)
-
     try:
-        attempt = run_sync(binding.credentials, "INIT", _WHERE, send=send, **_translation(binding))
+        # The SDK sends the key itself, to the hosts it is pointed at: no host check.
+        attempt = run_sync(binding.credentials, _Call(binding, call), check_host=False)
     except AuthenticationError as error:
         raise compatible(error) from error.__cause__
     return cast("T", attempt.value)
@@ -138,45 +191,8 @@ async def acall_with_key(binding: Binding, call: Callable[[], Awaitable[T]]) -> 
     binding.copies.refresh()
     if not _keyless(binding):
         return await call()
-
-    async def send() -> Attempt[T]:
-        try:
-            return Attempt(_OK, await call())
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-            return Attempt(UNAUTHORIZED, error=exc)
-
-    async def discard(_attempt: Attempt[T]) -> None:
-        return None
-
-    translation = _translation(binding)
-    translation["discard"] = discard
     try:
-        attempt = await run_async(binding.credentials, "INIT", _WHERE, send=send, **translation)
+        attempt = await run_async(binding.credentials, _AsyncCall(binding, call), check_host=False)
     except AuthenticationError as error:
         raise compatible(error) from error.__cause__
     return cast("T", attempt.value)
-
-
-# What the events name as the rejected "request": the key the SDK had, none.
-_WHERE = "runpod.api_key"
-_OK = 200
-
-
-def _translation(binding: Binding) -> dict[str, Any]:
-    """The engine's view of an SDK call: the key is handed over by refreshing its copies."""
-    return {
-        "stamp": lambda _key: binding.copies.refresh(),
-        "status_of": _status,
-        "discard": _nothing,
-        "check_host": False,  # the SDK sends the key itself, to the hosts it is pointed at
-    }
-
-
-def _status(attempt: Attempt[Any]) -> int:
-    return attempt.status
-
-
-def _nothing(_attempt: Attempt[Any]) -> None:
-    """An SDK call refused for lack of a key left nothing to close."""

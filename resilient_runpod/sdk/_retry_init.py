@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from .._credentials import Credentials
-from .._engine import FORBIDDEN, UNAUTHORIZED, run_sync
+from .._engine import FORBIDDEN, UNAUTHORIZED, Wire, run_sync
 from .._errors import AuthenticationError, PermissionDeniedError
 from .._validate import KeyStatus, checked_graphql_url, graphql_url, validate
 
@@ -41,6 +41,50 @@ class Attempt(Generic[T]):
     status: int
     value: T | None = None
     error: BaseException | None = None
+
+
+class _Factory(Wire[Attempt[T]]):
+    """A client factory called with a key, for the engine: a rejection stands for a 401.
+
+    A client built with a rejected key has not been handed out: nothing to close.
+    """
+
+    __slots__ = ("_factory", "_key", "_validate_at", "last_error")
+    method = "INIT"
+
+    def __init__(
+        self, factory: Callable[[str | None], T], key: str | None, validate_at: str | None
+    ) -> None:
+        self._factory = factory
+        self._key = key
+        self._validate_at = validate_at  # the GraphQL URL to check the key at, if asked
+        self.last_error: BaseException | None = None
+
+    @property
+    def url(self) -> str:  # type: ignore[override]
+        return self._validate_at or "INIT"
+
+    def stamp(self, key: str | None) -> None:
+        self._key = key
+
+    def send(self) -> Attempt[T]:
+        key = self._key
+        try:
+            value = self._factory(key)
+        except Exception as exc:
+            status = _status_of_error(exc, keyless=key is None)
+            if status is None:
+                raise
+            self.last_error = exc
+            return Attempt(status, error=exc)
+        attempt = Attempt(_OK, value)
+        if self._validate_at is not None:
+            answer = validate(key, self._validate_at)
+            attempt.status = _STATUS.get(answer.status, _OK)
+        return attempt
+
+    def status(self, response: Attempt[T]) -> int:
+        return response.status
 
 
 def _status_of_error(error: BaseException, *, keyless: bool) -> int | None:
@@ -104,42 +148,11 @@ def retry_init(
     """
     credentials = credentials if credentials is not None else Credentials()
     url = checked_graphql_url(credentials.hosts, api_url) if validate_key else graphql_url(api_url)
-    last: list[Attempt[T]] = []
-    key_box = [credentials.api_key]
-
-    def stamp(key: str | None) -> None:
-        key_box[0] = key
-
-    def send() -> Attempt[T]:
-        key = key_box[0]
-        try:
-            value = factory(key)
-        except Exception as exc:
-            status = _status_of_error(exc, keyless=key is None)
-            if status is None:
-                raise
-            attempt: Attempt[T] = Attempt(status, error=exc)
-        else:
-            attempt = Attempt(_OK, value)
-            if validate_key:
-                answer = validate(key, url)
-                attempt.status = _STATUS.get(answer.status, _OK)
-        last.append(attempt)
-        return attempt
-
+    wire = _Factory(factory, credentials.api_key, url if validate_key else None)
     try:
-        result = run_sync(
-            credentials,
-            "INIT",
-            url,
-            stamp=stamp,
-            send=send,
-            status_of=_status,
-            discard=_discard,
-            check_host=False,  # only `validate` sends the key, to a checked URL
-        )
+        result = run_sync(credentials, wire, check_host=False)  # only `validate` sends the key
     except AuthenticationError as exc:
-        raise _give_up(exc) from (exc.__cause__ or (last[-1].error if last else None))
+        raise _give_up(exc) from (exc.__cause__ or wire.last_error)
     return cast("T", result.value)
 
 
@@ -150,11 +163,3 @@ def _give_up(error: AuthenticationError) -> BaseException:
     from ._errors import compatible  # noqa: PLC0415 -- imports runpod
 
     return compatible(error)
-
-
-def _status(attempt: Attempt[Any]) -> int:
-    return attempt.status
-
-
-def _discard(_attempt: Attempt[Any]) -> None:
-    """Drop a client built with a rejected key: it has not been handed out."""
