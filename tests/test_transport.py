@@ -156,6 +156,7 @@ def test_permanently_bad_key_gives_up_within_max_recoveries(runpod_emulator, max
 
     sends = 2 * max_recoveries + 1
     assert (max_recoveries, sends) == (hook.calls, runpod_emulator.counters().total)
+    # AuthenticationError.attempts is documented as how many times the request was sent.
     assert sends == info.value.attempts
     assert "doctor" in str(info.value)
 
