@@ -12,8 +12,8 @@ from structlog.testing import capture_logs
 
 from resilient_runpod import (
     AuthenticationError,
+    AuthFailure,
     Credentials,
-    NonInteractiveError,
     RecoveredKey,
     RecoveryContext,
     RecoveryError,
@@ -225,11 +225,23 @@ def test_default_chain_is_env_config_then_prompt():
     assert "chain(env:RUNPOD_API_KEY,RUNPOD_AI_API_KEY, config:default, prompt)" == hook.name
 
 
-def test_default_chain_where_nobody_can_answer_says_what_to_set():
-    """With no key anywhere and no terminal, the chain fails at once naming what to set."""
-    with pytest.raises(RecoveryError) as caught:
-        recovery.default()(CONTEXT)
-    assert isinstance(caught.value.__cause__, NonInteractiveError)
+def test_default_chain_where_nobody_can_answer_says_what_to_set(runpod_emulator):
+    """With no key anywhere and no terminal, the chain has nothing new (a prompt that
+    cannot ask is not a failure), and the request fails at once naming what to set.
+    """
+    assert recovery.default()(CONTEXT) is None
+    credentials = Credentials(hosts=[runpod_emulator.host])
+    url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
+
+    with (
+        httpx.Client(transport=ResilientTransport(credentials)) as client,
+        pytest.raises(AuthenticationError) as caught,
+    ):
+        client.get(url)
+
+    assert AuthFailure.NEVER_ACCEPTED == caught.value.reason
+    # Why nobody was asked, and what to set instead: what a bare prompt() adds to the
+    # error (its NonInteractiveError's message), and what the chain must not lose.
     assert "prompt: stdin is not a terminal" in str(caught.value)
     assert "Set RUNPOD_API_KEY" in str(caught.value)
 

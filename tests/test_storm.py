@@ -20,7 +20,7 @@ from .helpers import Counting, wait_for
 THREADS = 64
 TASKS = 200
 # Long enough that every parked request is still parked when the key is revoked, on a
-# loaded machine: each one is then rejected exactly once.
+# loaded machine: each one's first send is then rejected.
 LATENCY = 1.0
 # The async client's pool: at most this many of its requests reach the server at once.
 POOL = 10
@@ -49,7 +49,8 @@ def rotation(emulator_process: EmulatorProcess, tmp_path: Path) -> Rotation:
 
 def test_threads_share_one_recovery(rotation):
     """Every thread's request is parked in the server when the key rotates: each is
-    rejected once, one hook call recovers them all, and every request succeeds.
+    rejected, probes the old key at most once more, one hook call recovers them all, and
+    every request succeeds.
 
     The emulator's in-flight count proves the precondition: all THREADS requests had
     arrived with the old key, unanswered, before it was revoked.
@@ -95,7 +96,14 @@ def test_threads_share_one_recovery(rotation):
 
     assert parked, "not every request was parked in the server at the rotation"
     assert ([], [200] * THREADS, 1, new) == (errors, statuses, hook.calls, credentials.api_key)
-    assert {401: THREADS, 200: THREADS} == counts
+    # Each request's first send was rejected. How many probes followed is a race: a
+    # request probes (sends once more) only if its first 401 came before any other
+    # request's probe was rejected, and a probe sent after the recovery carries the new
+    # key. What the rule guarantees: the hook was read only after some probe was
+    # rejected (at least one), and no request probed twice (at most one each).
+    assert THREADS + 1 <= counts[401] <= 2 * THREADS
+    assert {401, 200} == set(counts)
+    assert THREADS == counts[200]
 
 
 @pytest.mark.anyio
@@ -104,7 +112,8 @@ async def test_tasks_share_one_recovery(rotation):
 
     The emulator's in-flight count proves the precondition: the pool's first wave had
     arrived with the old key, unanswered, before it was revoked (the other tasks wait in
-    the pool, their old key already set), so at least that wave was rejected.
+    the pool, their old key already set), so at least that wave was rejected, and the
+    hook was read only after some request's probe was rejected as well.
     """
     emulator, secret, old = rotation.emulator, rotation.secret, rotation.old
     hook, credentials = rotation.hook, rotation.credentials
@@ -138,5 +147,9 @@ async def test_tasks_share_one_recovery(rotation):
     counts = emulator.status_counts()
     assert parked, "the pool's first wave was not parked in the server at the rotation"
     assert ([], list(range(TASKS)), 1, new) == (errors, outputs, hook.calls, credentials.api_key)
-    assert POOL <= counts[401] <= TASKS
+    # At least the first wave's 401s and the probe whose 401 led to the read; at most
+    # every task's first send and one probe each. Between the two it is a race: a task
+    # stamped with the old key may reach the server before or after the recovery, and
+    # probes only if no other task's probe was rejected yet.
+    assert POOL + 1 <= counts[401] <= 2 * TASKS
     assert TASKS == counts[200]

@@ -213,7 +213,12 @@ def test_retries_are_exhausted_with_their_history(runpod_emulator):
 
 
 def test_401_and_429_interleaved_share_one_loop(runpod_emulator, tmp_path):
-    """A 429, then a 401 (a rotation), then a 429 again: one request, one recovery, success."""
+    """A 429, then a 401 (a rotation), then a 429 again: one request, one recovery, success.
+
+    The 401 is the request's first on the key, so it is probed: the probe meets the second
+    429, its retry meets the revoked key's 401, and that second 401 reads the file. The
+    429 in between does not make the request forget its first 401.
+    """
     secret = tmp_path / "key"
     old = runpod_emulator.api_key
     hook = Counting(recovery.from_file(secret))
@@ -229,7 +234,7 @@ def test_401_and_429_interleaved_share_one_loop(runpod_emulator, tmp_path):
         response = client.get("/health")
 
     assert (200, 1, new) == (response.status_code, hook.calls, credentials.api_key)
-    assert {429: 2, 401: 1, 200: 1} == dict(runpod_emulator.counters().by_status)
+    assert {429: 2, 401: 2, 200: 1} == dict(runpod_emulator.counters().by_status)
 
 
 def test_the_ceiling_on_sends_holds_across_kinds(runpod_emulator):

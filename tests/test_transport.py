@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from resilient_runpod import (
     AsyncResilientTransport,
     AuthenticationError,
+    AuthFailure,
     BodyNotReplayableError,
     Breaker,
     CooldownError,
@@ -23,7 +24,9 @@ from resilient_runpod import (
     ResilientTransport,
     RetryPolicy,
     RunPodAuth,
+    StaleSourceError,
     TransientError,
+    _answers,
     _engine,
     fingerprint,
     recovery,
@@ -74,7 +77,11 @@ def async_client_for(
 
 
 def test_rotation_mid_run(runpod_emulator, secret):
-    """Jobs keep completing across a rotation; the hook runs once; no job is lost."""
+    """Jobs keep completing across a rotation; the hook runs once; no job is lost.
+
+    The rotation costs the one request that meets it two 401s: its send with the old
+    key, and the probe (the same key once more), after which the hook reads the file.
+    """
     hook = Counting(recovery.from_file(secret))
     credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
     outputs = []
@@ -86,7 +93,7 @@ def test_rotation_mid_run(runpod_emulator, secret):
             outputs.append(client.get(f"/status/{job['id']}").json()["output"]["echo"]["n"])
 
     assert (list(range(10)), 1, new) == (outputs, hook.calls, credentials.api_key)
-    assert 1 == runpod_emulator.counters().by_status[401]
+    assert 2 == runpod_emulator.counters().by_status[401]
 
 
 @pytest.mark.anyio
@@ -126,7 +133,12 @@ def test_revoked_key_recovers_from_the_environment(runpod_emulator, monkeypatch)
 
 @pytest.mark.parametrize("max_recoveries", [1, 2, 3])
 def test_permanently_bad_key_gives_up_within_max_recoveries(runpod_emulator, max_recoveries):
-    """Keys that RunPod keeps rejecting end in AuthenticationError after max_recoveries rounds."""
+    """Keys that RunPod keeps rejecting end in AuthenticationError after max_recoveries rounds.
+
+    Every key's first 401 is probed (sent once more) before the hook is read, except the
+    last recovered key's: its first 401 already spends the last of max_recoveries. So
+    max_recoveries hook calls cost 2 sends per key but the last: 2 * max_recoveries + 1.
+    """
     hook = Counting(lambda context: make_key())  # keys the emulator has never heard of
     credentials = Credentials(
         make_key(),
@@ -142,8 +154,10 @@ def test_permanently_bad_key_gives_up_within_max_recoveries(runpod_emulator, max
     ):
         client.get("/health")
 
-    assert (max_recoveries, max_recoveries + 1) == (hook.calls, runpod_emulator.counters().total)
-    assert max_recoveries + 1 == info.value.attempts
+    sends = 2 * max_recoveries + 1
+    assert (max_recoveries, sends) == (hook.calls, runpod_emulator.counters().total)
+    # AuthenticationError.attempts is documented as how many times the request was sent.
+    assert sends == info.value.attempts
     assert "doctor" in str(info.value)
 
 
@@ -178,21 +192,26 @@ def test_still_rejected_names_the_last_key_and_the_hook(runpod_emulator):
 
 
 def test_user_stop_can_only_shorten_the_rounds(runpod_emulator):
-    """A tenacity stop of the user's ends recovery sooner; max_recoveries still bounds it."""
+    """A tenacity stop of the user's ends recovery sooner; max_recoveries still bounds it.
+
+    Two sends allowed: the first 401 is probed with the same key, the probe's 401 reads the
+    hook once, and the stop ends the request before the recovered key is sent. Without
+    the stop, max_recoveries=3 would cost 3 hook calls and 7 sends.
+    """
     hook = Counting(lambda context: make_key())
     credentials = Credentials(
         make_key(),
         hook,
         hosts=[runpod_emulator.host],
         max_recoveries=3,
-        stop=tenacity.stop_after_attempt(1),
+        stop=tenacity.stop_after_attempt(2),
         wait=tenacity.wait_none(),
     )
 
     with client_for(runpod_emulator, credentials) as client, pytest.raises(AuthenticationError):
         client.get("/health")
 
-    assert 1 == hook.calls
+    assert (1, 2) == (hook.calls, runpod_emulator.counters().total)
 
 
 def test_dead_key_cools_down_instead_of_hammering(runpod_emulator):
@@ -278,9 +297,9 @@ def test_rest_forbidden_is_not_recovered(runpod_emulator):
         (
             "text/html; charset=utf-8",
             b"<html><body>Attention Required!</body></html>",
-            _engine.HTML_PAGE,
+            _answers.HTML_PAGE,
         ),
-        ("text/plain", b"<!DOCTYPE html><html>blocked</html>", _engine.HTML_PAGE),
+        ("text/plain", b"<!DOCTYPE html><html>blocked</html>", _answers.HTML_PAGE),
         ("text/plain", b"first line\nsecond line", "first line"),
         ("text/plain", b"", None),
         ("text/plain", b"  \n ", None),
@@ -289,14 +308,14 @@ def test_rest_forbidden_is_not_recovered(runpod_emulator):
 )
 def test_what_a_refusal_said_is_short_and_plain(content_type, body, expected):
     """RunPod's own fields are quoted, an HTML page is named as such, anything else is cut."""
-    assert expected == _engine.said(content_type, body)
+    assert expected == _answers.said(content_type, body)
 
 
 def test_a_key_in_a_refusal_is_not_quoted():
     """A body that echoes the key is quoted with its fingerprint instead."""
     key = make_key()
 
-    quoted = _engine.said("application/json", f'{{"detail": "key {key} may not"}}'.encode())
+    quoted = _answers.said("application/json", f'{{"detail": "key {key} may not"}}'.encode())
 
     assert f"key {fingerprint(key)} may not" == quoted
 
@@ -309,7 +328,7 @@ def test_a_key_across_the_cut_is_not_quoted_in_part(offset):
     Credentials(legacy)  # held by this process: replaced wherever it appears
 
     quoted = [
-        _engine.said("text/plain", ("x" * offset + secret + " tail").encode())
+        _answers.said("text/plain", ("x" * offset + secret + " tail").encode())
         for secret in (key, legacy)
     ]
 
@@ -336,26 +355,31 @@ def test_an_html_refusal_points_at_the_network(runpod_emulator, adapter):
             client.get("/health")
         after = client.get("/health")
 
-    assert _engine.HTML_PAGE == info.value.detail
+    assert _answers.HTML_PAGE == info.value.detail
     assert "firewall or proxy in front of RunPod" in str(info.value)
     assert 200 == after.status_code
 
 
 @pytest.mark.parametrize(
-    ("hook", "cause", "fragment"),
+    ("hook", "cause", "fragment", "reason"),
     [
         (
             lambda context: (_ for _ in ()).throw(OSError("secret store down")),
             OSError,
             "secret store down",
+            AuthFailure.HOOK_FAILED,
         ),
-        (lambda context: None, None, "found no key"),
-        (lambda context: "   ", None, "empty"),
+        (lambda context: None, None, "has never accepted it", AuthFailure.NEVER_ACCEPTED),
+        (lambda context: "   ", None, "empty", AuthFailure.HOOK_FAILED),
     ],
     ids=["raises", "returns-none", "returns-whitespace"],
 )
-def test_failing_hooks_end_in_one_clear_error(runpod_emulator, hook, cause, fragment):
-    """A hook that raises or returns nothing usable costs one request and one hook call."""
+def test_failing_hooks_end_in_one_clear_error(runpod_emulator, hook, cause, fragment, reason):
+    """On a key RunPod never accepted, a hook that raises, returns nothing or returns
+    nothing usable ends the request in one clear error, after two sends (the first and
+    its probe) and one hook call. Nothing new (None) means the key is wrong
+    (``never_accepted``); a raise or an unusable answer is the hook's failure.
+    """
     counting = Counting(hook)
     old = runpod_emulator.api_key
     credentials = Credentials(old, counting, hosts=[runpod_emulator.host])
@@ -367,25 +391,47 @@ def test_failing_hooks_end_in_one_clear_error(runpod_emulator, hook, cause, frag
     ):
         client.get("/health")
 
-    assert (1, 1) == (counting.calls, runpod_emulator.counters().total)
+    assert (1, 2) == (counting.calls, runpod_emulator.counters().total)
+    assert reason == info.value.reason
     if cause is not None:
         assert isinstance(info.value.__cause__, cause)
 
 
 def test_hook_returning_the_same_key_is_not_looped_on(runpod_emulator):
-    """A source that still holds the revoked key: sent once more, polled, then reported."""
+    """A source that still holds the revoked key: sent once more (the probe), read once,
+    then reported. With recovery_window=0 there is no round of waiting for the store.
+    """
     old = runpod_emulator.api_key
     counting = Counting(lambda context: old)
     credentials = Credentials(old, counting, hosts=[runpod_emulator.host], recovery_window=0)
+
+    with client_for(runpod_emulator, credentials) as client:
+        assert 200 == client.get("/health").status_code  # RunPod accepted the key once
+        runpod_emulator.revoke(old)
+        with pytest.raises(StaleSourceError, match="still held it") as info:
+            client.get("/health")
+
+    assert (1, 2) == (counting.calls, runpod_emulator.counters().by_status[401])
+    assert AuthFailure.STALE_SOURCE == info.value.reason
+
+
+def test_hook_returning_a_key_never_accepted_fails_at_once(runpod_emulator):
+    """A source that holds a key RunPod never accepted: the probe, one read, then the
+    error names the key as wrong, without waiting for the store.
+    """
+    old = runpod_emulator.api_key
+    counting = Counting(lambda context: old)
+    credentials = Credentials(old, counting, hosts=[runpod_emulator.host])
     runpod_emulator.revoke(old)
 
     with (
         client_for(runpod_emulator, credentials) as client,
-        pytest.raises(AuthenticationError, match="still holds the rejected key"),
+        pytest.raises(AuthenticationError, match="has never accepted it") as info,
     ):
         client.get("/health")
 
-    assert (2, 2) == (counting.calls, runpod_emulator.counters().total)
+    assert (1, 2) == (counting.calls, runpod_emulator.counters().total)
+    assert AuthFailure.NEVER_ACCEPTED == info.value.reason
 
 
 def test_hanging_hook_times_out(runpod_emulator):
@@ -555,8 +601,12 @@ def test_graphql_query_key_is_replaced_by_the_current_one(runpod_emulator):
 
 
 def test_connection_pool_survives_many_401s(runpod_emulator):
-    """Every discarded 401 is closed: 200 of them through a 2-connection pool, then a 200
+    """Every discarded 401 is closed: 201 of them through a 2-connection pool, then a 200
     (a leaked connection would exhaust the pool after two).
+
+    The first request sends twice (its probe); its probe's 401 marks the key known
+    rejected, so each later request reads the hook (or meets the open breaker) at its
+    first 401: one send each.
     """
     old = runpod_emulator.api_key
     runpod_emulator.revoke(old)
@@ -577,11 +627,12 @@ def test_connection_pool_survives_many_401s(runpod_emulator):
         final = client.get("/health")
 
     assert (200, 200) == (failures, final.status_code)
-    assert 200 == runpod_emulator.counters().by_status[401]
+    assert 201 == runpod_emulator.counters().by_status[401]
 
 
 def test_runpod_auth_recovers_with_auth_argument(runpod_emulator, secret):
-    """httpx.Client(auth=RunPodAuth(...)) recovers too; the 401 is in the history."""
+    """httpx.Client(auth=RunPodAuth(...)) recovers too; the 401s (the first send and its
+    probe) are in the history."""
     hook = Counting(recovery.from_file(secret))
     credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
     rotate_via_file(runpod_emulator, secret, runpod_emulator.api_key)
@@ -589,7 +640,7 @@ def test_runpod_auth_recovers_with_auth_argument(runpod_emulator, secret):
     with httpx.Client(auth=RunPodAuth(credentials)) as client:
         response = client.get(f"{runpod_emulator.serverless_url}/e/health")
 
-    assert (200, [401], 1) == (
+    assert (200, [401, 401], 1) == (
         response.status_code,
         [r.status_code for r in response.history],
         hook.calls,
@@ -610,7 +661,9 @@ async def test_runpod_auth_recovers_with_async_client(runpod_emulator, secret):
 
 
 def test_runpod_auth_gives_up_like_the_transport(runpod_emulator):
-    """The auth flow is bounded by the same engine rules."""
+    """The auth flow is bounded by the same engine rules: max_recoveries (2) hook calls,
+    and 2 * 2 + 1 sends (each key's first 401 probed but the last recovered key's).
+    """
     hook = Counting(lambda context: make_key())
     credentials = Credentials(
         make_key(), hook, hosts=[runpod_emulator.host], wait=tenacity.wait_none()
@@ -619,7 +672,7 @@ def test_runpod_auth_gives_up_like_the_transport(runpod_emulator):
     with httpx.Client(auth=RunPodAuth(credentials)) as client, pytest.raises(AuthenticationError):
         client.get(f"{runpod_emulator.serverless_url}/e/health")
 
-    assert (2, 3) == (hook.calls, runpod_emulator.counters().total)
+    assert (2, 5) == (hook.calls, runpod_emulator.counters().total)
 
 
 def test_injected_503_on_a_safe_route_is_retried_without_recovery(runpod_emulator):
@@ -638,15 +691,17 @@ def test_injected_503_on_a_safe_route_is_retried_without_recovery(runpod_emulato
     )
 
 
-def test_missing_key_is_recovered_on_first_401(runpod_emulator, monkeypatch):
-    """Starting with no key at all, the first 401 fetches one, and the request succeeds."""
+def test_missing_key_is_recovered_after_the_probe(runpod_emulator, monkeypatch):
+    """Starting with no key at all, the first 401 is probed like any other (sent once more
+    without a key), the probe's 401 fetches one, and the request succeeds.
+    """
     credentials = Credentials(hosts=[runpod_emulator.host])
     monkeypatch.setenv("RUNPOD_API_KEY", runpod_emulator.api_key)
 
     with client_for(runpod_emulator, credentials) as client:
         response = client.get("/health")
 
-    assert (200, {"<no key>": 1, credentials.fingerprint: 1}) == (
+    assert (200, {"<no key>": 2, credentials.fingerprint: 1}) == (
         response.status_code,
         dict(runpod_emulator.counters().by_key),
     )
