@@ -8,7 +8,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -17,6 +17,9 @@ from resilient_runpod import Credentials, RecoveryContext, ResilientTransport, S
 from resilient_runpod._keys import fingerprint, key_id
 
 from .helpers import make_key
+
+if TYPE_CHECKING:
+    from resilient_runpod.testing import Emulator
 
 REGION = "us-east-1"
 
@@ -243,3 +246,33 @@ def test_without_boto3_the_error_says_what_to_install(monkeypatch):
         recovery.from_aws_secrets_manager("runpod")
 
     assert "pip install 'resilient-runpod[aws]'" in str(raised.value)
+
+
+def _legacy_key() -> str:
+    """A key of RunPod's older shape: no ``rpa_`` prefix for a pattern to find."""
+    return uuid.uuid4().hex.upper() + uuid.uuid4().hex.upper()[:8]
+
+
+@pytest.mark.parametrize("field", [None, "api_key"])
+def test_a_legacy_key_read_at_debug_is_in_no_log_record(
+    field: str | None, aws: Aws, runpod_emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With every logger at DEBUG, a rotation recovers a legacy key from Secrets Manager:
+    botocore's record of the answer (``SecretString`` and all) is kept out of the logs, and
+    no record of any library shows the key. Before, ``botocore.parsers`` logged the body.
+    """
+    legacy = _legacy_key()
+    runpod_emulator.add_key(legacy)
+    old = runpod_emulator.api_key
+    name = aws.secret(json.dumps({field: legacy}) if field else legacy)
+    caplog.set_level(logging.DEBUG)
+
+    credentials = Credentials(old, aws.hook(name, field=field), hosts=[runpod_emulator.host])
+    runpod_emulator.revoke(old)
+    with httpx.Client(transport=ResilientTransport(credentials)) as client:
+        response = client.get(f"{runpod_emulator.serverless_url}/ep/health")
+
+    ours = [r for r in caplog.records if not r.name.startswith(("moto", "werkzeug"))]
+    assert (200, legacy) == (response.status_code, credentials.api_key)
+    assert any(r.name == "botocore.parsers" for r in ours)  # botocore did log the answer
+    assert [] == [r.name for r in ours if legacy in caplog.handler.format(r)]
