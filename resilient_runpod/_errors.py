@@ -284,6 +284,20 @@ class TransientError(ResilientRunPodError):
         self.status_code = status_code
         self.history = tuple(history)
 
+    # The client's request, where an adapter hands one over as its client would. A
+    # property, so that whoever sets it (httpx's Client sets it on every RequestError that
+    # passes through it) stores a copy without the key, never the request that was sent.
+    @property
+    def request(self) -> Any:
+        """The request that failed, as a copy without keys; ``None`` if there is none."""
+        return self.__dict__.get("_request")
+
+    @request.setter
+    def request(self, request: Any) -> None:
+        from ._redact import redacted_request  # noqa: PLC0415 -- it imports this module
+
+        self.__dict__["_request"] = redacted_request(request)
+
 
 class BodyNotReplayableError(ResilientRunPodError, httpx.StreamError):
     """The key was recovered, but the rejected request's streamed body cannot be sent again.
@@ -329,16 +343,25 @@ def also_as(error: E, *bases: type[BaseException], **attributes: object) -> E:
     would have raised. The copy keeps the message, every attribute (``reason``,
     ``history``, ...) and the cause; *attributes* are those the bases' own
     ``__init__`` would have set (requests' ``request`` and ``response``), never run
-    here. Bases *error* already is are left out; with none left, *error* itself.
+    here. The requests and responses the cause's chain carries are replaced by copies
+    without keys, and so is a ``request`` handed over here. Bases *error* already is are
+    left out; with none left, *error* itself.
     """
     bases = tuple(base for base in bases if not isinstance(error, base))
     if not bases:
         return error
     cls = _also_class(type(error), bases)
+    from ._redact import scrubbed_cause  # noqa: PLC0415 -- it imports this module
+
     copy = cls.__new__(cls, *error.args)
     copy.args = error.args
     copy.__dict__.update(error.__dict__)
-    copy.__dict__.update(attributes)
+    for name, value in attributes.items():
+        setattr(copy, name, value)  # through a property where there is one (`request`)
+    # The last send's error keeps the request it failed on, key and all. Replaced in
+    # *error* too: the adapters raise the copy ``from error.__cause__``, in *error*'s
+    # handler (its __context__).
+    error.__cause__ = scrubbed_cause(error.__cause__)
     copy.__cause__ = error.__cause__
     copy.__suppress_context__ = True  # the original is this error, not its context
     return cast("E", copy)

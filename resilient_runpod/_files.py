@@ -125,7 +125,23 @@ def read_small_file(path: Path, limit: int) -> str:
         raise FileRefusedError(
             path, FileProblem.TOO_LARGE, f"it is more than the {limit} bytes such a file can need"
         )
-    return b"".join(chunks).decode("utf-8")
+    return _decode(b"".join(chunks))
+
+
+def _decode(data: bytes) -> str:
+    """*data* as UTF-8, or a `UnicodeDecodeError` that does not hold *data*.
+
+    The codec's own error keeps the whole file in ``.object``: the key, for a key file. It
+    would ride along in the ``__context__`` of every error raised while handling it. The
+    one raised here holds only the bytes that could not be decoded (never a key's: keys
+    are ASCII), at their position.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start, end, reason = exc.start, exc.end, exc.reason
+    # Raised outside the handler, so the codec's error is not its __context__ either.
+    raise UnicodeDecodeError("utf-8", bytes(start) + data[start:end], start, end, reason)
 
 
 def read_secret_file(path: Path) -> str:

@@ -51,17 +51,24 @@ _MIN_FINGERPRINT_LEN = 12
 # scrubbed from text too. Bounded: a long-lived worker rotating every hour must not grow
 # it forever; the newest keys are the ones still in flight.
 _known_keys: deque[str] = deque(maxlen=64)
+# Of those, the keys a `Credentials` held: each new one guards the loggers made since.
+_held_keys: deque[str] = deque(maxlen=64)
 _known_lock = threading.Lock()
 
 
-def note_key(key: str | None) -> bool:
-    """Remember *key* as a secret to scrub from text; True if it was not known yet."""
+def note_key(key: str | None, *, held: bool = True) -> bool:
+    """Remember *key* as a secret to scrub from text; True if it was not held yet.
+
+    *held*: a `Credentials` holds it (else it was only handed to `check`).
+    """
     if not key:
         return False
     with _known_lock:
-        if key in _known_keys:
+        if key not in _known_keys:
+            _known_keys.append(key)
+        if not held or key in _held_keys:
             return False
-        _known_keys.append(key)
+        _held_keys.append(key)
         return True
 
 
@@ -167,12 +174,17 @@ def check(key: str) -> str:
     """Return *key* unchanged if it can be sent, else raise `InvalidKeyError` saying why.
 
     Used for keys handed to us in code: we never alter them behind the caller's back.
+    Every key checked is remembered (`note_key`) to be scrubbed from text by value.
     A wrong length for an ``rpa_`` key is not fatal here (only `doctor` warns about it),
     since legacy keys have no prefix and RunPod may change the format.
     """
     if not isinstance(key, str):
         msg = f"an API key must be a str, not {type(key).__name__}"
         raise InvalidKeyError(msg, fingerprint=None)
+    if len(key.strip()) >= _MIN_FINGERPRINT_LEN:
+        # A key handed to us is scrubbed by value from now on, used or refused: a legacy
+        # key has no prefix for the patterns to find.
+        note_key(key.strip(), held=False)
     fatal = [p.message(key) for p in key_problems(key) if p.fatal]
     if fatal:
         raise InvalidKeyError(

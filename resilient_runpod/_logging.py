@@ -13,8 +13,8 @@ level and handlers the application controls; the record carries the event name i
 configured nothing sees nothing, and nothing is ever written to stdout. The choice is
 made per event, so configuring structlog later takes effect at once.
 
-**Keys in other libraries' records.** httpx, httpcore, urllib3, requests, aiohttp, the
-runpod SDK and uvicorn log URLs and headers at DEBUG, where a key can sit
+**Keys in other libraries' records.** httpx, httpcore, urllib3, requests, aiohttp,
+botocore, the runpod SDK and uvicorn log URLs and headers at DEBUG, where a key can sit
 (``?api_key=``, an echoed header). A `logging.Filter` only sees the records of the
 logger it is attached to, not those of its children (``httpcore`` does not see
 ``httpcore.http11``'s), and a filter on the application's handlers or a global record
@@ -24,7 +24,9 @@ plus any logger under their names that exists by then, when a `Credentials` firs
 holds a key (`remember_key`), and again for each new key so that loggers created since
 are covered. The filter rewrites a record's text only when it shows a key; it never
 drops a record and changes no level or handler. Events of our own are scrubbed before
-they are emitted, whichever way they go.
+they are emitted, whichever way they go. botocore logs whole answers, the secret a
+source reads among them, before anyone knows it is a key: in `reading_secret`, the
+records botocore, boto3 and urllib3 make in that thread lose their arguments.
 
 `scrub_secrets` is the same cleaning as a structlog processor, for applications whose own
 events may carry keys.
@@ -32,9 +34,11 @@ events may carry keys.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import structlog
@@ -49,6 +53,7 @@ __all__ = [
     "guard_loggers",
     "known_keys",
     "logger",
+    "reading_secret",
     "remember_key",
     "scrub_secrets",
 ]
@@ -81,13 +86,63 @@ EMITTERS = (
     "uvicorn",
     "uvicorn.access",
     "uvicorn.error",
+    "botocore.args",
+    "botocore.auth",
+    "botocore.awsrequest",
+    "botocore.client",
+    "botocore.compat",
+    "botocore.compress",
+    "botocore.configprovider",
+    "botocore.credentials",
+    "botocore.discovery",
+    "botocore.endpoint",
+    "botocore.endpoint_provider",
+    "botocore.handlers",
+    "botocore.history",
+    "botocore.hooks",
+    "botocore.httpchecksum",
+    "botocore.httpsession",
+    "botocore.loaders",
+    "botocore.monitoring",
+    "botocore.paginate",
+    "botocore.parsers",
+    "botocore.plugin",
+    "botocore.regions",
+    "botocore.response",
+    "botocore.retries.adaptive",
+    "botocore.retries.special",
+    "botocore.retries.standard",
+    "botocore.retryhandler",
+    "botocore.session",
+    "botocore.tokens",
+    "botocore.useragent",
+    "botocore.utils",
+    "botocore.waiter",
+    "botocore",
     LOGGER_NAME,
 )
 """The loggers the libraries in the stack create records on, read from their source."""
 
 # Loggers created under these names later (a new module of one of those libraries) are
 # guarded at the next new key.
-_FAMILIES = ("httpx", "httpcore", "urllib3", "requests", "aiohttp", "runpod", "uvicorn")
+_FAMILIES = (
+    "httpx",
+    "httpcore",
+    "urllib3",
+    "requests",
+    "aiohttp",
+    "runpod",
+    "uvicorn",
+    "botocore",
+    "boto3",
+)
+# While a source reads a secret in a thread, these libraries' records made in that
+# thread are shown without their arguments: botocore logs whole response bodies
+# (``SecretString`` and all) at DEBUG, before the key is known to be one.
+_WITHHELD_FAMILIES = ("botocore", "boto3", "urllib3")
+_FORMAT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa]")
+_WITHHELD = "[withheld: a secret was being read]"
+_reading = threading.local()
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -102,6 +157,8 @@ class _RedactingFilter(logging.Filter):
     """Rewrites a record whose message or traceback shows a key; never drops one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_reading, "depth", 0) and record.name.startswith(_WITHHELD_FAMILIES):
+            _withhold(record)
         try:
             message = record.getMessage()
         except Exception:  # a broken log call: the handler reports it, as without us
@@ -118,6 +175,33 @@ class _RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact_text(record.stack_info)
         return True
+
+
+def _withhold(record: logging.LogRecord) -> None:
+    """Show *record* without its arguments: ``Response body: [withheld: ...]``."""
+    if record.args:
+        template = str(record.msg).replace("%%", "\0")
+        record.msg = _FORMAT_SPEC.sub(_WITHHELD, template).replace("\0", "%")
+        record.args = ()
+    if record.exc_info or record.exc_text:
+        record.exc_info, record.exc_text = None, _WITHHELD
+
+
+@contextlib.contextmanager
+def reading_secret() -> Iterator[None]:
+    """Keep this thread's botocore, boto3 and urllib3 records free of what they answered.
+
+    In this block, their records are shown without their arguments (a response body
+    holding the secret, above all). For sources that call a client library to read a
+    secret: the key read is not known yet, so it cannot be scrubbed by value; the
+    library's record of the answer is kept out instead.
+    """
+    guard_loggers()  # loggers that library created since the last key get the filter too
+    _reading.depth = getattr(_reading, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _reading.depth -= 1
 
 
 _filter = _RedactingFilter(LOGGER_NAME)

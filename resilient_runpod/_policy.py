@@ -10,6 +10,11 @@ on whether RunPod could have acted on it:
   repeated without effect: GET, HEAD, OPTIONS, and RunPod's status, stream, health,
   cancel and purge-queue routes. ``POST …/run`` and ``…/runsync`` may already have
   created a job, so they are retried only when the caller opts in.
+
+A route is recognised only as whole path segments in its place,
+``/v2/{endpoint}/{route}[/{job}]`` at the end of the path: the endpoint id is the user's
+to choose, and ``/v2/healthz01/run`` creates a job however its id reads. A path that
+is not recognised counts as not repeatable.
 """
 
 from __future__ import annotations
@@ -25,8 +30,16 @@ import tenacity
 __all__ = ["DEFAULT_POLICY", "RetryPolicy", "Verdict"]
 
 _ALWAYS_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
-# Serverless routes that change nothing when repeated (cancel and purge are idempotent).
-_IDEMPOTENT_ROUTES: Final = ("/status/", "/stream/", "/health", "/cancel/", "/purge-queue")
+# Serverless routes that change nothing when repeated (cancel and purge are idempotent),
+# and whether a job id follows them: /v2/{endpoint}/{route}[/{job}].
+_IDEMPOTENT_ROUTES: Final = {
+    "status": True,
+    "stream": True,
+    "cancel": True,
+    "health": False,
+    "purge-queue": False,
+}
+_VERSION_SEGMENT: Final = "v2"
 _TOO_MANY_REQUESTS: Final = 429
 
 
@@ -116,7 +129,30 @@ _NO_RETRYING: Final = tenacity.Retrying()
 def _repeatable(method: str, path: str) -> bool:
     if method.upper() in _ALWAYS_SAFE_METHODS:
         return True
-    return any(route in path for route in _IDEMPOTENT_ROUTES)
+    return _idempotent_route(path)
+
+
+def _idempotent_route(path: str) -> bool:
+    """Whether *path* ends in one of RunPod's idempotent serverless routes.
+
+    ``…/v2/{endpoint}/{route}`` for a route without a job (health, purge-queue), and
+    ``…/v2/{endpoint}/{route}/{job}`` for one with (status, stream, cancel); every
+    segment whole and none empty. Anything else, ``/v2/healthz01/run`` included, is not.
+    """
+    segments = path.split("/")
+    for takes_job in (False, True):
+        tail = 4 if takes_job else 3
+        if len(segments) <= tail:
+            continue
+        version, endpoint, route, *job = segments[-tail:]
+        if (
+            version == _VERSION_SEGMENT
+            and endpoint
+            and all(job)
+            and _IDEMPOTENT_ROUTES.get(route) is takes_job
+        ):
+            return True
+    return False
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -2,8 +2,9 @@
 
 `redact_text` (in `_hosts`) cleans a string. This module applies it to what a log event or
 an error carries: nested containers, bytes, objects whose ``repr`` shows a key, formatted
-tracebacks, and the ``__cause__``/``__context__`` chain of an exception the library is
-about to raise.
+tracebacks, the ``__cause__``/``__context__`` chain of an exception the library is
+about to raise, and the HTTP requests and responses errors hand over (copied, so that
+what was sent is not altered).
 """
 
 from __future__ import annotations
@@ -13,10 +14,21 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import RecoveryError
-from ._hosts import redact_text
+import httpx
 
-__all__ = ["SECRET_FIELDS", "scrub", "scrub_exc_info", "scrub_field", "scrubbed_exception"]
+from ._errors import RecoveryError
+from ._hosts import redact_text, redact_url
+
+__all__ = [
+    "SECRET_FIELDS",
+    "redacted_request",
+    "redacted_response",
+    "scrub",
+    "scrub_exc_info",
+    "scrub_field",
+    "scrubbed_cause",
+    "scrubbed_exception",
+]
 
 SECRET_FIELDS = frozenset({"api_key", "apikey", "authorization", "key", "token", "password"})
 """Field names whose string values are secrets whatever they look like."""
@@ -153,3 +165,105 @@ def _safe_repr(value: object) -> str:
         return repr(value)
     except Exception:  # a broken __repr__ must not break logging
         return f"<{type(value).__name__} with a failing repr>"
+
+
+# The attributes HTTP clients' errors keep a request and a response in: requests'
+# ``request``/``response``, httpx's ``_request`` (behind its ``request`` property).
+_REQUEST_ATTRIBUTES = ("request", "_request")
+_RESPONSE_ATTRIBUTES = ("response",)
+
+
+def _scrub_headers(items: Any) -> list[tuple[str, str]]:
+    return [(name, scrub_field(name, value)) for name, value in items]
+
+
+def redacted_request(request: Any) -> Any:
+    """A copy of an HTTP client's *request* without keys, to hand over in an error.
+
+    For an ``httpx.Request`` or a requests ``PreparedRequest``: the URL through
+    `redact_url`, the ``Authorization`` header (and any named like a secret) replaced,
+    the body cleaned; the method and the rest kept. ``None`` stays ``None``; any other
+    object is returned `scrub`-bed.
+    """
+    if request is None:
+        return None
+    if isinstance(request, httpx.Request):
+        try:
+            body = request.content
+        except httpx.RequestNotRead:  # a stream nobody read: nothing of it to show
+            body = b""
+        return httpx.Request(
+            request.method,
+            redact_url(request.url),
+            headers=_scrub_headers(
+                (n, v) for n, v in request.headers.multi_items() if n.lower() != "content-length"
+            ),
+            content=bytes(_scrub_bytes(body)),
+        )
+    if hasattr(request, "prepare_url") and hasattr(request, "copy"):  # requests' PreparedRequest
+        copy = request.copy()
+        copy.url = redact_url(request.url) if request.url else request.url
+        copy.headers = type(request.headers)(_scrub_headers(request.headers.items()))
+        if isinstance(copy.body, (str, bytes)):
+            copy.body = scrub(copy.body)
+        return copy
+    return scrub(request)
+
+
+def redacted_response(response: Any) -> Any:
+    """A copy of an HTTP client's *response* without keys (its request, headers, body)."""
+    if response is None:
+        return None
+    if isinstance(response, httpx.Response):
+        try:
+            body = response.content
+        except httpx.ResponseNotRead:
+            body = b""
+        request = response._request  # noqa: SLF001 -- the property raises when unset
+        return httpx.Response(
+            response.status_code,
+            headers=_scrub_headers(
+                (n, v) for n, v in response.headers.multi_items() if n.lower() != "content-length"
+            ),
+            content=bytes(_scrub_bytes(body)),
+            request=redacted_request(request),
+        )
+    if hasattr(response, "raw") and hasattr(response, "iter_content"):  # requests' Response
+        copy = type(response)()
+        copy.status_code, copy.reason = response.status_code, response.reason
+        copy.url = redact_url(response.url) if response.url else response.url
+        copy.headers = type(response.headers)(_scrub_headers(response.headers.items()))
+        copy.request = redacted_request(response.request)
+        copy.encoding = response.encoding
+        consumed = response.__dict__.get("_content")
+        copy._content = _scrub_bytes(consumed) if isinstance(consumed, bytes) else b""  # noqa: SLF001
+        return copy
+    return scrub(response)
+
+
+def scrubbed_cause(error: BaseException | None) -> BaseException | None:
+    """*error*, fit to chain under an error of ours: no key in its chain, copies carried.
+
+    Its chain's text is cleaned as by `scrubbed_exception`, and the requests and
+    responses its chain carries are replaced by redacted copies: errors of HTTP clients
+    (requests' ``ConnectionError``, httpx's transport errors) keep the request they
+    failed on, ``Authorization`` header and ``?api_key=`` included.
+    """
+    if error is None:
+        return None
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending and len(seen) < _MAX_CHAIN:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        state = getattr(current, "__dict__", {})
+        for name in _REQUEST_ATTRIBUTES:
+            if state.get(name) is not None:
+                state[name] = redacted_request(state[name])
+        for name in _RESPONSE_ATTRIBUTES:
+            if state.get(name) is not None:
+                state[name] = redacted_response(state[name])
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return scrubbed_exception(error)

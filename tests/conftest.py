@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import structlog
 
-from resilient_runpod import Credentials
+from resilient_runpod import Credentials, recovery
 
 from .helpers import ISOLATED_VARIABLES, make_key
 
@@ -212,3 +215,53 @@ def sdk(runpod_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> ModuleTyp
     monkeypatch.setattr(runpod, "api_key", runpod_emulator.api_key)
     monkeypatch.setattr(_wrap, "_default", None)
     return runpod
+
+
+REGION = "us-east-1"
+
+
+@dataclass
+class Aws:
+    """moto's server on loopback, and a boto3 client that talks to it."""
+
+    url: str
+    client: Any
+
+    def secret(self, value: str) -> str:
+        """Create a secret holding *value* under a fresh name; return the name."""
+        name = f"runpod/{uuid.uuid4().hex[:8]}"
+        self.client.create_secret(Name=name, SecretString=value)
+        return name
+
+    def hook(self, name: str, **kwargs: Any) -> Any:
+        return recovery.from_aws_secrets_manager(
+            name, region_name=REGION, endpoint_url=self.url, **kwargs
+        )
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's real HTTP server (the one `moto_server` runs), on a free loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_url, monkeypatch, tmp_path) -> Aws:
+    """Fake credentials in the environment only, never a real AWS profile."""
+    import boto3
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    client = boto3.client("secretsmanager", region_name=REGION, endpoint_url=moto_url)
+    return Aws(moto_url, client)

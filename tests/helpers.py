@@ -12,10 +12,12 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
@@ -23,7 +25,7 @@ from resilient_runpod import RetryPolicy
 from resilient_runpod.testing._state import new_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from http.server import BaseHTTPRequestHandler
     from pathlib import Path
 
@@ -37,6 +39,7 @@ __all__ = [
     "handing_out",
     "in_threads",
     "make_key",
+    "places_of",
     "run_cli",
     "run_cli_batch",
     "serving",
@@ -210,3 +213,94 @@ def run_cli(
         timeout=PATIENCE * 2,
         check=False,
     )
+
+
+# How deep `places_of` follows attributes: an error's request's headers' list is four.
+_DEPTH = 8
+_ATOMS = (str, bytes, bytearray, memoryview, int, float, type(None))
+# Attributes of exceptions kept outside __dict__ (in C, or as properties).
+_ERROR_ATTRIBUTES = ("args", "__cause__", "__context__", "object", "__notes__", "exceptions")
+_ERROR_PROPERTIES = ("request", "response")
+
+
+def places_of(secret: str, found_in: object) -> list[str]:
+    """Where *secret*, as text or as UTF-8 bytes, shows in *found_in*; empty if nowhere.
+
+    An exception is searched whole: its text, repr and formatted traceback, its args,
+    every attribute (``.object`` of a decode error, ``.request`` of an HTTP error, and
+    those of the request in turn), its notes, its group members, and its ``__cause__``
+    and ``__context__`` chain. Other objects are searched through their repr, their
+    items and their attributes.
+    """
+    search = _Search(secret)
+    search.visit("it", found_in, 0)
+    return search.places
+
+
+class _Search:
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.places: list[str] = []
+        self.seen: set[int] = set()
+
+    def holds(self, value: object) -> bool:
+        if isinstance(value, str):
+            return self.secret in value
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return self.secret.encode() in bytes(value)
+        return False
+
+    def visit(self, where: str, value: object, depth: int) -> None:
+        if self.holds(value):
+            self.places.append(where)
+            return
+        if isinstance(value, _ATOMS) or id(value) in self.seen or depth > _DEPTH:
+            return
+        self.seen.add(id(value))
+        self.texts(where, value)
+        for name, part in self.parts(value):
+            self.visit(f"{where}{name}", part, depth + 1)
+
+    def texts(self, where: str, value: object) -> None:
+        shown = {"repr": _text(repr, value)}
+        if isinstance(value, BaseException):
+            shown["str"] = _text(str, value)
+            shown["traceback"] = _text(lambda e: "".join(traceback.format_exception(e)), value)
+        self.places += [f"{how}({where})" for how, text in shown.items() if self.secret in text]
+
+    @staticmethod
+    def parts(value: object) -> list[tuple[str, object]]:
+        parts: list[tuple[str, object]] = []
+        if isinstance(value, BaseException):
+            parts += [(f".{name}", getattr(value, name, None)) for name in _ERROR_ATTRIBUTES]
+            parts += [(f".{name}", _property(value, name)) for name in _ERROR_PROPERTIES]
+        if isinstance(value, Mapping):
+            parts += [(f"[{k!r}]", k) for k in value] + [(f"[{k!r}]", v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            parts += [(f"[{n}]", item) for n, item in enumerate(value)]
+        attributes = dict(getattr(value, "__dict__", None) or {})
+        attributes.update(
+            (name, getattr(value, name))
+            for name in getattr(type(value), "__slots__", ())
+            if hasattr(value, name)
+        )
+        parts += [
+            (f".{name}", a)
+            for name, a in attributes.items()
+            if not callable(a) or isinstance(a, BaseException)
+        ]
+        return parts
+
+
+def _text(show: Callable[[Any], str], value: object) -> str:
+    try:
+        return show(value)
+    except Exception:  # a broken repr shows nothing
+        return ""
+
+
+def _property(value: object, name: str) -> object:
+    try:
+        return getattr(value, name, None)
+    except Exception:  # httpx's .request raises when none was set
+        return None

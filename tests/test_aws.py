@@ -6,9 +6,7 @@ import json
 import logging
 import sys
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -16,56 +14,11 @@ import pytest
 from resilient_runpod import Credentials, RecoveryContext, ResilientTransport, SourceError, recovery
 from resilient_runpod._keys import fingerprint, key_id
 
+from .conftest import REGION, Aws
 from .helpers import make_key
 
-REGION = "us-east-1"
-
-
-@dataclass
-class Aws:
-    """moto's server on loopback, and a boto3 client that talks to it."""
-
-    url: str
-    client: Any
-
-    def secret(self, value: str) -> str:
-        """Create a secret holding *value* under a fresh name; return the name."""
-        name = f"runpod/{uuid.uuid4().hex[:8]}"
-        self.client.create_secret(Name=name, SecretString=value)
-        return name
-
-    def hook(self, name: str, **kwargs: Any) -> Any:
-        return recovery.from_aws_secrets_manager(
-            name, region_name=REGION, endpoint_url=self.url, **kwargs
-        )
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    """moto's real HTTP server (the one `moto_server` runs), on a free loopback port."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto_url, monkeypatch, tmp_path) -> Aws:
-    """Fake credentials in the environment only, never a real AWS profile."""
-    import boto3
-
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    client = boto3.client("secretsmanager", region_name=REGION, endpoint_url=moto_url)
-    return Aws(moto_url, client)
+if TYPE_CHECKING:
+    from resilient_runpod.testing import Emulator
 
 
 def context_for(key: str) -> RecoveryContext:
@@ -243,3 +196,33 @@ def test_without_boto3_the_error_says_what_to_install(monkeypatch):
         recovery.from_aws_secrets_manager("runpod")
 
     assert "pip install 'resilient-runpod[aws]'" in str(raised.value)
+
+
+def _legacy_key() -> str:
+    """A key of RunPod's older shape: no ``rpa_`` prefix for a pattern to find."""
+    return uuid.uuid4().hex.upper() + uuid.uuid4().hex.upper()[:8]
+
+
+@pytest.mark.parametrize("field", [None, "api_key"])
+def test_a_legacy_key_read_at_debug_is_in_no_log_record(
+    field: str | None, aws: Aws, runpod_emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With every logger at DEBUG, a rotation recovers a legacy key from Secrets Manager:
+    botocore's record of the answer (``SecretString`` and all) is kept out of the logs, and
+    no record of any library shows the key. Before, ``botocore.parsers`` logged the body.
+    """
+    legacy = _legacy_key()
+    runpod_emulator.add_key(legacy)
+    old = runpod_emulator.api_key
+    name = aws.secret(json.dumps({field: legacy}) if field else legacy)
+    caplog.set_level(logging.DEBUG)
+
+    credentials = Credentials(old, aws.hook(name, field=field), hosts=[runpod_emulator.host])
+    runpod_emulator.revoke(old)
+    with httpx.Client(transport=ResilientTransport(credentials)) as client:
+        response = client.get(f"{runpod_emulator.serverless_url}/ep/health")
+
+    ours = [r for r in caplog.records if not r.name.startswith(("moto", "werkzeug"))]
+    assert (200, legacy) == (response.status_code, credentials.api_key)
+    assert any(r.name == "botocore.parsers" for r in ours)  # botocore did log the answer
+    assert [] == [r.name for r in ours if legacy in caplog.handler.format(r)]

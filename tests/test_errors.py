@@ -17,8 +17,10 @@ from resilient_runpod._errors import (
     TransientError,
     also_as,
 )
+from resilient_runpod.adapters import ResilientHTTPAdapter
+from resilient_runpod.testing import Emulator
 
-from .helpers import BRIEF, closed_port, make_key
+from .helpers import BRIEF, closed_port, make_key, places_of
 
 
 def transient() -> TransientError:
@@ -93,3 +95,39 @@ def test_every_error_pickles_with_its_attributes(error):
     back = pickle.loads(pickle.dumps(error))  # noqa: S301 -- our own bytes
 
     assert (type(error), str(error), vars(error)) == (type(back), str(back), vars(back))
+
+
+def _graphql_give_up(client: str, lost: bool, emulator: Emulator) -> TransientError:
+    """The TransientError a GraphQL call with ``?api_key=`` ends in: a 502, or refusals."""
+    host = closed_port() if lost else emulator.host
+    credentials = Credentials(emulator.api_key, recovery=lambda _: None, hosts=[host], retry=BRIEF)
+    url = f"http://{host}/graphql?api_key={emulator.api_key}"
+    query = {"query": "query { myself { id } }"}
+    if not lost:
+        emulator.inject(502, path_prefix="/graphql", after=True)
+    try:
+        if client == "httpx":
+            with httpx.Client(transport=ResilientTransport(credentials)) as http:
+                http.post(url, json=query)
+        else:
+            with requests.Session() as session:
+                session.mount("http://", ResilientHTTPAdapter(credentials))
+                session.post(url, json=query)
+    except TransientError as exc:
+        return exc
+    raise AssertionError("no TransientError")  # pragma: no cover
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["502", "lost"])
+@pytest.mark.parametrize("client", ["httpx", "requests"])
+def test_an_errors_request_is_a_copy_without_the_key(
+    client: str, lost: bool, runpod_emulator: Emulator
+) -> None:
+    """A GraphQL call carries the key in its query and its Authorization header. The
+    TransientError it ends in hands over the request as a redacted copy: method and path
+    kept, no key in its URL, headers or body, nor anywhere else in the error's chain.
+    """
+    error = _graphql_give_up(client, lost, runpod_emulator)
+
+    assert ("POST", "/graphql") == (error.request.method, httpx.URL(str(error.request.url)).path)
+    assert [] == places_of(runpod_emulator.api_key, error)

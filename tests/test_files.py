@@ -19,7 +19,7 @@ from resilient_runpod._config import config_path, load_config
 from resilient_runpod._files import CONFIG_LIMIT, SECRET_FILE_LIMIT
 from resilient_runpod.recovery import save_key
 
-from .helpers import make_key, run_cli
+from .helpers import make_key, places_of, run_cli
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -96,6 +96,32 @@ def test_secret_file_that_is_not_a_small_regular_file_is_a_source_error(tmp_path
     assert f"cannot read secret file {path}: " in str(error)
     assert why in str(error)
     assert "point it at" in str(error)
+
+
+@pytest.mark.parametrize("where", ["config", "key_file", "watched_key_file"])
+def test_a_file_that_is_not_utf8_leaves_no_key_in_the_error_chain(
+    where: str, tmp_path: Path
+) -> None:
+    """A key file or config file with a byte that is not UTF-8 after the key: the
+    ConfigError or SourceError raised holds none of the file's bytes anywhere in its
+    chain. Before, the codec's error stayed in ``__context__`` with the file in ``.object``.
+    """
+    key = make_key()
+    if where == "config":
+        path = config_path()
+        path.parent.mkdir()
+        path.write_bytes(f'[default]\napi_key = "{key}"\n# caf\xe9\n'.encode("latin-1"))
+        read: Callable[[], object] = Credentials
+    else:
+        path = tmp_path / "secret"
+        path.write_bytes(key.encode() + b"\n\xff")
+        read = recovery.from_file(path, watch=where == "watched_key_file")
+
+    error = _finishes(read)
+
+    assert isinstance(error, (ConfigError, SourceError))
+    assert isinstance(error.__context__, UnicodeDecodeError)  # still says what happened
+    assert [] == places_of(key, error)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero"])

@@ -125,3 +125,20 @@ def test_only_a_wrong_length_is_not_fatal():
     assert [KeyProblem.BAD_SHAPE] == [p for p in KeyProblem if not p.fatal]
     short = "rpa_" + "A" * 10
     assert short == check(short)
+
+
+@pytest.mark.parametrize("padding", ["", " \n"], ids=["used", "refused"])
+def test_a_key_handed_over_is_scrubbed_by_value_from_then_on(padding: str) -> None:
+    """A legacy key (no prefix for a pattern to find) that went through `check`, accepted
+    or refused, is replaced by its fingerprint in any text cleaned afterwards.
+    """
+    import contextlib
+    import uuid
+
+    from resilient_runpod._hosts import redact_text
+
+    legacy = uuid.uuid4().hex.upper()
+    with contextlib.suppress(InvalidKeyError):
+        check(legacy + padding)
+
+    assert f"botocore said {fingerprint(legacy)}" == redact_text(f"botocore said {legacy}")

@@ -3,23 +3,32 @@
 A scenario returns the objects a user could print (errors, credentials, transports,
 hook contexts). The sweep then looks for the canaries in those objects' ``str`` and
 ``repr`` (and their causes), in every structlog event and in every stdlib log record,
-httpx's and httpcore's included.
+httpx's and httpcore's included. The canary test at the end plants a key at each place
+a key can enter (environment, file, config, AWS, command, callback, prompt).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import logging
 import secrets
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import structlog
 import tenacity
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output.plain_text import PlainTextOutput
 from structlog.testing import capture_logs
 
 from resilient_runpod import (
@@ -33,9 +42,12 @@ from resilient_runpod import (
     fingerprint,
     recovery,
 )
+from resilient_runpod._config import config_path
 from resilient_runpod.testing import Emulator
 
-from .helpers import make_key, serving
+from .conftest import Aws
+from .helpers import BRIEF, make_key, places_of, serving
+from .test_aws import context_for
 
 Scenario = Callable[[Emulator, Path, pytest.MonkeyPatch], list[object]]
 SCENARIOS: dict[str, Scenario] = {}
@@ -466,3 +478,249 @@ def test_no_adapter_shows_the_key_at_debug(  # noqa: PLR0917 -- fixtures
             assert "api_key=[REDACTED]" in sink.getvalue()
         elif name == "wrapped_sdk":  # urllib3 (the SDK sends the key in a header)
             assert "POST /graphql" in sink.getvalue()
+
+
+# -- the canary: a key planted at every place a key can enter ------------------------------
+#
+# Each place gets a key of its own, of the legacy shape (no prefix for a pattern to find).
+# It is recovered through that place, used (with ``?api_key=`` too), revoked, and then
+# planted again in every broken form the place can hold it in (not UTF-8, padded inside,
+# quoted, in an error's message, ...). Every logger is at DEBUG. The canary must show
+# nowhere a person could read: any library's log line, stdout, stderr, the prompt's
+# screen, any exception (text, repr, traceback, attributes, chain) or repr.
+
+# Loggers of the libraries in the stack, all set to DEBUG (runpod's import quiets urllib3).
+_DEBUGGED = ("botocore", "boto3", "urllib3", "httpx", "httpcore", "aiohttp", "requests")
+# The test's own servers are not the library: moto's server runs in this process.
+_SERVERS = ("moto", "werkzeug")
+
+
+def _canary() -> str:
+    return secrets.token_hex(20).upper()
+
+
+class _NotServers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(_SERVERS)
+
+
+@contextmanager
+def _everything_at_debug(sink: _Sink) -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in _DEBUGGED}
+    handler = logging.StreamHandler(sink)
+    handler.addFilter(_NotServers())
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    try:
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler], force=True)
+        for name in _DEBUGGED:
+            logging.getLogger(name).setLevel(logging.DEBUG)
+        yield
+    finally:
+        root.removeHandler(handler)
+        for kept in handlers:
+            root.addHandler(kept)
+        root.setLevel(level)
+        for name, was in levels.items():
+            logging.getLogger(name).setLevel(was)
+
+
+def _raised(call: Callable[[], object]) -> list[object]:
+    """What *call* raised (any exception a user could see), or what it returned."""
+    try:
+        return [call()]
+    except Exception as exc:  # every error path is searched, whatever its class
+        return [exc]
+
+
+@dataclass
+class _Ground:
+    """Where a canary is planted, and what planting may use."""
+
+    canary: str
+    tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch
+    aws: Aws
+    screen: io.StringIO
+    stack: ExitStack
+
+    @property
+    def padded(self) -> str:  # a space inside: a key that cannot be sent
+        return f"{self.canary} x"
+
+    @property
+    def quoted(self) -> str:  # a stray quote pasted with it
+        return f'"{self.canary}'
+
+
+# Each returns the hook that hands out the canary from its place, and hooks over that
+# place holding the canary in each broken form.
+Planted = tuple[Any, list[Any]]
+
+
+def _env(ground: _Ground) -> Planted:
+    ground.monkeypatch.setenv("RUNPOD_API_KEY", ground.canary)
+    ground.monkeypatch.setenv("BROKEN_KEY", ground.padded)
+    return recovery.from_env(), [recovery.from_env("BROKEN_KEY")]
+
+
+def _file(ground: _Ground) -> Planted:
+    files = {name: ground.tmp_path / name for name in ("key", "binary", "padded", "quoted")}
+    files["key"].write_text(ground.canary + "\n")
+    files["binary"].write_bytes(ground.canary.encode() + b"\xff\n")
+    files["padded"].write_text(ground.padded)
+    files["quoted"].write_text(ground.quoted)
+    broken = [recovery.from_file(files[n]) for n in ("binary", "padded", "quoted")]
+    return recovery.from_file(files["key"]), broken
+
+
+def _config(ground: _Ground) -> Planted:
+    canary = ground.canary
+    config = config_path()
+    config.parent.mkdir()
+    config.write_text(f'[default]\napi_key = "{canary}"\n')
+    broken = {
+        name: ground.tmp_path / f"{name}.toml" for name in ("binary", "padded", "torn", "list")
+    }
+    broken["binary"].write_bytes(f'[default]\napi_key = "{canary}\xff"\n'.encode("latin-1"))
+    broken["padded"].write_text(f'[default]\napi_key = "{ground.padded}"\n')
+    broken["torn"].write_text(f'[default]\napi_key = "{canary}\n')
+    broken["list"].write_text(f'[default]\napi_key = ["{canary}"]\n')
+    hooks = [recovery.from_runpod_config(path=path) for path in broken.values()]
+    return recovery.from_runpod_config(), hooks
+
+
+def _aws(ground: _Ground) -> Planted:
+    aws, canary = ground.aws, ground.canary
+    as_json = aws.secret(json.dumps({"api_key": canary}))
+    binary = f"runpod/{secrets.token_hex(4)}"
+    aws.client.create_secret(Name=binary, SecretBinary=canary.encode())
+    return aws.hook(aws.secret(canary)), [
+        aws.hook(as_json),
+        aws.hook(as_json, field="key"),
+        aws.hook(aws.secret(json.dumps({"api_key": ground.padded})), field="api_key"),
+        aws.hook(aws.secret(ground.padded)),
+        aws.hook(binary),
+    ]
+
+
+def _command(ground: _Ground) -> Planted:
+    def command(code: str) -> Any:
+        return recovery.from_command([sys.executable, "-c", code])
+
+    canary = ground.canary
+    return command(f"print({canary!r})"), [
+        command(f"print({ground.padded!r})"),
+        command(f"import sys; print({canary!r}); sys.exit({canary!r})"),
+    ]
+
+
+def _callback(ground: _Ground) -> Planted:
+    canary = ground.canary
+
+    def failing() -> str:
+        raise RuntimeError(f"the vault answered {canary}")
+
+    return recovery.callback(lambda: canary, name="vault"), [
+        recovery.callback(failing, name="vault"),
+        recovery.callback(lambda: ground.padded, name="vault"),
+    ]
+
+
+def _prompt(ground: _Ground) -> Planted:
+    # A paste with a space in it, refused with a reason, then the key, as often as asked.
+    pipe = ground.stack.enter_context(create_pipe_input())
+    pipe.send_text(f"{ground.padded}\r{ground.canary}\r" * 8)
+    return recovery.prompt(input=pipe, output=PlainTextOutput(ground.screen), timeout=60), []
+
+
+PLACES: dict[str, Callable[[_Ground], Planted]] = {
+    "aws": _aws,
+    "callback": _callback,
+    "command": _command,
+    "config": _config,
+    "env": _env,
+    "file": _file,
+    "prompt": _prompt,
+}
+
+
+@pytest.mark.parametrize("place", sorted(PLACES))
+def test_a_canary_key_shows_nowhere(  # noqa: PLR0917 -- fixtures
+    place, runpod_emulator, aws, tmp_path, monkeypatch, capfd
+):
+    """A unique key planted at *place*, with every logger at DEBUG, through a recovery, a
+    GraphQL call with ``?api_key=``, transient failures, a rejected key and every broken
+    form of the place: the key shows in no log line of any library, nowhere on stdout,
+    stderr or the prompt's screen, and in no exception (its text, repr, traceback,
+    attributes and chain) or repr.
+    """
+    import aiohttp
+    import requests
+
+    from resilient_runpod.adapters import ResilientHTTPAdapter, ResilientMiddleware
+
+    canary, sink, screen = _canary(), _Sink(), io.StringIO()
+    old = runpod_emulator.api_key
+    runpod_emulator.add_key(canary)
+    runpod_emulator.revoke(old)
+    health = f"{runpod_emulator.serverless_url}/ep/health"
+    graphql = f"{runpod_emulator.graphql_url}?api_key={canary}"
+    query = {"query": "query { myself { id } }"}
+    shown: list[object] = []
+
+    def credentials(hook: Any, key: str | None = old) -> Credentials:
+        return Credentials(
+            key, recovery=hook, hosts=[runpod_emulator.host], recovery_window=0, retry=BRIEF
+        )
+
+    async def through_aiohttp(held: Credentials) -> int:
+        async with (
+            aiohttp.ClientSession(middlewares=(ResilientMiddleware(held),)) as session,
+            session.get(health) as response,
+        ):
+            return response.status
+
+    with ExitStack() as stack:
+        # Planted first: the test's own calls to AWS (CreateSecret) are not the library's.
+        good, broken = PLACES[place](_Ground(canary, tmp_path, monkeypatch, aws, screen, stack))
+        stack.enter_context(_everything_at_debug(sink))
+        held = credentials(good)
+        with (
+            httpx.Client(transport=ResilientTransport(held)) as client,
+            requests.Session() as session,
+        ):
+            session.mount("http://", ResilientHTTPAdapter(held))
+            statuses = [
+                client.get(health).status_code,
+                client.post(graphql, json=query).status_code,
+            ]
+            statuses.append(session.post(graphql, json=query).status_code)
+            statuses.append(asyncio.run(through_aiohttp(held)))
+            runpod_emulator.inject(502, path_prefix="/graphql", after=True)
+            shown += _raised(lambda: client.post(graphql, json=query))
+            runpod_emulator.inject(502, path_prefix="/graphql", after=True)
+            shown += _raised(lambda: session.post(graphql, json=query))
+            runpod_emulator.revoke(canary)  # the source still holds it: recovery fails
+            shown += _raised(lambda: client.get(health))
+        for hook in broken:
+            if place != "callback":  # a callback's own error is the caller's, raised as is
+                shown += _raised(partial(hook, context_for(make_key())))
+            with httpx.Client(
+                transport=ResilientTransport(credentials(hook, make_key()))
+            ) as client:
+                shown += _raised(lambda: client.get(health))
+        if place in ("env", "config"):  # read when no key is given
+            shown += _raised(lambda: credentials(None, None))
+        shown += [held, good, *broken]
+    out, err = capfd.readouterr()
+
+    assert [200, 200, 200, 200] == statuses  # the canary was recovered and used
+    assert "" == out
+    errors = [e for e in shown if isinstance(e, BaseException)]
+    assert len(errors) >= 3 + len(broken)  # every error path was taken
+    texts = {"logs": sink.getvalue(), "stderr": err, "screen": screen.getvalue()}
+    assert [] == [line for text in texts.values() for line in text.splitlines() if canary in line]
+    assert [] == [(repr(o)[:60], places_of(canary, o)) for o in errors if places_of(canary, o)]
+    assert [] == [repr(o) for o in shown if canary in repr(o)]

@@ -10,6 +10,7 @@ import signal
 import stat
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,18 +164,67 @@ def test_without_xdg_runtime_dir_a_per_user_temporary_directory_is_used(tmp_path
     )
 
 
-def test_a_directory_others_can_enter_is_refused(tmp_path, runtime_base):
-    """A runtime directory open to others is not used; the error says how to fix it."""
+def _squat(directory: Path, how: str, tmp_path: Path) -> None:
+    """Put at *directory* what another user of the host could have put there first."""
+    if how == "open":  # made first by someone, open to all: anyone can swap the files in it
+        directory.mkdir()
+        directory.chmod(0o777)
+    else:  # a link to a directory of the squatter's
+        elsewhere = tmp_path / "squatter"
+        elsewhere.mkdir()
+        directory.symlink_to(elsewhere)
+
+
+@pytest.mark.parametrize("how", ["open", "symlink"])
+def test_a_squatted_temporary_directory_costs_no_recovery(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without XDG_RUNTIME_DIR, a ``resilient-runpod-<uid>`` made first by someone else is
+    passed over, with an event, for the user's own cache directory: the recovery succeeds,
+    and processes still share it there.
+    """
+    import tempfile
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    squatted = temporary / f"resilient-runpod-{os.getuid()}"
+    _squat(squatted, how, tmp_path)
     secret, calls = tmp_path / "key", tmp_path / "calls"
-    secret.write_text(make_key())
-    (runtime_base / "resilient-runpod").mkdir(mode=0o755)
-    (runtime_base / "resilient-runpod").chmod(0o755)
+    new, old = make_key(), make_key()
+    secret.write_text(new)
 
-    with pytest.raises(SourceError) as raised:
-        recovery.shared(SecretFileHook(secret, calls))(context_for(make_key()))
+    with capture_logs() as events:
+        first = recovery.shared(SecretFileHook(secret, calls))(context_for(old))
+        second = recovery.shared(SecretFileHook(secret, calls))(context_for(old))
 
-    assert "chmod 700" in str(raised.value)
-    assert 0 == hook_calls(calls)
+    private = tmp_path / "cache" / "resilient-runpod" / "shared"
+    refused = [e["directory"] for e in events if e["event"] == "runpod.auth.shared_dir_refused"]
+    assert (new, new, 1) == (first.key, second.key, hook_calls(calls))
+    assert [str(squatted), str(squatted)] == refused
+    assert (private, 0o700) == (runtime_dir(), stat.S_IMODE(private.stat().st_mode))
+    assert [] == list(squatted.iterdir())
+
+
+def test_without_any_private_directory_the_recovery_runs_unshared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no candidate directory is private (here: none belongs to the user), the hook
+    runs in this process, unshared, with a warning event; its key is used.
+    """
+    secret, calls = tmp_path / "key", tmp_path / "calls"
+    new = make_key()
+    secret.write_text(new)
+    monkeypatch.setattr(os, "getuid", lambda: os.geteuid() + 1)
+
+    with capture_logs() as events:
+        found = recovery.shared(SecretFileHook(secret, calls))(context_for(make_key()))
+
+    unavailable = [e for e in events if e["event"] == "runpod.auth.shared_unavailable"]
+    assert (new, 1, 1) == (found.key, hook_calls(calls), len(unavailable))
+    assert "warning" == unavailable[0]["log_level"]
 
 
 def test_stale_answers_are_neither_used_nor_kept(tmp_path, monkeypatch):
@@ -199,6 +249,107 @@ def test_stale_answers_are_neither_used_nor_kept(tmp_path, monkeypatch):
     found = hook(context_for(old))
 
     assert (new, 2, False) == (found.key, hook_calls(calls), other.exists())
+
+
+def _answer_path(hook: Any, rejected: str) -> Path:
+    return runtime_dir() / f"{hook._stem}-{key_id(rejected)}.json"
+
+
+def _plant(path: Path, kind: str, tmp_path: Path, planted_key: str) -> None:
+    """Put at the answer *path* something that is not a record to trust."""
+    record = json.dumps({"key": planted_key, "source": "planted", "at": time.time()})
+    if kind == "fifo":  # read_text would wait for a writer for ever
+        os.mkfifo(path, 0o600)
+    elif kind == "dev_zero":  # read_text would never end
+        path.symlink_to("/dev/zero")
+    elif kind == "symlink":  # a link to a key others can read
+        planted = tmp_path / "planted.json"
+        planted.write_text(record)
+        planted.chmod(0o644)
+        path.symlink_to(planted)
+    elif kind == "readable":  # a key others could have read, or put there
+        path.write_text(record)
+        path.chmod(0o644)
+    elif kind == "huge":
+        with path.open("wb") as handle:
+            handle.truncate(300 * 1024 * 1024)  # sparse: the disk holds none of it
+        path.chmod(0o600)
+    elif kind == "not_utf8":
+        path.write_bytes(b'{"key": "\xff\xfe"}')
+        path.chmod(0o600)
+    else:  # a directory: the answer can be neither read nor written
+        path.mkdir(mode=0o700)
+
+
+PLANTED = {
+    "fifo": "not_regular",
+    "dev_zero": "symlink",
+    "symlink": "symlink",
+    "readable": "not_private",
+    "huge": "too_large",
+    "not_utf8": "not_utf8",
+    "directory": "not_regular",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PLANTED))
+def test_a_record_that_is_not_a_small_private_file_of_ours_is_ignored(
+    kind: str, tmp_path: Path
+) -> None:
+    """A FIFO, a link (to /dev/zero, to a planted key), a file others can read, a huge or
+    undecodable file, or a directory at the answer's path is ignored with an event, without
+    blocking or reading it whole; the hook runs and its key is used.
+    """
+    secret, calls = tmp_path / "key", tmp_path / "calls"
+    new, old = make_key(), make_key()
+    secret.write_text(new)
+    hook = recovery.shared(SecretFileHook(secret, calls))
+    _plant(_answer_path(hook, old), kind, tmp_path, make_key())
+
+    with capture_logs() as events, ThreadPoolExecutor(1) as pool:
+        # A safety net, not a timing: before, a FIFO there hung the recovery for ever.
+        found = pool.submit(hook, context_for(old)).result(timeout=PATIENCE)
+
+    ignored = [e["problem"] for e in events if e["event"] == "runpod.auth.shared_record_ignored"]
+    assert (new, 1) == (found.key, hook_calls(calls))
+    assert PLANTED[kind] == ignored[0]
+
+
+def test_a_record_that_cannot_be_written_costs_no_recovery(tmp_path: Path) -> None:
+    """A directory where the answer goes: the key the hook found is returned all the same,
+    and the failed write is an event.
+    """
+    secret, calls = tmp_path / "key", tmp_path / "calls"
+    new, old = make_key(), make_key()
+    secret.write_text(new)
+    hook = recovery.shared(SecretFileHook(secret, calls))
+    _answer_path(hook, old).mkdir(mode=0o700)
+
+    with capture_logs() as events:
+        found = hook(context_for(old))
+
+    failed = [e for e in events if e["event"] == "runpod.auth.shared_record_failed"]
+    assert (new, 1) == (found.key, len(failed))
+
+
+@pytest.mark.parametrize("record", ["error", "key"])
+def test_a_record_dated_in_the_future_blocks_nothing(record: str, tmp_path: Path) -> None:
+    """An error record (or an answer) dated a day ahead, by a clock set back or a planted
+    date, is not taken as news: the hook runs and its key is used.
+    """
+    secret, calls = tmp_path / "key", tmp_path / "calls"
+    new, old = make_key(), make_key()
+    secret.write_text(new)
+    hook = recovery.shared(SecretFileHook(secret, calls))
+    answer = _answer_path(hook, old)
+    future = time.time() + 86400
+    body = {"error": "vault is sealed"} if record == "error" else {"key": make_key(), "source": "x"}
+    answer.write_text(json.dumps({**body, "at": future}))
+    answer.chmod(0o600)
+
+    found = hook(context_for(old))
+
+    assert (new, 1) == (found.key, hook_calls(calls))
 
 
 @pytest.mark.parametrize(

@@ -125,6 +125,29 @@ def test_502_on_run_is_retried_when_the_caller_opts_in(runpod_emulator):
     assert (200, [{"n": 1}, {"n": 1}]) == (response.status_code, runpod_emulator.job_inputs())
 
 
+@pytest.mark.parametrize("endpoint", ["healthz01", "purge-queue-ep", "status", "cancel"])
+def test_a_job_on_an_endpoint_named_like_a_safe_route_is_not_sent_twice(
+    runpod_emulator: Emulator, endpoint: str
+) -> None:
+    """An endpoint id that reads like an idempotent route does not make POST …/run repeatable.
+
+    RunPod created the job and the 502 lost its answer: the request is not sent again.
+    """
+    runpod_emulator.inject(502, after=True)
+    credentials = credentials_for(runpod_emulator)
+
+    with (
+        httpx.Client(
+            transport=ResilientTransport(credentials),
+            base_url=f"{runpod_emulator.serverless_url}/{endpoint}",
+        ) as client,
+        pytest.raises(TransientError) as info,
+    ):
+        client.post("/run", json={"input": {"n": 1}})
+
+    assert ("unsafe", [{"n": 1}]) == (info.value.reason, runpod_emulator.job_inputs())
+
+
 def test_a_refused_connection_before_sending_is_retried():
     """Nothing listened at first (nothing was sent): the request is retried once it does."""
     port = _free_port()
@@ -298,6 +321,18 @@ def test_transient_failures_never_open_the_breaker(runpod_emulator):
         ("POST", "/v2/e/stream/j", 503, True, Verdict.RETRY),
         ("GET", "/v2/e/health", 500, True, Verdict.FINAL),
         ("GET", "/v2/e/health", 404, True, Verdict.FINAL),
+        ("POST", "/proxy/v2/e/health", 503, True, Verdict.RETRY),
+        ("POST", "/v2/healthz01/run", 502, True, Verdict.UNSAFE),
+        ("POST", "/v2/purge-queue-ep/run", 502, True, Verdict.UNSAFE),
+        ("POST", "/v2/status/run", 502, True, Verdict.UNSAFE),
+        ("POST", "/v2/cancel/runsync", 503, True, Verdict.UNSAFE),
+        ("POST", "/v2/e/run/status/j", 503, True, Verdict.UNSAFE),
+        ("POST", "/v2/e/health/j", 503, True, Verdict.UNSAFE),
+        ("POST", "/v2/e/status", 503, True, Verdict.UNSAFE),
+        ("POST", "/v2/e/status/", 503, True, Verdict.UNSAFE),
+        ("POST", "/v2//health", 503, True, Verdict.UNSAFE),
+        ("POST", "/v1/e/health", 503, True, Verdict.UNSAFE),
+        ("POST", "/graphql", 502, True, Verdict.UNSAFE),
     ],
 )
 def test_what_is_safe_to_repeat(method, path, status, sent, expected):

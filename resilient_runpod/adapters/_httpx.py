@@ -123,7 +123,7 @@ def _as_httpx_error(error: TransientError, request: httpx.Request) -> TransientE
     """
     cause = error.__cause__
     base = type(cause) if isinstance(cause, httpx.TransportError) else httpx.HTTPError
-    return also_as(error, base, _request=request)
+    return also_as(error, base, request=request)  # kept as a copy without the key
 
 
 def _retry_after(response: httpx.Response) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any
 from .._errors import SourceError
 from .._hosts import redact_text
 from .._keys import key_id
+from .._logging import reading_secret
 from ..typing import RecoveredKey, RecoveryContext
 from ._sources import _clean_or_raise
 
@@ -122,7 +123,9 @@ class FromAwsSecretsManager:
 
         where = self._where(client)
         try:
-            response = client.get_secret_value(SecretId=self.secret_id, VersionStage=stage)
+            # botocore logs the whole answer at DEBUG, SecretString included.
+            with reading_secret():
+                response = client.get_secret_value(SecretId=self.secret_id, VersionStage=stage)
         except botocore.exceptions.ClientError as exc:
             code, message = _code_and_message(exc.response.get("Error", {}))
             if code == _NOT_FOUND and stage == _PENDING:

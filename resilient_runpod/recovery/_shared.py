@@ -9,7 +9,12 @@ the hook, both named after the hook and the rejected key's irreversible id:
   others wait on that lock and then read the key it found from K's result file.
 - The result file holds a key, so it lives in a per-user directory that nobody else can
   enter (``$XDG_RUNTIME_DIR/resilient-runpod`` or a 0700 directory under the temporary
-  directory), is written atomically with mode 0600, and is deleted once stale.
+  directory), is written atomically with mode 0600, and is deleted once stale. A
+  directory another user made first (or can write to) is passed over for the next one,
+  down to the user's own cache directory; with none usable, the recovery runs unshared.
+- Records are opened without following links and without blocking, and read only when
+  they are small regular files of ours that nobody else can read or write. A record
+  dated in the future counts for nothing: no clock blocks a recovery.
 - The lock is ``filelock``'s ``fcntl``/``msvcrt`` lock: the kernel releases it when its
   holder dies, so a crashed or SIGKILLed holder never wedges the others. A holder that
   is alive but stuck past the hook's timeout is taken over: the waiters move to a
@@ -37,7 +42,6 @@ from .._hosts import redact_text
 from .._keys import clean, fingerprint, key_id
 from .._logging import logger
 from ..typing import HookResult, RecoveredKey, RecoveryContext, RecoveryHook
-from ._persist import _write_private
 from ._sources import _as_key, _resolve, _resolve_async, any_async, subscribe_all
 
 __all__ = ["RUNTIME_SUBDIR", "AsyncShared", "Shared", "runtime_dir", "shared"]
@@ -56,23 +60,55 @@ def runtime_dir() -> Path:
     """The private per-user directory for shared recoveries, created 0700 if missing.
 
     ``$XDG_RUNTIME_DIR/resilient-runpod`` where the session has one (a tmpfs only this
-    user can enter), else ``resilient-runpod-<uid>`` in the temporary directory.
+    user can enter), else ``resilient-runpod-<uid>`` in the temporary directory. One that
+    is not private (another user made it first, or others can enter it) is passed over,
+    with a ``runpod.auth.shared_dir_refused`` event, for
+    ``$XDG_CACHE_HOME/resilient-runpod/shared`` (``~/.cache`` by default): every process
+    of the user passes over the same ones, so they still meet in the same directory.
 
     Raises:
-        SourceError: the directory belongs to someone else, is a symlink, or others can
-            enter it; it is not used, since the result files in it hold keys.
+        SourceError: no candidate is private; no key was written to any of them.
     """
+    refusals: list[str] = []
+    for directory in _candidates():
+        try:
+            _make_private(directory)
+        except SourceError as exc:
+            logger.warning(
+                "runpod.auth.shared_dir_refused", directory=str(directory), error=str(exc)
+            )
+            refusals.append(str(exc))
+            continue
+        return directory
+    raise SourceError("no private directory to share recoveries in: " + "; ".join(refusals))
+
+
+def _candidates() -> list[Path]:
+    candidates = []
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and Path(base).is_dir():
-        directory = Path(base) / RUNTIME_SUBDIR
+        candidates.append(Path(base) / RUNTIME_SUBDIR)
     else:
         user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-        directory = Path(tempfile.gettempdir()) / f"{RUNTIME_SUBDIR}-{user}"
-    with contextlib.suppress(FileExistsError):
+        candidates.append(Path(tempfile.gettempdir()) / f"{RUNTIME_SUBDIR}-{user}")
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    candidates.append(Path(cache) / RUNTIME_SUBDIR / "shared")
+    return candidates
+
+
+def _make_private(directory: Path) -> None:
+    try:
+        directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         directory.mkdir(mode=0o700)
         directory.chmod(0o700)  # mkdir's mode is filtered by the umask
-    _check_private(directory)
-    return directory
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SourceError(f"cannot create {directory}: {exc.strerror or exc}") from None
+    try:
+        _check_private(directory)
+    except OSError as exc:  # removed meanwhile
+        raise SourceError(f"cannot look at {directory}: {exc.strerror or exc}") from None
 
 
 def _check_private(directory: Path) -> None:
@@ -122,9 +158,9 @@ class Shared:
         """Return the key another process found for this rejected key, else run the hook.
 
         Raises:
-            SourceError: the runtime directory is not private, the hook failed in the
-                process that ran it while this one waited, or the lock was held by stuck
-                processes at every level.
+            SourceError: the hook failed in the process that ran it while this one
+                waited, or the lock was held by stuck processes at every level. (With no
+                private directory to share in, the hook runs in this process, unshared.)
         """
         return self._share(context, partial(_resolve, self.hook, context))
 
@@ -133,7 +169,12 @@ class Shared:
         # Imported here: a program that never shares a recovery never loads it.
         from filelock import FileLock, Timeout  # noqa: PLC0415
 
-        directory = runtime_dir()
+        try:
+            directory = runtime_dir()
+        except SourceError as exc:
+            # Not sharing costs a hook call per process; failing would cost the recovery.
+            logger.warning("runpod.auth.shared_unavailable", hook=self.name, error=str(exc))
+            return _as_key(run_hook(), self.name)
         slot = context.key_id or "nokey"
         answer_file = directory / f"{self._stem}-{slot}.json"
         asked = time.time()
@@ -169,11 +210,13 @@ class Shared:
         self, answer_file: Path, context: RecoveryContext, asked: float
     ) -> RecoveredKey | None:
         """What another process recorded for this rejected key, if still fresh."""
-        record = _read_record(answer_file)
+        record = _read_record(answer_file, self.name)
         if record is None:
             return None
-        at = record.get("at")
-        if not isinstance(at, (int, float)) or time.time() - at > _ANSWER_MAX_AGE:
+        at, now = record.get("at"), time.time()
+        # A record dated in the future (a clock set back, a planted date) counts for
+        # nothing: were it believed, it would block recoveries until that date.
+        if not isinstance(at, (int, float)) or not 0 <= now - at <= _ANSWER_MAX_AGE:
             return None
         error = record.get("error")
         if isinstance(error, str) and at >= asked:
@@ -225,7 +268,7 @@ class Shared:
     def _record(self, answer_file: Path, record: dict[str, Any]) -> None:
         # A record that cannot be written costs the other processes a hook call each, no more.
         try:
-            _write_private(answer_file, json.dumps(record), tighten_dir=False)
+            _write_record(answer_file, json.dumps(record))
         except OSError as exc:
             logger.warning(
                 "runpod.auth.shared_record_failed",
@@ -261,16 +304,92 @@ class AsyncShared(Shared):
         return await anyio.to_thread.run_sync(self._share, context, run_hook)
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
+# A record is a key, a source's name and a date, or an error's description: far below this.
+_RECORD_LIMIT = 16 * 1024
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class _RecordRefusedError(Exception):
+    """A record that is not read; *problem* says why, as a code for the event."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def _read_record(path: Path, hook: str) -> dict[str, Any] | None:
+    """The JSON object at *path*, if it is a small private regular file of ours; else None.
+
+    Anything else (a link, a FIFO, a device, a directory, someone else's file, a file
+    others can read or write, a large file, text that is not UTF-8 JSON) is ignored with
+    a ``runpod.auth.shared_record_ignored`` event: the hook runs as if there were none.
+    """
+    problem = None
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        record = json.loads(_read_private(path).decode("utf-8"))
+    except FileNotFoundError:
         return None
-    try:
-        record = json.loads(text)
+    except _RecordRefusedError as exc:
+        problem = exc.problem
+    except UnicodeDecodeError:  # before ValueError, which it is
+        problem = "not_utf8"
     except ValueError:
-        return None  # a torn or foreign file: ignore it, the next answer replaces it
-    return record if isinstance(record, dict) else None
+        problem = "not_json"  # writes are atomic: not one of ours
+    if problem is None and not isinstance(record, dict):
+        problem = "not_json"
+    if problem is not None:
+        logger.warning(
+            "runpod.auth.shared_record_ignored", hook=hook, file=path.name, problem=problem
+        )
+        return None
+    return record  # type: ignore[no-any-return]
+
+
+def _read_private(path: Path) -> bytes:
+    """*path*'s bytes, opened without following a link or blocking on a FIFO.
+
+    Raises:
+        FileNotFoundError: nothing is at *path*.
+        _RecordRefusedError: something is there that is not to be read.
+    """
+    flags = os.O_RDONLY | _NO_FOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError:  # ELOOP for a link; EACCES for a file not ours
+        raise _RecordRefusedError("symlink" if path.is_symlink() else "unreadable") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _RecordRefusedError("not_regular")
+        if hasattr(os, "getuid") and info.st_uid != os.getuid():
+            raise _RecordRefusedError("not_owned")
+        if hasattr(os, "getuid") and stat.S_IMODE(info.st_mode) & _PRIVATE:
+            raise _RecordRefusedError("not_private")
+        if info.st_size > _RECORD_LIMIT:
+            raise _RecordRefusedError("too_large")
+        data = os.read(fd, _RECORD_LIMIT + 1)
+    except OSError:
+        raise _RecordRefusedError("unreadable") from None
+    finally:
+        os.close(fd)
+    if len(data) > _RECORD_LIMIT:  # it grew after the check
+        raise _RecordRefusedError("too_large")
+    return data
+
+
+def _write_record(path: Path, text: str) -> None:
+    """Write *text* to *path* atomically, mode 0600, replacing whatever is there (a link too)."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(temporary).replace(path)  # replaces a link itself, never what it points to
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(temporary).unlink()
+        raise
 
 
 def _remove_stale(directory: Path, stem: str) -> None:
@@ -278,7 +397,7 @@ def _remove_stale(directory: Path, stem: str) -> None:
     cutoff = time.time() - max(_ANSWER_MAX_AGE, 4 * _DEFAULT_HOOK_SECONDS)
     for path in directory.glob(f"{stem}-*"):
         with contextlib.suppress(OSError):
-            if path.stat().st_mtime < cutoff:
+            if path.lstat().st_mtime < cutoff:
                 path.unlink()
 
 
