@@ -26,7 +26,7 @@ from resilient_runpod import (
     fingerprint,
     recovery,
 )
-from resilient_runpod._flight import Flight, Mode
+from resilient_runpod._flight import Flight
 from resilient_runpod.testing import Emulator
 
 from .helpers import PATIENCE, Counting
@@ -50,7 +50,11 @@ def rotate(emulator: Emulator, secret: Path) -> str:
 
 
 def test_tasks_share_one_recovery_under_trio(runpod_emulator, secret):
-    """50 trio tasks rejected with the same key: one hook call, 50 successes."""
+    """50 trio tasks rejected with the same key: one hook call, 50 successes.
+
+    Each task's first 401 on the key is answered by one resend (the probe), so RunPod
+    sees each task rejected at least once and at most twice.
+    """
     hook = Counting(recovery.from_file(secret))
     credentials = Credentials(runpod_emulator.api_key, hook, hosts=[runpod_emulator.host])
     new = rotate(runpod_emulator, secret)
@@ -70,7 +74,8 @@ def test_tasks_share_one_recovery_under_trio(runpod_emulator, secret):
     trio.run(main)
 
     assert ([200] * TASKS, 1, new) == (statuses, hook.calls, credentials.api_key)
-    assert TASKS == runpod_emulator.counters().by_status[401]
+    rejected = runpod_emulator.counters().by_status[401]
+    assert (True, True) == (TASKS <= rejected, rejected <= 2 * TASKS)
 
 
 def test_runpod_auth_recovers_under_trio(runpod_emulator, secret):
@@ -181,7 +186,7 @@ def test_transient_retries_sleep_on_trio(runpod_emulator):
 
 def test_a_trio_waiter_sees_a_flight_settled_before_it_waits():
     """A flight resolved before its trio task waits wakes that task (True), with no timeout."""
-    flight = Flight(0, None, 0.0, math.inf, Mode.READ)
+    flight = Flight(0, None, 0.0, math.inf, mark=0, may_ask=False, probing=False)
 
     async def wait() -> bool:
         waiter = flight.async_waiter()
@@ -197,7 +202,7 @@ def test_resolving_after_a_trio_run_ended_wakes_the_others():
     The first waiter's run is over before the flight resolves; the second waiter, in a
     trio run in another thread, is still woken.
     """
-    flight = Flight(0, None, 0.0, math.inf, Mode.READ)
+    flight = Flight(0, None, 0.0, math.inf, mark=0, may_ask=False, probing=False)
     woken: list[bool] = []
     ready = threading.Event()
 
