@@ -721,6 +721,7 @@ class Credentials:
                         where=where,
                         error=error,
                         window=window,
+                        no_key=flight.rejected_key is None,
                     )
             flight.outcome = outcome
             if self._flight is flight:
@@ -786,6 +787,7 @@ def _failure(
     where: str,
     error: BaseException | None,
     window: float,
+    no_key: bool,
 ) -> AuthenticationError:
     """The error every request waiting on a failed flight raises."""
     rejected = (
@@ -795,9 +797,14 @@ def _failure(
     failure: AuthenticationError
     if outcome is Outcome.NEVER_ACCEPTED:
         note = f" ({describe(error)})" if error is not None else ""
+        found = (
+            f"and has never accepted it: {where} holds it, and {name!r} found no other key"
+            f"{note}. Is the key wrong or misspelled?"
+            if not no_key
+            else f"as no key was sent, and {name!r} found none{note}."
+        )
         failure = AuthenticationError(
-            f"{rejected} and has never accepted it: {where} holds it, and {name!r} found no "
-            f"other key{note}. Is the key wrong or misspelled? {NEXT_STEPS}",
+            f"{rejected} {found} {NEXT_STEPS}",
             fingerprint=context.fingerprint,
             attempts=context.attempt,
             hooks=(name,),

@@ -54,6 +54,7 @@ from ._hosts import AnyURL, as_httpx_url, redact_url
 from ._keys import fingerprint, key_id
 from ._logging import logger
 from ._policy import Verdict
+from ._redact import scrubbed_cause
 from ._rule import Act
 from .typing import RecoveryContext
 
@@ -236,6 +237,8 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     policy = credentials.retry
     parsed = as_httpx_url(raw_url)
     url = redact_url(parsed)
+    # Routes are matched as sent: an endpoint id with an encoded "/" is not a route.
+    path = parsed.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
     deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
     reply = first
     history: list[tuple[str, float | None]] = []
@@ -265,7 +268,11 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                         rejected_recovered += 1
                         if rejected_recovered >= credentials.max_recoveries:
                             raise _still_rejected(
-                                credentials, state.key, method, url, rejected_recovered
+                                credentials,
+                                state.key,
+                                method,
+                                url,
+                                (rejected_recovered, attempt.retry_state.attempt_number),
                             )
                         yield Sleep((credentials.wait or _DEFAULT_WAIT)(attempt.retry_state))
                     context = RecoveryContext(
@@ -311,7 +318,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                 # A transient failure: 429, 502/503/504, or a lost connection.
                 if status is not None:
                     yield DISCARD
-                verdict = policy.verdict(method, parsed.path, status, sent=reply.sent)
+                verdict = policy.verdict(method, path, status, sent=reply.sent)
                 transient_rounds += 1
                 wait = policy.wait(transient_rounds, reply.retry_after)
                 if verdict is Verdict.UNSAFE:
@@ -373,7 +380,7 @@ def _transient(
         status_code=reply.status,
         history=trail,
     )
-    error.__cause__ = reply.error
+    error.__cause__ = scrubbed_cause(reply.error)
     return error
 
 
@@ -461,17 +468,18 @@ def _log_give_up(reason: str, context: RecoveryContext) -> None:
 
 
 def _still_rejected(
-    credentials: Credentials, key: str | None, method: str, url: str, recovered: int
+    credentials: Credentials, key: str | None, method: str, url: str, counts: tuple[int, int]
 ) -> AuthenticationError:
+    recovered, sends = counts
     shown = fingerprint(key)
     name = hook_name(credentials.recovery)
-    context = RecoveryContext(shown, recovered, UNAUTHORIZED, method, url, key_id(key))
+    context = RecoveryContext(shown, sends, UNAUTHORIZED, method, url, key_id(key))
     _log_give_up("still_rejected", context)
     return AuthenticationError(
         f"RunPod rejected API key {shown} on {method} {url}, and kept rejecting the keys "
         f"recovery by {name!r} produced ({recovered} recovered key(s) rejected). {NEXT_STEPS}",
         fingerprint=shown,
-        attempts=recovered + 1,
+        attempts=sends,
         hooks=(name,),
         reason=AuthFailure.STILL_REJECTED,
     )

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
@@ -52,7 +52,8 @@ __all__ = [
     "SourceError",
     "StaleSourceError",
     "TransientError",
-    "also_as",
+    "also_class",
+    "install_request_redactor",
 ]
 
 E = TypeVar("E", bound=BaseException)
@@ -97,7 +98,7 @@ def _restore_also(
     args: tuple[Any, ...],
     state: dict[str, Any],
 ) -> Any:
-    return _restore(_also_class(cls, bases), args, state)
+    return _restore(also_class(cls, bases), args, state)
 
 
 class AuthenticationError(ResilientRunPodError):
@@ -258,6 +259,22 @@ class ConfigError(ResilientRunPodError, ValueError):
         self.problem = problem
 
 
+def _keep(request: Any) -> Any:
+    return request
+
+
+# How `TransientError.request` makes its copy without keys: `_redact` installs its own
+# when it is imported (it needs this module, so this module cannot import it). Every
+# path that raises a TransientError (the engine, the adapters) imports `_redact` first.
+_redact_request: Callable[[Any], Any] = _keep
+
+
+def install_request_redactor(redactor: Callable[[Any], Any]) -> None:
+    """Have `TransientError.request` store ``redactor(request)``: called by `_redact`."""
+    global _redact_request  # noqa: PLW0603 -- set once, at the import of `_redact`
+    _redact_request = redactor
+
+
 class TransientError(ResilientRunPodError):
     """A transient failure (429, 502/503/504, lost connection) not retried, or no longer.
 
@@ -294,9 +311,7 @@ class TransientError(ResilientRunPodError):
 
     @request.setter
     def request(self, request: Any) -> None:
-        from ._redact import redacted_request  # noqa: PLC0415 -- it imports this module
-
-        self.__dict__["_request"] = redacted_request(request)
+        self.__dict__["_request"] = _redact_request(request)
 
 
 class BodyNotReplayableError(ResilientRunPodError, httpx.StreamError):
@@ -312,7 +327,7 @@ _also_classes: dict[tuple[type[BaseException], _Bases], type[BaseException]] = {
 _also_lock = threading.Lock()
 
 
-def _also_class(cls: type[BaseException], bases: _Bases) -> type[BaseException]:
+def also_class(cls: type[BaseException], bases: _Bases) -> type[BaseException]:
     """The subclass of *cls* and *bases*, made once per pair; it keeps *cls*'s name."""
     made = _also_classes.get((cls, bases))
     if made is not None:
@@ -333,35 +348,3 @@ def _also_class(cls: type[BaseException], bases: _Bases) -> type[BaseException]:
             )
             _also_classes[cls, bases] = made
         return made
-
-
-def also_as(error: E, *bases: type[BaseException], **attributes: object) -> E:
-    """*error*, copied as an instance of its own class and of *bases* too.
-
-    For ``except`` clauses written for the errors we stand in for: a `TransientError`
-    after lost connections is also the ``requests.ConnectionError`` that requests
-    would have raised. The copy keeps the message, every attribute (``reason``,
-    ``history``, ...) and the cause; *attributes* are those the bases' own
-    ``__init__`` would have set (requests' ``request`` and ``response``), never run
-    here. The requests and responses the cause's chain carries are replaced by copies
-    without keys, and so is a ``request`` handed over here. Bases *error* already is are
-    left out; with none left, *error* itself.
-    """
-    bases = tuple(base for base in bases if not isinstance(error, base))
-    if not bases:
-        return error
-    cls = _also_class(type(error), bases)
-    from ._redact import scrubbed_cause  # noqa: PLC0415 -- it imports this module
-
-    copy = cls.__new__(cls, *error.args)
-    copy.args = error.args
-    copy.__dict__.update(error.__dict__)
-    for name, value in attributes.items():
-        setattr(copy, name, value)  # through a property where there is one (`request`)
-    # The last send's error keeps the request it failed on, key and all. Replaced in
-    # *error* too: the adapters raise the copy ``from error.__cause__``, in *error*'s
-    # handler (its __context__).
-    error.__cause__ = scrubbed_cause(error.__cause__)
-    copy.__cause__ = error.__cause__
-    copy.__suppress_context__ = True  # the original is this error, not its context
-    return cast("E", copy)

@@ -129,7 +129,8 @@ class Ledger:
             self._known_rejected = True  # this request's resend was rejected as well
         facts = Rejection(
             accepted_since=accepted_since,
-            first=mark is None,
+            # No key sent: there is nothing to probe, only something to find.
+            first=mark is None and self.current.key is not None,
             known_rejected=self._known_rejected,
         )
         return facts, self._marks

@@ -12,15 +12,16 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import httpx
 
-from ._errors import RecoveryError
+from ._errors import RecoveryError, also_class, install_request_redactor
 from ._hosts import redact_text, redact_url
 
 __all__ = [
     "SECRET_FIELDS",
+    "also_as",
     "redacted_request",
     "redacted_response",
     "scrub",
@@ -29,6 +30,8 @@ __all__ = [
     "scrubbed_cause",
     "scrubbed_exception",
 ]
+
+E = TypeVar("E", bound=BaseException)
 
 SECRET_FIELDS = frozenset({"api_key", "apikey", "authorization", "key", "token", "password"})
 """Field names whose string values are secrets whatever they look like."""
@@ -267,3 +270,36 @@ def scrubbed_cause(error: BaseException | None) -> BaseException | None:
                 state[name] = redacted_response(state[name])
         pending += [e for e in (current.__cause__, current.__context__) if e is not None]
     return scrubbed_exception(error)
+
+
+def also_as(error: E, *bases: type[BaseException], **attributes: object) -> E:
+    """*error*, copied as an instance of its own class and of *bases* too.
+
+    For ``except`` clauses written for the errors we stand in for: a `TransientError`
+    after lost connections is also the ``requests.ConnectionError`` that requests
+    would have raised. The copy keeps the message, every attribute (``reason``,
+    ``history``, ...) and the cause; *attributes* are those the bases' own
+    ``__init__`` would have set (requests' ``request`` and ``response``), never run
+    here. The requests and responses the cause's chain carries are replaced by copies
+    without keys, and so is a ``request`` handed over here. Bases *error* already is are
+    left out; with none left, *error* itself.
+    """
+    bases = tuple(base for base in bases if not isinstance(error, base))
+    if not bases:
+        return error
+    cls = also_class(type(error), bases)
+    copy = cls.__new__(cls, *error.args)
+    copy.args = error.args
+    copy.__dict__.update(error.__dict__)
+    for name, value in attributes.items():
+        setattr(copy, name, value)  # through a property where there is one (`request`)
+    # The last send's error keeps the request it failed on, key and all. Replaced in
+    # *error* too: the adapters raise the copy ``from error.__cause__``, in *error*'s
+    # handler (its __context__).
+    error.__cause__ = scrubbed_cause(error.__cause__)
+    copy.__cause__ = error.__cause__
+    copy.__suppress_context__ = True  # the original is this error, not its context
+    return cast("E", copy)
+
+
+install_request_redactor(redacted_request)

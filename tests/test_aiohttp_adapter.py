@@ -59,14 +59,14 @@ async def test_a_403_raises_permission_denied_without_recovery(runpod_emulator, 
 
 
 async def test_recovery_that_finds_nothing_gives_up(runpod_emulator, vault, credentials):
-    """A dead key and an empty vault: AuthenticationError after one recovery, no loop."""
+    """A dead key and an empty vault: AuthenticationError after the probe and one read."""
     runpod_emulator.revoke(runpod_emulator.api_key)
     vault.key = None
     async with aiohttp.ClientSession(middlewares=(ResilientMiddleware(credentials),)) as session:
         with pytest.raises(AuthenticationError):
             await session.get(f"{runpod_emulator.serverless_url}/e/health")
     assert 1 == vault.calls
-    assert 1 == runpod_emulator.counters().total
+    assert 2 == runpod_emulator.counters().total  # the send and its probe
 
 
 async def test_a_key_in_the_query_is_replaced_when_the_request_is_sent_again(
@@ -96,9 +96,9 @@ async def test_a_key_in_the_query_is_replaced_when_the_request_is_sent_again(
         ) as response,
     ):
         assert 200 == response.status
-    assert [old, new] == sent
+    assert [old, old, new] == sent  # the send, its probe, the resend after recovery
     by_key = runpod_emulator.counters().by_key_status
-    assert {fingerprint(old): {401: 1}, fingerprint(new): {200: 1}} == {
+    assert {fingerprint(old): {401: 2}, fingerprint(new): {200: 1}} == {
         fp: dict(codes) for fp, codes in by_key.items()
     }
     assert 1 == vault.calls

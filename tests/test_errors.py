@@ -1,4 +1,4 @@
-"""`also_as`: one of our errors, copied as an instance of the errors it stands for."""
+"""Errors, and `also_as` (in `_redact`): one of our errors, copied as an instance of the errors it stands for."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from resilient_runpod._errors import (
     PermissionDeniedError,
     ResilientRunPodError,
     TransientError,
-    also_as,
 )
+from resilient_runpod._redact import also_as
 from resilient_runpod.adapters import ResilientHTTPAdapter
 from resilient_runpod.testing import Emulator
 

@@ -86,8 +86,9 @@ def test_a_recovered_401_is_two_events_with_fixed_names_and_fields(
     runpod_emulator, vault, credentials
 ):
     """A real 401 recovered through the transport makes the library emit, in order,
-    ``runpod.auth.rejected`` (warning) and ``runpod.auth.recovered`` (info): fixed dotted
-    names whose facts are fields, fingerprints only, never the key.
+    ``runpod.auth.rejected`` (warning) for the send and for its probe, then
+    ``runpod.auth.recovered`` (info): fixed dotted names whose facts are fields,
+    fingerprints only, never the key.
     """
     from resilient_runpod import ResilientTransport, fingerprint
 
@@ -103,8 +104,11 @@ def test_a_recovered_401_is_two_events_with_fixed_names_and_fields(
 
     auth = [e for e in logs if e["event"].startswith("runpod.auth.")]
     assert 200 == status
-    assert ["runpod.auth.rejected", "runpod.auth.recovered"] == [e["event"] for e in auth]
-    rejected, recovered = auth
+    assert ["runpod.auth.rejected", "runpod.auth.rejected", "runpod.auth.recovered"] == [
+        e["event"] for e in auth
+    ]
+    rejected, probed, recovered = auth
+    assert (2, fingerprint(old)) == (probed["attempt"], probed["fingerprint"])
     assert {
         "event": "runpod.auth.rejected",
         "log_level": "warning",
@@ -146,7 +150,7 @@ def test_without_structlog_configured_events_go_to_stdlib_logging(runpod_emulato
         _rejected_once(runpod_emulator)
 
     records = [r for r in caplog.records if getattr(r, "event", None) == "runpod.auth.rejected"]
-    assert 1 == len(records)
+    assert 2 == len(records)  # the send, and its probe
     assert "resilient_runpod" == records[0].name
     assert logging.WARNING == records[0].levelno
     assert 401 == records[0].fields["status"]
@@ -173,14 +177,23 @@ def test_the_stdlib_logger_level_silences_the_events(runpod_emulator, caplog):
     finally:
         logging.getLogger("resilient_runpod").setLevel(logging.NOTSET)
     assert [] == [r for r in caplog.records if r.name == "resilient_runpod"]
-    assert 3 == len(heard)  # rejected, hook_failed, recovery_failed: it was not silent before
+    # It was not silent before: the send's and the probe's 401, the flight's verdict, the
+    # request's end.
+    assert [
+        "runpod.auth.rejected",
+        "runpod.auth.rejected",
+        "runpod.auth.never_accepted",
+        "runpod.auth.recovery_failed",
+    ] == [r.event for r in heard if r.event.startswith("runpod.auth.")]  # type: ignore[attr-defined]
 
 
 def test_with_structlog_configured_events_go_through_its_processors(runpod_emulator, caplog):
     """structlog configured: the event goes through its chain, not through stdlib logging."""
     with caplog.at_level(logging.DEBUG), capture_logs() as events:
         _rejected_once(runpod_emulator)
-    assert ["runpod.auth.rejected"] == [e["event"] for e in events if e["log_level"] == "warning"]
+    assert ["runpod.auth.rejected"] * 2 == [
+        e["event"] for e in events if e["log_level"] == "warning"
+    ]
     assert [] == [r for r in caplog.records if r.name == "resilient_runpod"]
 
 

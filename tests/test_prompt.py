@@ -366,7 +366,9 @@ def test_one_prompt_for_many_threads_and_tasks(pipe, screen, emulator_process):
     finally:
         for thread in threads:
             thread.join(120)
-    assert THREADS + TASKS == rejected_before_answer
+    # Each request's send was rejected, and some probed once more first (no request probes
+    # twice): the prompt was up while they waited, and it was asked once.
+    assert THREADS + TASKS <= rejected_before_answer <= 2 * (THREADS + TASKS)
     assert 1 == hook.calls
     assert [200] * (THREADS + TASKS) == statuses + task_statuses
     assert "prompt:terminal" == credentials.source

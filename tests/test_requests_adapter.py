@@ -78,13 +78,13 @@ def test_a_403_raises_permission_denied_without_recovery(runpod_emulator, vault)
 def test_recovery_that_finds_nothing_gives_up_with_authentication_error(
     runpod_emulator, vault, credentials
 ):
-    """A dead key and an empty vault: AuthenticationError, no loop."""
+    """A dead key and an empty vault: AuthenticationError after the probe and one read."""
     runpod_emulator.revoke(runpod_emulator.api_key)
     vault.key = None
     with session_for(credentials) as session, pytest.raises(AuthenticationError):
         session.get(f"{runpod_emulator.serverless_url}/e/health")
     assert 1 == vault.calls
-    assert 1 == runpod_emulator.counters().total
+    assert 2 == runpod_emulator.counters().total  # the send and its probe
 
 
 def test_the_adapter_closes_the_adapter_it_wraps():

@@ -35,14 +35,18 @@ def endpoint_factory(emulator, seen: list[str | None]):
 def test_a_factory_given_a_revoked_key_is_called_again_with_a_recovered_one(
     sdk, runpod_emulator, vault
 ):
-    """The SDK builds an Endpoint without checking the key; validation finds the 401."""
+    """The SDK builds an Endpoint without checking the key; validation finds the 401.
+
+    As for any request, the first 401 is probed (the factory called once more with the
+    same key) before the source is read.
+    """
     revoked = vault.key
     vault.rotate()
     credentials = Credentials(revoked, recovery=vault, hosts=[runpod_emulator.host])
     seen: list[str | None] = []
     factory = endpoint_factory(runpod_emulator, seen)
     endpoint = retry_init(factory, credentials, api_url=runpod_emulator.api_url)
-    assert [revoked, vault.key] == seen
+    assert [revoked, revoked, vault.key] == seen
     assert "jobs" in endpoint.health()
     assert 1 == vault.calls
 
@@ -92,7 +96,11 @@ def test_a_factory_error_with_a_key_given_is_not_taken_for_a_missing_key(
 
 @pytest.mark.parametrize("clause", [AuthenticationError, runpod.error.AuthenticationError])
 def test_giving_up_is_bounded_and_caught_by_existing_clauses(sdk, runpod_emulator, vault, clause):
-    """A recovered key rejected too: sent once more, the source polled, then a typed error."""
+    """A recovered key rejected too: probed, the source read again, then a typed error.
+
+    The source still holds that recovered key, which RunPod never accepted: the rule's
+    "never accepted" row ends it at once.
+    """
     revoked = vault.key
     runpod_emulator.revoke(revoked)
     also_revoked = runpod_emulator.add_key()
@@ -104,8 +112,8 @@ def test_giving_up_is_bounded_and_caught_by_existing_clauses(sdk, runpod_emulato
     calls: list[str | None] = []
     with pytest.raises(clause):
         retry_init(calls.append, credentials)
-    assert [revoked, also_revoked, also_revoked] == calls
-    assert 3 == vault.calls  # the new key; "unchanged"; one poll in a window of 0
+    assert [revoked, revoked, also_revoked, also_revoked] == calls
+    assert 2 == vault.calls  # the new key; then nothing newer
 
 
 def test_other_factory_errors_pass_through_untouched(sdk, runpod_emulator, vault):

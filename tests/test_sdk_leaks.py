@@ -59,7 +59,10 @@ async def test_no_path_shows_the_key(  # noqa: PLR0915 -- one scenario through e
     monkeypatch.setattr(_wrap, "_default", None)
     caplog.set_level(logging.DEBUG)
     vault = Vault()
-    credentials = Credentials(canary, recovery=vault, hosts=[runpod_emulator.host])
+    # No waiting for an empty vault to catch up: the give-ups below come at once.
+    credentials = Credentials(
+        canary, recovery=vault, hosts=[runpod_emulator.host], recovery_window=0
+    )
     texts: list[str] = []
     errors: list[BaseException] = []
 
@@ -137,7 +140,9 @@ def test_a_key_of_an_objects_own_does_not_leak_either(
     monkeypatch.setattr(runpod, "api_key", runpod_emulator.api_key)
     caplog.set_level(logging.DEBUG)
     vault = Vault()
-    shared = Credentials(runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host])
+    shared = Credentials(
+        runpod_emulator.api_key, recovery=vault, hosts=[runpod_emulator.host], recovery_window=0
+    )
     texts: list[str] = []
     with structlog.testing.capture_logs() as events:
         endpoint = wrap(runpod.Endpoint(runpod_emulator.endpoint_id, api_key=own), shared)

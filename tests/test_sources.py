@@ -14,6 +14,7 @@ from resilient_runpod import (
     AuthenticationError,
     AuthFailure,
     Credentials,
+    NonInteractiveError,
     RecoveredKey,
     RecoveryContext,
     RecoveryError,
@@ -226,10 +227,12 @@ def test_default_chain_is_env_config_then_prompt():
 
 
 def test_default_chain_where_nobody_can_answer_says_what_to_set(runpod_emulator):
-    """With no key anywhere and no terminal, the chain has nothing new (a prompt that
-    cannot ask is not a failure), and the request fails at once naming what to set.
+    """With no key anywhere and no terminal, the chain has nothing new: it says so as a bare
+    prompt that cannot ask does (NonInteractiveError, listing each hook), which is not a
+    failure, and the request fails at once naming what to set.
     """
-    assert recovery.default()(CONTEXT) is None
+    with pytest.raises(NonInteractiveError, match="config:default: no key"):
+        recovery.default()(CONTEXT)
     credentials = Credentials(hosts=[runpod_emulator.host])
     url = f"{runpod_emulator.serverless_url}/{runpod_emulator.endpoint_id}/health"
 

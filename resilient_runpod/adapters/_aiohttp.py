@@ -20,7 +20,8 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
 
 from .._answers import said
 from .._engine import AsyncWire, run_async
-from .._errors import TransientError, also_as
+from .._errors import TransientError
+from .._redact import also_as
 
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientResponse

@@ -30,8 +30,9 @@ from .._engine import (
     stands,
     warn_foreign_401,
 )
-from .._errors import TransientError, also_as
+from .._errors import TransientError
 from .._hosts import query_text, with_api_key_param
+from .._redact import also_as
 
 if sys.version_info >= (3, 11):
     from typing import Self

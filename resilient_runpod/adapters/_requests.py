@@ -22,8 +22,9 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
 
 from .._answers import said
 from .._engine import Wire, run_sync
-from .._errors import TransientError, also_as
+from .._errors import TransientError
 from .._hosts import with_api_key_param
+from .._redact import also_as
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

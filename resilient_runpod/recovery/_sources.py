@@ -262,13 +262,16 @@ class _Tally:
         self.context = context
         self.notes: list[str] = []
         self.last_error: BaseException | None = None
+        self.unasked: NonInteractiveError | None = None  # a prompt with nobody to ask
         self.unchanged: RecoveredKey | None = None
 
     def failed(self, name: str, exc: BaseException) -> None:
         # A hook's message may quote what it read: never repeat a key.
         self.notes.append(f"{name}: {redact_text(str(exc))}")
-        if not isinstance(exc, NonInteractiveError):
+        if isinstance(exc, NonInteractiveError):
             # Nobody to ask is nothing new, as a bare prompt's is: not a failure.
+            self.unasked = exc
+        else:
             self.last_error = exc
 
     def is_new(self, name: str, found: RecoveredKey | None) -> bool:
@@ -287,12 +290,20 @@ class _Tally:
 
         Hooks that had nothing newer (the rejected key, no key, nobody to ask) make
         "nothing new", as a bare source would say it: the rejected key, from the first
-        hook that held it, or None. A hook that failed makes the chain fail.
+        hook that held it, or None; or, where a prompt had nobody to ask, its
+        `NonInteractiveError` listing what each hook did. A hook that failed makes the
+        chain fail.
         """
+        summary = "; ".join(self.notes)
         if self.last_error is not None:
-            summary = "; ".join(self.notes)
             raise RecoveryError(f"no source had a new key ({summary})") from scrubbed_exception(
                 self.last_error
+            )
+        if self.unasked is not None:
+            # Nothing new, as a bare prompt with nobody to ask says it: with what each
+            # hook did, and what to set instead, for the error the request ends with.
+            raise NonInteractiveError(
+                f"no source had a new key ({summary})", reason=self.unasked.reason
             )
         # Sources that still hold the rejected key: "not updated yet", for the engine.
         return self.unchanged

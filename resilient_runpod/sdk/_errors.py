@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import runpod.error
 
-from .._errors import AuthenticationError, PermissionDeniedError, TransientError, also_as
+from .._errors import AuthenticationError, PermissionDeniedError, TransientError
+from .._redact import also_as
 
 __all__ = ["compatible"]
 
