@@ -1,4 +1,4 @@
-"""Errors, and `also_as` (in `_redact`): one of our errors, copied as an instance of the errors it stands for."""
+"""Errors, and `also_as` (in `_redact`): one of ours, copied as the errors it stands for."""
 
 from __future__ import annotations
 
