@@ -9,6 +9,7 @@ from typing import Protocol, TypeAlias
 
 import httpx
 
+from ._errors import ConfigError
 from ._keys import fingerprint, known_keys
 
 __all__ = [
@@ -108,6 +109,46 @@ def _parse_allowed(entry: str) -> set[_Origin]:
     return {_origin("http", url.host, url.port), _origin("https", url.host, url.port)}
 
 
+_MAX_PORT = 65535
+
+
+def _user_entry(entry: object) -> set[_Origin]:
+    """`_parse_allowed` for an entry of ``Credentials(hosts=[...])``, refusing what is wrong.
+
+    A non-string, a wildcard, user info, a path, another scheme or a port out of range
+    would otherwise be kept, silently matching nothing (or too much).
+    """
+    allowed = "'host', 'host:port' or 'scheme://host[:port]'"
+    if not isinstance(entry, str):
+        raise ConfigError(
+            f"Credentials(hosts=[...]): each host must be a str such as {allowed}, "
+            f"not {type(entry).__name__}"
+        )
+    problem = _entry_problem(entry)
+    if problem:
+        raise ConfigError(f"Credentials(hosts=[{entry!r}]): {problem}; use {allowed}")
+    return _parse_allowed(entry)
+
+
+def _entry_problem(entry: str) -> str:
+    """What is wrong with a hosts entry, or ``""``."""
+    if "*" in entry:
+        return "wildcards are not matched: list each host"
+    if "@" in entry:
+        return "user info has no place in a host"
+    try:
+        url = httpx.URL(entry if "://" in entry else f"http://{entry}")
+    except httpx.InvalidURL as exc:
+        return f"not a host ({exc})"
+    if url.path not in ("", "/") or url.query or url.fragment:
+        return "a path, query or fragment is not part of a host"
+    if url.scheme not in ("http", "https"):
+        return "only http and https are spoken"
+    if url.port is not None and not 1 <= url.port <= _MAX_PORT:
+        return f"port {url.port} is outside 1-{_MAX_PORT}"
+    return "" if url.host else "it names no host"
+
+
 class HostPolicy:
     """Decides whether a URL is RunPod's (gets the key, may trigger recovery) or not.
 
@@ -120,10 +161,13 @@ class HostPolicy:
 
     def __init__(self, extra: Iterable[str] = (), *, environ: bool = True) -> None:
         if isinstance(extra, (str, bytes)):
-            raise TypeError(f"hosts must be a list of hosts, such as [{extra!r}], not a string")
+            raise ConfigError(
+                f"Credentials(hosts={extra!r}): hosts must be a list of hosts, such as "
+                f"[{extra!r}], not a string"
+            )
         allowed = {_origin("https", host, None) for host in RUNPOD_HOSTS}
         for entry in extra:
-            allowed |= _parse_allowed(entry)
+            allowed |= _user_entry(entry)
         for variable in _BASE_URL_VARIABLES if environ else ():
             value = os.environ.get(variable, "")
             try:

@@ -113,6 +113,7 @@ class KeyProblem(enum.Enum):
     S3_KEY = "s3-key"
     BAD_CHARACTERS = "bad-characters"
     BAD_SHAPE = "bad-shape"
+    TOO_LONG = "too-long"
 
     @property
     def fatal(self) -> bool:
@@ -140,7 +141,12 @@ _MESSAGES = {
     KeyProblem.S3_KEY: "the key starts with 'rps_': that is a RunPod S3 credential, not an API key",
     KeyProblem.BAD_CHARACTERS: "the key contains characters that no RunPod key has "
     "(spaces, quotes, ...)",
+    KeyProblem.TOO_LONG: "the key is far longer than any RunPod key (a file or a page pasted "
+    "instead of the key?)",
 }
+
+# No RunPod key comes near this; a longer "key" is something else pasted by mistake.
+MAX_KEY_LENGTH = 512
 
 
 def key_problems(key: str) -> list[KeyProblem]:
@@ -156,9 +162,13 @@ def key_problems(key: str) -> list[KeyProblem]:
     stripped = key.strip()
     if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in _QUOTES:  # noqa: PLR2004
         problems.append(KeyProblem.QUOTED)
-    if stripped.startswith(S3_KEY_PREFIX):
+    # Matching quotes at both ends are their own problem; a quote at one end only is not.
+    inner = stripped[1:-1] if KeyProblem.QUOTED in problems else stripped
+    if len(stripped) > MAX_KEY_LENGTH:
+        problems.append(KeyProblem.TOO_LONG)
+    elif stripped.startswith(S3_KEY_PREFIX):
         problems.append(KeyProblem.S3_KEY)
-    elif _FORBIDDEN.search(stripped.strip(_QUOTES)):
+    elif _FORBIDDEN.search(inner):
         problems.append(KeyProblem.BAD_CHARACTERS)
     elif stripped.startswith(API_KEY_PREFIX) and not _RPA_SHAPE.fullmatch(stripped):
         problems.append(KeyProblem.BAD_SHAPE)

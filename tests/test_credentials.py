@@ -347,7 +347,7 @@ class TestSettings:
     @pytest.mark.parametrize(
         ("hosts", "error", "fragment"),
         [
-            ("127.0.0.1:8000", TypeError, r"\['127.0.0.1:8000'\]"),
+            ("127.0.0.1:8000", ConfigError, r"\['127.0.0.1:8000'\]"),
             ([""], ValueError, "names no host"),
             (["http://"], ValueError, "names no host"),
         ],

@@ -4,7 +4,7 @@ import httpx
 import pytest
 import yarl
 
-from resilient_runpod import _hosts, fingerprint
+from resilient_runpod import ConfigError, _hosts, fingerprint
 from resilient_runpod._hosts import HostPolicy, query_text, redact_text, redact_url
 
 from .helpers import make_key
@@ -48,9 +48,28 @@ class TestHostPolicy:
             policy.allows(httpx.URL("http://127.0.0.1:8124/v2")),
         ]
 
+    @pytest.mark.parametrize(
+        ("entry", "fragment"),
+        [
+            ("*.runpod.io", "wildcards are not matched"),
+            ("https://proxy.internal/runpod", "a path, query or fragment"),
+            ("127.0.0.1:99999", "port 99999 is outside 1-65535"),
+            ("127.0.0.1:0", "port 0 is outside"),
+            ("user:secret@127.0.0.1", "user info"),
+            ("ftp://127.0.0.1", "only http and https"),
+            (None, "must be a str"),
+            (8000, "must be a str"),
+        ],
+    )
+    def test_a_host_entry_that_would_be_kept_wrong_is_refused(self, entry, fragment):
+        """Each entry of hosts=[...] is a host, or a ConfigError says what is allowed."""
+        with pytest.raises(ConfigError, match=fragment) as info:
+            HostPolicy([entry])  # type: ignore[list-item]
+        assert "'host', 'host:port' or 'scheme://host[:port]'" in str(info.value)
+
     def test_allowed_url_keeps_its_scheme(self):
         """An allowed entry given as a URL allows that scheme only."""
-        policy = HostPolicy(["https://proxy.internal:9000/runpod"])
+        policy = HostPolicy(["https://proxy.internal:9000"])
 
         assert [True, False] == [
             policy.allows(httpx.URL("https://proxy.internal:9000/x")),

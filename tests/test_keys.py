@@ -142,3 +142,21 @@ def test_a_key_handed_over_is_scrubbed_by_value_from_then_on(padding: str) -> No
         check(legacy + padding)
 
     assert f"botocore said {fingerprint(legacy)}" == redact_text(f"botocore said {legacy}")
+
+
+def test_a_key_far_too_long_is_refused_without_being_shown():
+    """100,000 characters (a file pasted for the key) cannot be sent: TOO_LONG, fatal."""
+    pasted = "x" * 100_000
+    with pytest.raises(InvalidKeyError, match="far longer than any RunPod key") as info:
+        check(pasted)
+    assert [KeyProblem.TOO_LONG] == key_problems(pasted)
+    assert pasted[:20] not in str(info.value)
+
+
+def test_a_quote_at_one_end_only_is_a_bad_character():
+    """A stray quote pasted on one side is not a matched pair: the key cannot be sent."""
+    key = make_key()
+    for stray in (f'"{key}', f"{key}'", f"`{key}"):
+        assert [KeyProblem.BAD_CHARACTERS] == key_problems(stray)
+        with pytest.raises(InvalidKeyError):
+            check(stray)
