@@ -130,7 +130,7 @@ def _user_entry(entry: object) -> set[_Origin]:
     return _parse_allowed(entry)
 
 
-def _entry_problem(entry: str) -> str:
+def _entry_problem(entry: str) -> str:  # noqa: PLR0911 -- one return per problem
     """What is wrong with a hosts entry, or ``""``."""
     if "*" in entry:
         return "wildcards are not matched: list each host"
