@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _keys
 from ._breaker import Breaker, CircuitBreaker, Gate
@@ -102,6 +102,22 @@ class Next:
     mark: int
     wait: float = 0.0
     recovered: bool = False
+
+
+T = TypeVar("T")
+
+
+class _Setting(Generic[T]):
+    """A setting of `Credentials`, read from its `Settings` under the same name."""
+
+    __slots__ = ("name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, credentials: Credentials, owner: type | None = None) -> T:
+        value: T = getattr(credentials.settings, self.name)
+        return value
 
 
 _live: weakref.WeakSet[Credentials] = weakref.WeakSet()
@@ -221,52 +237,17 @@ class Credentials:
         self._flight = None
         self._teller = None  # its thread stayed in the parent
 
-    # -- settings, read through ---------------------------------------------------------
+    # -- settings, read through (each documented in the class docstring) -------------
 
-    @property
-    def max_recoveries(self) -> int:
-        """Recovered keys a request may see rejected before it fails."""
-        return self.settings.max_recoveries
-
-    @property
-    def stop(self) -> tenacity.stop.stop_base | None:
-        """The extra tenacity stop condition for a request's sends."""
-        return self.settings.stop
-
-    @property
-    def wait(self) -> tenacity.wait.wait_base | None:
-        """The wait before asking again after a recovered key was rejected."""
-        return self.settings.wait
-
-    @property
-    def hook_timeout(self) -> float | None:
-        """Seconds a hook may run before it is abandoned."""
-        return self.settings.hook_timeout
-
-    @property
-    def recovery_window(self) -> float:
-        """Seconds a stale source is waited for."""
-        return self.settings.recovery_window
-
-    @property
-    def retry(self) -> RetryPolicy:
-        """How transient failures are retried, and the per-request bounds."""
-        return self.settings.retry
-
-    @property
-    def failure_threshold(self) -> int:
-        """Failed recoveries in a row that open the breaker."""
-        return self.settings.failure_threshold
-
-    @property
-    def cooldown(self) -> float:
-        """Seconds the breaker stays open."""
-        return self.settings.cooldown
-
-    @property
-    def probe_interval(self) -> float:
-        """While the breaker is open, how often the cheap sources are read again."""
-        return self.settings.probe_interval
+    max_recoveries = _Setting[int]()
+    stop = _Setting["tenacity.stop.stop_base | None"]()
+    wait = _Setting["tenacity.wait.wait_base | None"]()
+    hook_timeout = _Setting["float | None"]()
+    recovery_window = _Setting[float]()
+    retry = _Setting[RetryPolicy]()
+    failure_threshold = _Setting[int]()
+    cooldown = _Setting[float]()
+    probe_interval = _Setting[float]()
 
     # -- what callers read -------------------------------------------------------------
 

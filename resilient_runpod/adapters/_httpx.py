@@ -31,7 +31,7 @@ from .._engine import (
     warn_foreign_401,
 )
 from .._errors import TransientError
-from .._hosts import query_text, with_api_key_param
+from .._hosts import AnyURL, query_text, with_api_key_param
 from .._redact import also_as
 
 if sys.version_info >= (3, 11):
@@ -149,13 +149,14 @@ async def _aclose(response: httpx.Response) -> str | None:
     return said(response.headers.get("Content-Type"), body)
 
 
-class _Wire(Wire[httpx.Response]):
-    """A request through an httpx transport, for the engine."""
+class _Request:
+    """What both wires know of an httpx request: stamping it and reading its answers."""
 
     __slots__ = ("_transport", "method", "replayable", "request", "url")
-    lost = _LOST
+    url: AnyURL
+    lost: tuple[type[BaseException], ...] = _LOST
 
-    def __init__(self, request: httpx.Request, transport: httpx.BaseTransport) -> None:
+    def __init__(self, request: httpx.Request, transport: object) -> None:
         self.request = request
         self.method = request.method
         self.url = request.url
@@ -164,53 +165,41 @@ class _Wire(Wire[httpx.Response]):
 
     def stamp(self, key: str | None) -> None:
         _stamp(self.request, key)
+
+    def status(self, response: httpx.Response) -> int:
+        return response.status_code
+
+    def retry_after(self, response: httpx.Response) -> str | None:
+        return _retry_after(response)
+
+    def unsent(self, error: BaseException) -> bool:
+        return _unsent(error)
+
+
+class _Wire(_Request, Wire[httpx.Response]):
+    """A request through an httpx transport, for the engine."""
+
+    __slots__ = ()
+    _transport: httpx.BaseTransport
 
     def send(self) -> httpx.Response:
         return self._transport.handle_request(self.request)
 
-    def status(self, response: httpx.Response) -> int:
-        return response.status_code
-
-    def retry_after(self, response: httpx.Response) -> str | None:
-        return _retry_after(response)
-
     def discard(self, response: httpx.Response) -> str | None:
         return _close(response)
 
-    def unsent(self, error: BaseException) -> bool:
-        return _unsent(error)
 
-
-class _AsyncWire(AsyncWire[httpx.Response]):
+class _AsyncWire(_Request, AsyncWire[httpx.Response]):
     """A request through an async httpx transport, for the engine."""
 
-    __slots__ = ("_transport", "method", "replayable", "request", "url")
-    lost = _LOST
-
-    def __init__(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> None:
-        self.request = request
-        self.method = request.method
-        self.url = request.url
-        self.replayable = _replayable(request)
-        self._transport = transport
-
-    def stamp(self, key: str | None) -> None:
-        _stamp(self.request, key)
+    __slots__ = ()
+    _transport: httpx.AsyncBaseTransport
 
     async def send(self) -> httpx.Response:
         return await self._transport.handle_async_request(self.request)
 
-    def status(self, response: httpx.Response) -> int:
-        return response.status_code
-
-    def retry_after(self, response: httpx.Response) -> str | None:
-        return _retry_after(response)
-
     async def discard(self, response: httpx.Response) -> str | None:
         return await _aclose(response)
-
-    def unsent(self, error: BaseException) -> bool:
-        return _unsent(error)
 
 
 class ResilientTransport(httpx.BaseTransport):

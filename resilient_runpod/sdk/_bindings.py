@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar, cast
 from .._credentials import Credentials
 from .._engine import UNAUTHORIZED, AsyncWire, Wire, run_async, run_sync
 from .._errors import AuthenticationError, InvalidKeyError, ResilientRunPodError
+from .._hosts import AnyURL
 from .._keys import key_id
 from ._copies import KeyCopies, copies_for, was_global
 from ._errors import compatible
@@ -108,23 +109,32 @@ _WHERE = "runpod.api_key"
 _OK = 200
 
 
-class _Call(Wire["Attempt[T]"], Generic[T]):
-    """An SDK call that may be refused for lack of a key, for the engine.
+class _Keyless(Generic[T]):
+    """What both SDK-call wires share: the key handed over, a refusal read as a 401.
 
-    The key is handed over by refreshing the SDK's copies of it; a refusal stands for
-    the 401 it would have been; there is nothing to close.
+    The key is handed over by refreshing the SDK's copies of it; a refusal to start for
+    lack of a key stands for the 401 it would have been.
     """
 
     __slots__ = ("_binding", "_call")
     method = "INIT"
-    url = _WHERE
+    url: AnyURL = _WHERE
 
-    def __init__(self, binding: Binding, call: Callable[[], T]) -> None:
+    def __init__(self, binding: Binding, call: Callable[[], Any]) -> None:
         self._binding = binding
         self._call = call
 
     def stamp(self, key: str | None) -> None:
-        self._binding.copies.refresh()
+        self._binding.copies.refresh()  # the key is in the copies already
+
+    def status(self, response: Attempt[T]) -> int:
+        return response.status
+
+
+class _Call(_Keyless[T], Wire["Attempt[T]"]):
+    """An SDK call that may be refused for lack of a key, for the engine."""
+
+    __slots__ = ()
 
     def send(self) -> Attempt[T]:
         try:
@@ -134,23 +144,11 @@ class _Call(Wire["Attempt[T]"], Generic[T]):
                 raise
             return Attempt(UNAUTHORIZED, error=exc)
 
-    def status(self, response: Attempt[T]) -> int:
-        return response.status
 
-
-class _AsyncCall(AsyncWire["Attempt[T]"], Generic[T]):
+class _AsyncCall(_Keyless[T], AsyncWire["Attempt[T]"]):
     """`_Call` for coroutines."""
 
-    __slots__ = ("_binding", "_call")
-    method = "INIT"
-    url = _WHERE
-
-    def __init__(self, binding: Binding, call: Callable[[], Awaitable[T]]) -> None:
-        self._binding = binding
-        self._call = call
-
-    def stamp(self, key: str | None) -> None:
-        self._binding.copies.refresh()
+    __slots__ = ()
 
     async def send(self) -> Attempt[T]:
         try:
@@ -159,9 +157,6 @@ class _AsyncCall(AsyncWire["Attempt[T]"], Generic[T]):
             if not _refused(exc):
                 raise
             return Attempt(UNAUTHORIZED, error=exc)
-
-    def status(self, response: Attempt[T]) -> int:
-        return response.status
 
 
 def call_with_key(binding: Binding, call: Callable[[], T]) -> T:
@@ -180,7 +175,9 @@ def call_with_key(binding: Binding, call: Callable[[], T]) -> T:
         return call()
     try:
         # The SDK sends the key itself, to the hosts it is pointed at: no host check.
-        attempt = run_sync(binding.credentials, _Call(binding, call), check_host=False)
+        attempt: Attempt[T] = run_sync(
+            binding.credentials, _Call[T](binding, call), check_host=False
+        )
     except AuthenticationError as error:
         raise compatible(error) from error.__cause__
     return cast("T", attempt.value)
@@ -192,7 +189,9 @@ async def acall_with_key(binding: Binding, call: Callable[[], Awaitable[T]]) -> 
     if not _keyless(binding):
         return await call()
     try:
-        attempt = await run_async(binding.credentials, _AsyncCall(binding, call), check_host=False)
+        attempt: Attempt[T] = await run_async(
+            binding.credentials, _AsyncCall[T](binding, call), check_host=False
+        )
     except AuthenticationError as error:
         raise compatible(error) from error.__cause__
     return cast("T", attempt.value)
