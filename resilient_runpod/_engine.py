@@ -246,6 +246,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     recovered: int | None = None  # the generation of a recovered key this request was handed
     rejected_recovered = 0  # recovered keys this request saw rejected
     mark: int | None = None  # the ledger's mark of this request's last 401 (`Next.mark`)
+    waiting = False  # the next send is a resend made while waiting for a stale store
     marked: int | None = None  # ... and the generation it was for
     pending: list[float] = []
     try:
@@ -254,6 +255,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
             with attempt:
                 if pending:
                     yield Sleep(pending.pop())
+                waiting_send, waiting = waiting, False
                 if attempt.retry_state.attempt_number > 1:
                     state = credentials.current
                     ceiling.charged += 1
@@ -307,6 +309,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                         ceiling.stale += 1
                         if deadline is not None and time.monotonic() + then.wait > deadline:
                             raise _deadline_passed(context, credentials)
+                        waiting = True
                         raise _Again(reply, then.wait)  # noqa: TRY301 -- tenacity sends again
                     raise _Again(reply)  # noqa: TRY301 -- tenacity sends again
                 if status == FORBIDDEN:
@@ -319,8 +322,13 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                 if status is not None:
                     yield DISCARD
                 verdict = policy.verdict(method, path, status, sent=reply.sent)
-                transient_rounds += 1
-                wait = policy.wait(transient_rounds, reply.retry_after)
+                if waiting_send:
+                    # A resend made while waiting for a stale store is the library's, not
+                    # the request's: its failure is retried without charge, once a round.
+                    ceiling.charged -= 1
+                else:
+                    transient_rounds += 1
+                wait = policy.wait(max(1, transient_rounds), reply.retry_after)
                 if verdict is Verdict.UNSAFE:
                     raise _transient("unsafe", method, url, reply, history)
                 if transient_rounds >= policy.attempts:

@@ -22,13 +22,14 @@ from resilient_runpod import (
     Credentials,
     RecoveryContext,
     ResilientTransport,
+    RetryPolicy,
     StaleSourceError,
     fingerprint,
     recovery,
 )
 from resilient_runpod.testing import Chaos, Emulator
 
-from .helpers import PATIENCE, Counting, make_key, wait_for
+from .helpers import PATIENCE, Counting, handing_out, make_key, wait_for
 from .test_transport import client_for
 
 
@@ -427,3 +428,29 @@ def test_a_pushed_key_ends_the_wait_for_a_stale_source(runpod_emulator):
     assert (False, [200, 200]) == (waiting.is_alive(), statuses)
     assert reads_when_pushed == hook.calls
     assert 1 == runpod_emulator.counters().by_key_status[fingerprint(pushed)][200]
+
+
+def test_a_transient_failure_while_waiting_for_a_stale_store_costs_the_request_nothing(key):
+    """A 429 on a resend made while the store is stale is retried free of the request's
+    transient budget: with transient retries off (attempts=1), the request still succeeds.
+    """
+    new = make_key()
+    answers = iter([200, 401, 401, 429, 401, 200])
+    keys: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers.get("Authorization", "").removeprefix("Bearer "))
+        status = next(answers)
+        headers = {"Retry-After": "0"} if status == 429 else {}
+        return httpx.Response(status, headers=headers)
+
+    hook = handing_out(key, new)  # the store shows the new key at its second read
+    credentials = Credentials(key, hook, retry=RetryPolicy(attempts=1))
+    transport = ResilientTransport(credentials, httpx.MockTransport(handler))
+    with httpx.Client(transport=transport, base_url="https://api.runpod.ai/v2/ep") as client:
+        warm = client.get("/health").status_code
+        response = client.get("/health")
+
+    assert (200, 200, 2) == (warm, response.status_code, hook.calls)
+    # warm; the 401, its probe; the stale resend (429), its retry (401); the new key.
+    assert [key, key, key, key, key, new] == keys
