@@ -405,7 +405,10 @@ def prompt(
             for the prompt that long (and a little more) whatever its ``hook_timeout``,
             so this is the one setting to change.
         validate: Check each answer against RunPod (``myself { id }``) and ask again if
-            RunPod rejects it.
+            RunPod rejects it, while the person is still there. This check goes over a
+            connection of its own to *api_url*, not through the caller's transport: the
+            one exception, so it is off by default. Without it, the request's own resend
+            is the check, and a rejected key is asked about again in the next recovery.
         api_url: RunPod's API base for *validate* (an emulator's ``api_url`` in tests).
         attempts: Answers accepted before giving up with `RecoveryError`.
         input: A prompt_toolkit input to read from instead of the terminal (tests).
