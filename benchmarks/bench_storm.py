@@ -2,8 +2,9 @@
 
 Reports, for 256 threads sharing one client and 1,000 tasks sharing one async client:
 hook calls for the rotation (goal 1), failed requests (goal 0) and 401s the emulator
-answered (goal: at most one per request in flight), and how many requests the emulator
-held in flight just before the rotation (the proof that the storm was one).
+answered (goal: at most two per request: its held send and its probe), and how many
+requests the emulator held in flight just before the rotation (the proof that the storm
+was one).
 
 Run: ``python benchmarks/bench_storm.py`` (``--quick``: 64 threads, 200 tasks)
 """
