@@ -302,9 +302,9 @@ def test_a_read_only_key_creating_a_pod_is_permission_denied_on_either_line(
 def test_a_503_that_outlasts_the_retries_is_the_query_error_the_sdk_raised(
     sdk, runpod_emulator, clause
 ):
-    """get_pods answered 503 (GraphQL POST on 1.12, not resent; REST GET on 2.x, resent
-    once): the TransientError is also the ``runpod.error.QueryError`` the SDK raises for it,
-    and requests' ``HTTPError``."""
+    """get_pods answered 503 twice (a GraphQL query on 1.12, a REST GET on 2.x: either is
+    resent once): the TransientError is also the ``runpod.error.QueryError`` the SDK raises
+    for it, and requests' ``HTTPError``."""
     runpod_emulator.inject(503, count=2)
     with pytest.raises(runpod.error.QueryError):
         runpod.get_pods()  # unwrapped: the clause SDK users already have
@@ -318,4 +318,30 @@ def test_a_503_that_outlasts_the_retries_is_the_query_error_the_sdk_raised(
     assert isinstance(error, runpod.error.QueryError)
     assert isinstance(error, requests.HTTPError)
     assert 503 == error.status_code
-    assert len(error.history) == runpod_emulator.counters().total
+    assert 2 == len(error.history) == runpod_emulator.counters().total
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_graphql_read_is_retried_after_a_gateway_error(sdk, runpod_emulator, status):
+    """A GraphQL query changes nothing: after a 502, 503 or 504 it is sent again."""
+    from runpod.api.graphql import run_graphql_query
+
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    runpod_emulator.inject(status, path_prefix="/graphql")
+    answer = wrap(run_graphql_query, credentials)("query { myself { id } }")
+    assert isinstance(answer["data"]["myself"]["id"], str)
+    assert {status: 1, 200: 1} == dict(runpod_emulator.counters().by_status)
+
+
+def test_a_graphql_mutation_is_not_retried_after_a_gateway_error(sdk, runpod_emulator):
+    """A mutation may have been carried out before the 502: it is sent once, and the
+    failure is the SDK's QueryError (a TransientError that says it was unsafe to resend)."""
+    from runpod.api.graphql import run_graphql_query
+
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    runpod_emulator.inject(502, path_prefix="/graphql")
+    with pytest.raises(runpod.error.QueryError) as caught:
+        wrap(run_graphql_query, credentials)('mutation { podTerminate(input: {podId: "p"}) }')
+    assert isinstance(caught.value, TransientError)
+    assert ("unsafe", 502) == (caught.value.reason, caught.value.status_code)
+    assert 1 == runpod_emulator.counters().total
