@@ -321,19 +321,32 @@ def test_a_503_that_outlasts_the_retries_is_the_query_error_the_sdk_raised(
     assert 2 == len(error.history) == runpod_emulator.counters().total
 
 
+def test_the_graphql_function_recovers_through_the_wrapped_module(
+    sdk, runpod_emulator, vault, credentials
+):
+    """rp.api.graphql.run_graphql_query: the wrapped module's api package is wrapped too."""
+    rp = wrap(runpod, credentials)
+    new_key = vault.rotate()
+    answer = rp.api.graphql.run_graphql_query("query { myself { id } }")
+    assert isinstance(answer["data"]["myself"]["id"], str)
+    assert 1 == vault.calls
+    assert new_key == runpod.api_key
+    assert runpod.api.graphql.requests is rp.api.graphql.requests  # the rest is the module's
+
+
 def test_the_async_graphql_function_recovers_a_401_on_the_2x_line(
     sdk, runpod_emulator, vault, credentials
 ):
-    """2.x's run_graphql_query_async imports aiohttp in its body; wrapped, it recovers as
-    the sync run_graphql_query does: two 401s (the send and its probe), one recovery.
-    1.12 has no such function."""
+    """2.x's run_graphql_query_async imports aiohttp in its body; through wrap(runpod), it
+    recovers as the sync run_graphql_query does: two 401s (the send and its probe), one
+    recovery. 1.12 has no such function."""
     import asyncio
 
     graphql = sys.modules["runpod.api.graphql"]
     if not hasattr(graphql, "run_graphql_query_async"):  # 1.12: GraphQL is sync only
         assert runpod.__version__.startswith("1.")
         return
-    query = wrap(graphql.run_graphql_query_async, credentials)
+    query = wrap(runpod, credentials).api.graphql.run_graphql_query_async
     new_key = vault.rotate()
     runpod_emulator.reset_counters()
     answer = asyncio.run(query("query { myself { id } }"))

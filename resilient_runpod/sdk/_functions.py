@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._asyncio import through
@@ -23,7 +24,6 @@ from ._transport import importing_stand_ins, install, scope
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import ModuleType
 
     from .._credentials import Credentials
 
@@ -117,8 +117,10 @@ def wrapping_subclass(
 class WrappedModule:
     """The ``runpod`` module with every API function, and every endpoint made, recovering.
 
-    Everything else (constants, config helpers, ``serverless``) is the module's own;
-    setting an attribute sets it on the module.
+    Its ``api`` package comes back wrapped the same way, down to its modules, so that
+    ``rp.api.graphql.run_graphql_query`` recovers as ``rp.get_pods`` does. Everything
+    else (constants, config helpers, ``serverless``) is the module's own; setting an
+    attribute sets it on the module.
     """
 
     def __init__(
@@ -140,9 +142,16 @@ class WrappedModule:
         cache: dict[str, Any] = self._cache
         if name in cache and cache[name][0] is value:
             return cache[name][1]
+        made: Any
         if is_api_function(value):
             made = wrap_function(value, self._credentials)
-        elif inspect.isclass(value) and value in _wrappable_classes(self._module):
+        elif _is_api_module(value):
+            made = WrappedModule(value, self._credentials, self._wrap)
+        elif (
+            inspect.isclass(value)
+            and self._module.__name__ == "runpod"
+            and value in _wrappable_classes(self._module)
+        ):
             made = self._subclass(value)
         else:
             return value
@@ -165,7 +174,15 @@ class WrappedModule:
         return dir(self._module)
 
     def __repr__(self) -> str:
-        return f"<module 'runpod', wrapped by resilient_runpod with {self._credentials!r}>"
+        name = self._module.__name__
+        return f"<module {name!r}, wrapped by resilient_runpod with {self._credentials!r}>"
+
+
+def _is_api_module(obj: object) -> bool:
+    """Whether *obj* is ``runpod.api`` or one of its modules."""
+    return isinstance(obj, ModuleType) and (
+        obj.__name__ == "runpod.api" or obj.__name__.startswith("runpod.api.")
+    )
 
 
 def _wrappable_classes(module: Any) -> tuple[type[Any], ...]:
