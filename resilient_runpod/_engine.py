@@ -229,6 +229,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     first: Reply,
     *,
     replayable: bool = True,
+    body: bytes | None = None,
 ) -> Flow:
     """Drive one request, whose first send got *first* with *state*'s key, to its answer.
 
@@ -321,7 +322,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                 # A transient failure: 429, 502/503/504, or a lost connection.
                 if status is not None:
                     yield DISCARD
-                verdict = policy.verdict(method, path, status, sent=reply.sent)
+                verdict = policy.verdict(method, path, status, sent=reply.sent, body=body)
                 if waiting_send:
                     # A resend made while waiting for a stale store is the library's, not
                     # the request's: its failure is retried without charge, once a round.
@@ -522,6 +523,7 @@ class _Wire(Generic[R]):
     method: str = "GET"
     url: AnyURL = ""
     replayable: bool = True
+    body: bytes | None = None
     lost: tuple[type[BaseException], ...] = ()
 
     def stamp(self, key: str | None) -> None:
@@ -551,6 +553,8 @@ class Wire(_Wire[R]):
         method: The request's method.
         url: The request's URL; a host outside the policy gets the request untouched.
         replayable: Whether the body can be sent again.
+        body: The body, when the adapter holds it whole (``None`` otherwise): the
+            retry policy reads it to tell a GraphQL read from a mutation.
         lost: The client's connection errors: retried where repeating is safe.
     """
 
@@ -677,7 +681,15 @@ def _drive(
     credentials: Credentials, wire: Wire[R], state: KeyState, first: Reply, response: R | None
 ) -> R:
     """Drive `rule` for a request whose first send got *first*: the I/O, recovery and pauses."""
-    flow = rule(credentials, wire.method, wire.url, state, first, replayable=wire.replayable)
+    flow = rule(
+        credentials,
+        wire.method,
+        wire.url,
+        state,
+        first,
+        replayable=wire.replayable,
+        body=wire.body,
+    )
     reply: object = None
     try:
         while True:
@@ -728,7 +740,15 @@ async def _adrive(
     credentials: Credentials, wire: AsyncWire[R], state: KeyState, first: Reply, response: R | None
 ) -> R:
     """Drive `rule` for a request whose first send got *first*: the I/O, recovery and pauses."""
-    flow = rule(credentials, wire.method, wire.url, state, first, replayable=wire.replayable)
+    flow = rule(
+        credentials,
+        wire.method,
+        wire.url,
+        state,
+        first,
+        replayable=wire.replayable,
+        body=wire.body,
+    )
     reply: object = None
     try:
         while True:

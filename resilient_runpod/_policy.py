@@ -9,18 +9,24 @@ on whether RunPod could have acted on it:
 - 502/503/504, or a connection lost after sending: safe only for requests that can be
   repeated without effect: GET, HEAD, OPTIONS, and RunPod's status, stream, health,
   cancel and purge-queue routes. ``POST …/run`` and ``…/runsync`` may already have
-  created a job, so they are retried only when the caller opts in.
+  created a job, so they are retried only when the caller opts in. A GraphQL read
+  (``POST …/graphql`` whose document holds queries only) changes nothing and is
+  retried; a mutation may have been carried out, and is not.
 
 A route is recognised only as whole path segments in its place,
 ``/v2/{endpoint}/{route}[/{job}]`` at the end of the path: the endpoint id is the user's
 to choose, and ``/v2/healthz01/run`` creates a job however its id reads. A path that
-is not recognised counts as not repeatable.
+is not recognised counts as not repeatable. A GraphQL document is read conservatively:
+one that names ``mutation`` or ``subscription`` anywhere, even inside a string, counts
+as a mutation (a read is then not retried, never the other way round).
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Final
@@ -40,6 +46,11 @@ _IDEMPOTENT_ROUTES: Final = {
     "purge-queue": False,
 }
 _VERSION_SEGMENT: Final = "v2"
+_GRAPHQL_SEGMENT: Final = "graphql"
+# A document that starts as a query (its keyword, or the "{" shorthand), after any
+# comments and commas, the GraphQL grammar's ignored tokens besides white space.
+_STARTS_AS_READ: Final = re.compile(r"(?:[\s,\ufeff]|#[^\n\r]*)*(?:query\b|\{)")
+_WRITES: Final = re.compile(r"\b(?:mutation|subscription)\b")
 _TOO_MANY_REQUESTS: Final = 429
 
 
@@ -69,8 +80,8 @@ class RetryPolicy:
             beyond the counts.
         max_retry_after: The longest ``Retry-After`` honoured, in seconds; longer ones
             give up at once.
-        retry_unsafe: Also retry ``POST …/run`` and ``…/runsync`` after a 5xx or a lost
-            connection (the job may then exist twice).
+        retry_unsafe: Also retry ``POST …/run``, ``…/runsync`` and GraphQL mutations after
+            a 5xx or a lost connection (the job may then exist twice).
         statuses: The statuses that count as transient.
         backoff: The wait between transient retries when the server names none:
             exponential with full jitter, so a fleet does not retry in lockstep.
@@ -94,7 +105,15 @@ class RetryPolicy:
         if self.deadline is not None and self.deadline <= 0:
             raise ValueError("deadline must be a positive number of seconds, or None")
 
-    def verdict(self, method: str, path: str, status: int | None, *, sent: bool) -> Verdict:
+    def verdict(
+        self,
+        method: str,
+        path: str,
+        status: int | None,
+        *,
+        sent: bool,
+        body: bytes | None = None,
+    ) -> Verdict:
         """Whether a failure may be retried.
 
         Args:
@@ -102,12 +121,14 @@ class RetryPolicy:
             path: The request's URL path.
             status: The HTTP status, or ``None`` for a lost connection.
             sent: For a lost connection, whether any of the request may have gone out.
+            body: The request's body, if the adapter holds it whole: tells a GraphQL
+                read from a mutation.
         """
         if status is not None and status not in self.statuses:
             return Verdict.FINAL
         if status == _TOO_MANY_REQUESTS or (status is None and not sent):
             return Verdict.RETRY
-        if self.retry_unsafe or _repeatable(method, path):
+        if self.retry_unsafe or _repeatable(method, path, body):
             return Verdict.RETRY
         return Verdict.UNSAFE
 
@@ -126,10 +147,32 @@ DEFAULT_POLICY: Final = RetryPolicy()
 _NO_RETRYING: Final = tenacity.Retrying()
 
 
-def _repeatable(method: str, path: str) -> bool:
-    if method.upper() in _ALWAYS_SAFE_METHODS:
+def _repeatable(method: str, path: str, body: bytes | None) -> bool:
+    method = method.upper()
+    if method in _ALWAYS_SAFE_METHODS:
         return True
-    return _idempotent_route(path)
+    return _idempotent_route(path) or (method == "POST" and _graphql_read(path, body))
+
+
+def _graphql_read(path: str, body: bytes | None) -> bool:
+    """Whether *body*, posted to *path*, is a GraphQL document of queries only.
+
+    ``…/graphql`` as the last whole segment, a JSON object body whose ``query`` starts as
+    a query and nowhere names a mutation or a subscription. A batch (a JSON list), a body
+    we were not given, or one that does not parse counts as a mutation.
+    """
+    if not body or path.rstrip("/").rsplit("/", 1)[-1] != _GRAPHQL_SEGMENT:
+        return False
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    query = document.get("query") if isinstance(document, dict) else None
+    return (
+        isinstance(query, str)
+        and _STARTS_AS_READ.match(query) is not None
+        and _WRITES.search(query) is None
+    )
 
 
 def _idempotent_route(path: str) -> bool:

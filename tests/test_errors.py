@@ -104,7 +104,8 @@ def _graphql_give_up(client: str, lost: bool, emulator: Emulator) -> TransientEr
     url = f"http://{host}/graphql?api_key={emulator.api_key}"
     query = {"query": "query { myself { id } }"}
     if not lost:
-        emulator.inject(502, path_prefix="/graphql", after=True)
+        # A query is resent once (BRIEF) after a 502: two of them end it.
+        emulator.inject(502, count=2, path_prefix="/graphql", after=True)
     try:
         if client == "httpx":
             with httpx.Client(transport=ResilientTransport(credentials)) as http:

@@ -698,9 +698,10 @@ def test_a_canary_key_shows_nowhere(  # noqa: PLR0917 -- fixtures
             ]
             statuses.append(session.post(graphql, json=query).status_code)
             statuses.append(asyncio.run(through_aiohttp(held)))
-            runpod_emulator.inject(502, path_prefix="/graphql", after=True)
+            # A query is resent once (BRIEF) after a 502: two of them end it.
+            runpod_emulator.inject(502, count=2, path_prefix="/graphql", after=True)
             shown += _raised(lambda: client.post(graphql, json=query))
-            runpod_emulator.inject(502, path_prefix="/graphql", after=True)
+            runpod_emulator.inject(502, count=2, path_prefix="/graphql", after=True)
             shown += _raised(lambda: session.post(graphql, json=query))
             runpod_emulator.revoke(canary)  # the source still holds it: recovery fails
             shown += _raised(lambda: client.get(health))

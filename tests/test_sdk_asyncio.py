@@ -147,3 +147,25 @@ async def test_a_503_on_run_not_sent_again_is_an_aiohttp_error_and_a_query_error
     assert isinstance(error, runpod.error.QueryError)
     assert ("unsafe", 503) == (error.reason, error.status_code)
     assert 1 == runpod_emulator.counters().total
+
+
+async def test_the_callers_session_carries_every_send_of_an_endpoint_the_module_makes(
+    sdk, runpod_emulator, vault, credentials
+):
+    """rp.AsyncioEndpoint(E, session): the 401, its probe and the resend all go through the
+    caller's session, its own middleware included; nothing is sent past it."""
+    seen: list[str] = []
+
+    async def counting(request, handler):
+        seen.append(request.headers.get("Authorization", ""))
+        return await handler(request)
+
+    rp = wrap(runpod, credentials)
+    async with aiohttp.ClientSession(middlewares=(counting,)) as session:
+        endpoint = rp.AsyncioEndpoint(runpod_emulator.endpoint_id, session)
+        new_key = vault.rotate()
+        runpod_emulator.reset_counters()
+        assert "jobs" in await endpoint.health()
+    assert 1 == vault.calls
+    assert 3 == runpod_emulator.counters().total == len(seen)
+    assert f"Bearer {new_key}" == seen[-1]

@@ -302,9 +302,9 @@ def test_a_read_only_key_creating_a_pod_is_permission_denied_on_either_line(
 def test_a_503_that_outlasts_the_retries_is_the_query_error_the_sdk_raised(
     sdk, runpod_emulator, clause
 ):
-    """get_pods answered 503 (GraphQL POST on 1.12, not resent; REST GET on 2.x, resent
-    once): the TransientError is also the ``runpod.error.QueryError`` the SDK raises for it,
-    and requests' ``HTTPError``."""
+    """get_pods answered 503 twice (a GraphQL query on 1.12, a REST GET on 2.x: either is
+    resent once): the TransientError is also the ``runpod.error.QueryError`` the SDK raises
+    for it, and requests' ``HTTPError``."""
     runpod_emulator.inject(503, count=2)
     with pytest.raises(runpod.error.QueryError):
         runpod.get_pods()  # unwrapped: the clause SDK users already have
@@ -318,4 +318,137 @@ def test_a_503_that_outlasts_the_retries_is_the_query_error_the_sdk_raised(
     assert isinstance(error, runpod.error.QueryError)
     assert isinstance(error, requests.HTTPError)
     assert 503 == error.status_code
-    assert len(error.history) == runpod_emulator.counters().total
+    assert 2 == len(error.history) == runpod_emulator.counters().total
+
+
+def test_the_graphql_function_recovers_through_the_wrapped_module(
+    sdk, runpod_emulator, vault, credentials
+):
+    """rp.api.graphql.run_graphql_query: the wrapped module's api package is wrapped too."""
+    rp = wrap(runpod, credentials)
+    new_key = vault.rotate()
+    answer = rp.api.graphql.run_graphql_query("query { myself { id } }")
+    assert isinstance(answer["data"]["myself"]["id"], str)
+    assert 1 == vault.calls
+    assert new_key == runpod.api_key
+    assert runpod.api.graphql.requests is rp.api.graphql.requests  # the rest is the module's
+
+
+def test_the_async_graphql_function_recovers_a_401_on_the_2x_line(
+    sdk, runpod_emulator, vault, credentials
+):
+    """2.x's run_graphql_query_async imports aiohttp in its body; through wrap(runpod), it
+    recovers as the sync run_graphql_query does: two 401s (the send and its probe), one
+    recovery. 1.12 has no such function."""
+    import asyncio
+
+    graphql = sys.modules["runpod.api.graphql"]
+    if not hasattr(graphql, "run_graphql_query_async"):  # 1.12: GraphQL is sync only
+        assert runpod.__version__.startswith("1.")
+        return
+    query = wrap(runpod, credentials).api.graphql.run_graphql_query_async
+    new_key = vault.rotate()
+    runpod_emulator.reset_counters()
+    answer = asyncio.run(query("query { myself { id } }"))
+    assert isinstance(answer["data"]["myself"]["id"], str)
+    assert 1 == vault.calls
+    assert 2 == runpod_emulator.counters().by_status[401]
+    assert new_key == runpod.api_key
+
+
+def test_an_anonymous_async_graphql_call_is_sent_without_a_key_on_the_2x_line(
+    sdk, runpod_emulator, vault, credentials
+):
+    """``anonymous=True`` asks the SDK to send no key (its login flow): wrapped, it still
+    sends none, and nothing is recovered."""
+    import asyncio
+
+    graphql = sys.modules["runpod.api.graphql"]
+    if not hasattr(graphql, "run_graphql_query_async"):
+        assert runpod.__version__.startswith("1.")
+        return
+    query = wrap(graphql.run_graphql_query_async, credentials)
+    vault.rotate()
+    runpod_emulator.reset_counters()
+    asyncio.run(query("query { myself { id } }", anonymous=True))
+    assert {"<no key>": 1} == dict(runpod_emulator.counters().by_key)
+    assert 0 == vault.calls
+
+
+def test_a_session_the_caller_passes_recovers_and_carries_every_request_on_the_2x_line(
+    sdk, runpod_emulator, vault, credentials
+):
+    """run_rest_request_async(session=S): recovery runs, and every send (the 401, its
+    probe, the resend) goes through S, its own middleware included; S stays open and
+    gets the SDK's settings. 1.12 has no async API function."""
+    import asyncio
+
+    import aiohttp
+
+    rest = sys.modules.get("runpod.api.rest")
+    if rest is None:
+        assert not hasattr(runpod.api, "rest")
+        return
+    request = wrap(rest.run_rest_request_async, credentials)
+    seen: list[str] = []
+
+    async def counting(req, handler):
+        seen.append(req.headers.get("Authorization", ""))
+        return await handler(req)
+
+    async def call():
+        async with aiohttp.ClientSession(middlewares=(counting,)) as session:
+            answer = await request("GET", "/v2/pods", session=session)
+            return answer, session.closed, session._retry_connection
+
+    new_key = vault.rotate()
+    runpod_emulator.reset_counters()
+    answer, closed, retry_connection = asyncio.run(call())
+    assert ({"pods": []}, False, False) == (answer, closed, retry_connection)
+    assert 1 == vault.calls
+    assert runpod_emulator.counters().total == len(seen)
+    assert f"Bearer {new_key}" == seen[-1]
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_graphql_read_is_retried_after_a_gateway_error(sdk, runpod_emulator, status):
+    """A GraphQL query changes nothing: after a 502, 503 or 504 it is sent again."""
+    from runpod.api.graphql import run_graphql_query
+
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    runpod_emulator.inject(status, path_prefix="/graphql")
+    answer = wrap(run_graphql_query, credentials)("query { myself { id } }")
+    assert isinstance(answer["data"]["myself"]["id"], str)
+    assert {status: 1, 200: 1} == dict(runpod_emulator.counters().by_status)
+
+
+def test_an_async_graphql_read_is_retried_after_a_gateway_error_on_the_2x_line(
+    sdk, runpod_emulator
+):
+    """The same through run_graphql_query_async's aiohttp session (2.x only)."""
+    import asyncio
+
+    graphql = sys.modules["runpod.api.graphql"]
+    if not hasattr(graphql, "run_graphql_query_async"):
+        assert runpod.__version__.startswith("1.")
+        return
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    runpod_emulator.inject(502, path_prefix="/graphql")
+    query = wrap(graphql.run_graphql_query_async, credentials)
+    answer = asyncio.run(query("query { myself { id } }"))
+    assert isinstance(answer["data"]["myself"]["id"], str)
+    assert {502: 1, 200: 1} == dict(runpod_emulator.counters().by_status)
+
+
+def test_a_graphql_mutation_is_not_retried_after_a_gateway_error(sdk, runpod_emulator):
+    """A mutation may have been carried out before the 502: it is sent once, and the
+    failure is the SDK's QueryError (a TransientError that says it was unsafe to resend)."""
+    from runpod.api.graphql import run_graphql_query
+
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
+    runpod_emulator.inject(502, path_prefix="/graphql")
+    with pytest.raises(runpod.error.QueryError) as caught:
+        wrap(run_graphql_query, credentials)('mutation { podTerminate(input: {podId: "p"}) }')
+    assert isinstance(caught.value, TransientError)
+    assert ("unsafe", 502) == (caught.value.reason, caught.value.status_code)
+    assert 1 == runpod_emulator.counters().total

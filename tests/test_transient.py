@@ -6,6 +6,7 @@ otherwise wait; the rules are the defaults.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 
@@ -338,6 +339,87 @@ def test_transient_failures_never_open_the_breaker(runpod_emulator):
 def test_what_is_safe_to_repeat(method, path, status, sent, expected):
     """The policy's verdict for each kind of request and failure."""
     assert expected == RetryPolicy().verdict(method, path, status, sent=sent)
+
+
+def _graphql(document: str) -> bytes:
+    return json.dumps({"query": document}).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        ("/graphql", _graphql("query { myself { id } }"), Verdict.RETRY),
+        (
+            "/graphql",
+            _graphql("\n  # pods\n  query Pods { myself { pods { id } } }"),
+            Verdict.RETRY,
+        ),
+        ("/graphql", _graphql("{ myself { id } }"), Verdict.RETRY),
+        ("/api/graphql/", _graphql("query { gpuTypes { id } }"), Verdict.RETRY),
+        ("/graphql", _graphql('mutation { podTerminate(input: {podId: "p"}) }'), Verdict.UNSAFE),
+        ("/graphql", _graphql("query A { myself { id } } mutation B { x }"), Verdict.UNSAFE),
+        ("/graphql", _graphql("subscription { pods { id } }"), Verdict.UNSAFE),
+        ("/graphql", _graphql("queryX { a }"), Verdict.UNSAFE),
+        ("/graphql", b'[{"query": "query { myself { id } }"}]', Verdict.UNSAFE),
+        ("/graphql", b"not json", Verdict.UNSAFE),
+        ("/graphql", b'{"query": 1}', Verdict.UNSAFE),
+        ("/graphql", None, Verdict.UNSAFE),
+        ("/v2/e/run", _graphql("query { myself { id } }"), Verdict.UNSAFE),
+        ("/graphqlx", _graphql("query { myself { id } }"), Verdict.UNSAFE),
+    ],
+)
+def test_a_graphql_read_is_safe_to_repeat_and_a_mutation_is_not(path, body, expected):
+    """POST …/graphql with queries only is retried on a 502; a mutation, a subscription, a
+    batch or a body not held whole is not: a doubt counts as a mutation."""
+    assert expected == RetryPolicy().verdict("POST", path, 502, sent=True, body=body)
+
+
+def _post_graphql(client: str, url: str, credentials: Credentials, document: str) -> int:
+    """POST *document* to *url* through *client*'s adapter; the final status."""
+    import asyncio
+
+    import aiohttp
+    import requests
+
+    from resilient_runpod import RunPodAuth
+    from resilient_runpod.adapters import ResilientHTTPAdapter, ResilientMiddleware
+
+    body = {"query": document}
+    if client == "transport":
+        with httpx.Client(transport=ResilientTransport(credentials)) as http:
+            return http.post(url, json=body).status_code
+    if client == "auth":
+        with httpx.Client(auth=RunPodAuth(credentials)) as http:
+            return http.post(url, json=body).status_code
+    if client == "requests":
+        with requests.Session() as session:
+            session.mount("http://", ResilientHTTPAdapter(credentials))
+            return session.post(url, json=body).status_code
+
+    async def through_aiohttp() -> int:
+        middleware = ResilientMiddleware(credentials)
+        async with (
+            aiohttp.ClientSession(middlewares=(middleware,)) as session,
+            session.post(url, json=body) as response,
+        ):
+            return response.status
+
+    return asyncio.run(through_aiohttp())
+
+
+@pytest.mark.parametrize("client", ["transport", "auth", "requests", "aiohttp"])
+def test_each_adapter_resends_a_graphql_read_and_not_a_mutation(runpod_emulator, client):
+    """Every adapter hands the body to the policy: a query after a 502 is sent again and
+    answered; a mutation after a 502 is sent once and raises."""
+    credentials = credentials_for(runpod_emulator)
+    runpod_emulator.inject(502, path_prefix="/graphql")
+    status = _post_graphql(client, runpod_emulator.graphql_url, credentials, "{ myself { id } }")
+    assert (200, 2) == (status, runpod_emulator.counters().total)
+
+    runpod_emulator.inject(502, path_prefix="/graphql")
+    with pytest.raises(TransientError) as info:
+        _post_graphql(client, runpod_emulator.graphql_url, credentials, "mutation { x }")
+    assert ("unsafe", 3) == (info.value.reason, runpod_emulator.counters().total)
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,13 @@ def _replayable(request: ClientRequest) -> bool:
     return body == b"" or isinstance(body, BytesPayload)
 
 
+def _body(request: ClientRequest) -> bytes | None:
+    body = request.body
+    if body == b"":
+        return None
+    return body._value if isinstance(body, BytesPayload) else None  # noqa: SLF001 -- as_bytes(), without awaiting
+
+
 def _retry_after(response: ClientResponse) -> str | None:
     return response.headers.get("Retry-After")
 
@@ -88,7 +95,7 @@ async def _release(response: ClientResponse) -> str | None:
 class _Wire(AsyncWire["ClientResponse"]):
     """A request through an aiohttp middleware's handler, for the engine."""
 
-    __slots__ = ("_handler", "method", "replayable", "request", "url")
+    __slots__ = ("_handler", "body", "method", "replayable", "request", "url")
     lost = _LOST
 
     def __init__(self, request: ClientRequest, handler: ClientHandlerType) -> None:
@@ -96,6 +103,7 @@ class _Wire(AsyncWire["ClientResponse"]):
         self.method = request.method
         self.url = request.url  # parsed already: the host check reads its origin
         self.replayable = _replayable(request)
+        self.body = _body(request)
         self._handler = handler
 
     def stamp(self, key: str | None) -> None:

@@ -54,6 +54,16 @@ def _replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, (httpx.ByteStream, _MultipartStream))
 
 
+def _body(request: httpx.Request) -> bytes | None:
+    # Bytes, text and JSON were read when the request was made; a stream is not held whole.
+    if not isinstance(request.stream, httpx.ByteStream):
+        return None
+    try:
+        return request.content
+    except httpx.RequestNotRead:
+        return None
+
+
 def _set_authorization_public(headers: httpx.Headers, value: str) -> None:
     headers["Authorization"] = value
 
@@ -152,7 +162,7 @@ async def _aclose(response: httpx.Response) -> str | None:
 class _Request:
     """What both wires know of an httpx request: stamping it and reading its answers."""
 
-    __slots__ = ("_transport", "method", "replayable", "request", "url")
+    __slots__ = ("_transport", "body", "method", "replayable", "request", "url")
     url: AnyURL
     lost: tuple[type[BaseException], ...] = _LOST
 
@@ -161,6 +171,7 @@ class _Request:
         self.method = request.method
         self.url = request.url
         self.replayable = _replayable(request)
+        self.body = _body(request)
         self._transport = transport
 
     def stamp(self, key: str | None) -> None:
@@ -327,7 +338,13 @@ class RunPodAuth(httpx.Auth):
             return
         first = Reply(response.status_code, _retry_after(response))
         flow = rule(
-            credentials, request.method, request.url, state, first, replayable=_replayable(request)
+            credentials,
+            request.method,
+            request.url,
+            state,
+            first,
+            replayable=_replayable(request),
+            body=_body(request),
         )
         reply: object = None
         try:
@@ -368,7 +385,13 @@ class RunPodAuth(httpx.Auth):
             return
         first = Reply(response.status_code, _retry_after(response))
         flow = rule(
-            credentials, request.method, request.url, state, first, replayable=_replayable(request)
+            credentials,
+            request.method,
+            request.url,
+            state,
+            first,
+            replayable=_replayable(request),
+            body=_body(request),
         )
         reply: object = None
         try:

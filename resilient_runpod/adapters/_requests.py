@@ -59,6 +59,13 @@ def _replayable(request: PreparedRequest) -> bool:
     return request.body is None or isinstance(request.body, (bytes, str))
 
 
+def _body(request: PreparedRequest) -> bytes | None:
+    body = request.body
+    if isinstance(body, str):
+        return body.encode()
+    return body if isinstance(body, bytes) else None
+
+
 def _retry_after(response: Response) -> str | None:
     value: str | None = response.headers.get("Retry-After")
     return value
@@ -107,7 +114,7 @@ def _close(response: Response) -> str | None:
 class _Wire(Wire["Response"]):
     """A prepared request through a requests adapter, for the engine."""
 
-    __slots__ = ("_send", "_status", "method", "replayable", "request", "url")
+    __slots__ = ("_send", "_status", "body", "method", "replayable", "request", "url")
     lost = _LOST
 
     def __init__(
@@ -120,6 +127,7 @@ class _Wire(Wire["Response"]):
         self.method = request.method or "GET"
         self.url = request.url or ""
         self.replayable = _replayable(request)
+        self.body = _body(request)
         self._send = send
         self._status = status  # the adapter's: a subclass may read the body
 

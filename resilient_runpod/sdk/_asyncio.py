@@ -12,13 +12,16 @@ worked, or our give-up error. The user's session itself is not changed.
 Each ``AsyncioJob`` holds its own copy of the headers; jobs returned by a wrapped
 endpoint follow the endpoint's key and their copy is kept current too. The same
 middleware goes into the ``aiohttp.ClientSession``s the SDK's API modules open for
-themselves (see `_transport`).
+themselves (see `_transport`), and the same stand-in carries a session the caller
+hands an API function (``session=``, see `through`).
 """
 
 from __future__ import annotations
 
 import functools
 from typing import TYPE_CHECKING, Any
+
+import aiohttp
 
 from .._errors import ResilientRunPodError
 from ..adapters._aiohttp import ResilientMiddleware
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 
     from .._credentials import Credentials
 
-__all__ = ["SDKMiddleware", "wrap_async_endpoint", "wrap_async_job"]
+__all__ = ["SDKMiddleware", "through", "wrap_async_endpoint", "wrap_async_job"]
 
 
 class SDKMiddleware(ResilientMiddleware):
@@ -83,8 +86,27 @@ class _Session:
 
         return call
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The SDK sets options on the session it is handed (2.x: ``_retry_connection``).
+        if name in _Session.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._session, name, value)
+
     def __repr__(self) -> str:
         return f"<resilient {self._session!r} {self._middleware!r}>"
+
+
+def through(session: Any, binding: Binding) -> Any:
+    """*session*, a caller's ``aiohttp.ClientSession``, sending with *binding*'s recovery.
+
+    Every request still goes through the caller's session (its connector, its own
+    middlewares, its cookies); ours runs first. Anything else is returned as it is.
+    """
+    inner = session._session if isinstance(session, _Session) else session  # noqa: SLF001
+    if not isinstance(inner, aiohttp.ClientSession):
+        return session
+    return _Session(inner, SDKMiddleware(binding))
 
 
 def _session_of(holder: Any, binding: Binding, credentials: Credentials) -> _Session:

@@ -17,19 +17,24 @@ that request sent again, and the SDK parses the answer as usual.
 `install` is idempotent and cheap (it rescans only when modules were loaded since),
 and `uninstall` puts the libraries back.
 
-Not reached this way: a session the caller passes in (``session=``), and a library
-imported inside a function rather than at module level (2.x's
-``run_graphql_query_async`` does ``import aiohttp`` in its body): Python hands that
-import the library itself, so only a process-wide patch of ``aiohttp`` could reach it,
-and a library must not make one.
+A library imported inside a function rather than at module level (2.x's
+``run_graphql_query_async`` does ``import aiohttp`` in its body) is handed to it by
+Python from ``sys.modules``, which only a process-wide patch could change, and a
+library must not make one. `importing_stand_ins` gives such a function, and only the
+copy a wrapped call runs, an ``__import__`` of its own that returns the stand-ins. A
+session the caller passes in (``session=``) is the caller's; `wrap_function` hands the
+SDK the same session with our middleware added to its requests (see `_asyncio`).
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import contextvars
+import dis
 import sys
 import threading
+import types
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +48,7 @@ if TYPE_CHECKING:
 
     from ._bindings import Binding
 
-__all__ = ["install", "scope", "uninstall"]
+__all__ = ["importing_stand_ins", "install", "scope", "uninstall"]
 
 _binding: contextvars.ContextVar[Binding | None] = contextvars.ContextVar(
     "resilient_runpod_sdk_call", default=None
@@ -144,15 +149,20 @@ _KINDS: dict[str, Callable[[], ModuleType]] = {"requests": _Requests, "aiohttp":
 _seen = 0  # len(sys.modules) at the last scan
 
 
+def _make_stand_ins() -> None:
+    """A stand-in for each library loaded (under `_lock`)."""
+    for name, kind in _KINDS.items():
+        if name in sys.modules and name not in _stand_ins:
+            _stand_ins[name] = kind()
+
+
 def install() -> None:
     """Give every loaded ``runpod.*`` module the stand-ins (idempotent; rescans if needed)."""
     global _seen  # noqa: PLW0603 -- one process-wide installation
     if len(sys.modules) == _seen:
         return
     with _lock:
-        for name, kind in _KINDS.items():
-            if name in sys.modules and name not in _stand_ins:
-                _stand_ins[name] = kind()
+        _make_stand_ins()
         for module_name, module in list(sys.modules.items()):
             if module is None or not (module_name == "runpod" or module_name.startswith("runpod.")):
                 continue
@@ -175,3 +185,62 @@ def uninstall() -> None:
                 setattr(module, name, library)
         _patched.clear()
         _seen = 0
+
+
+def _import(
+    name: str,
+    globals: dict[str, Any] | None = None,  # noqa: A002 -- __import__'s own names
+    locals: Any = None,  # noqa: A002
+    fromlist: Any = (),
+    level: int = 0,
+) -> Any:
+    """``__import__``, with the stand-ins for the libraries they stand in for."""
+    module = builtins.__import__(name, globals, locals, fromlist, level)
+    # Without a from-list, `import a.b` binds the top package: that is what is returned.
+    top = name if fromlist else name.partition(".")[0]
+    if level or top not in _KINDS or module is not sys.modules.get(top):
+        return module
+    if top not in _stand_ins:
+        with _lock:
+            _make_stand_ins()
+    return _stand_ins.get(top, module)
+
+
+def _imports_a_library(code: types.CodeType) -> bool:
+    """Whether *code*, or code defined in it, imports a library we stand in for."""
+    for instruction in dis.get_instructions(code):
+        if instruction.opname == "IMPORT_NAME" and (
+            str(instruction.argval).partition(".")[0] in _KINDS
+        ):
+            return True
+    return any(
+        _imports_a_library(const) for const in code.co_consts if isinstance(const, types.CodeType)
+    )
+
+
+def importing_stand_ins(function: Callable[..., Any]) -> Callable[..., Any]:
+    """*function*, whose own ``import requests`` / ``import aiohttp`` get the stand-ins.
+
+    A function that imports neither in its body is returned as it is. Otherwise each
+    call runs a fresh copy of it over copies of its module's globals and of the builtins
+    taken then (so a test's patch of either still applies), whose ``__import__`` returns
+    the stand-ins. The SDK's function itself is not changed.
+    """
+    if not isinstance(function, types.FunctionType) or not _imports_a_library(function.__code__):
+        return function
+    original = function
+
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        own = {**vars(builtins), "__import__": _import}
+        namespace = {**original.__globals__, "__builtins__": own}
+        made = types.FunctionType(
+            original.__code__,
+            namespace,
+            original.__name__,
+            original.__defaults__,
+            original.__closure__,
+        )
+        made.__kwdefaults__ = original.__kwdefaults__
+        return made(*args, **kwargs)
+
+    return copy

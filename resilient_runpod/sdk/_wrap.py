@@ -47,7 +47,8 @@ def wrap(obj: T, credentials: Credentials | None = None) -> T:
     ``AsyncioJob``, an API function (``runpod.get_pods``, ``runpod.create_pod``, ...),
     or the ``runpod`` module itself. Endpoints and jobs are changed in place and
     returned; a function comes back as a new function with the same signature; the
-    module comes back as a stand-in whose API functions and endpoint classes recover.
+    module comes back as a stand-in whose API functions (``rp.api`` and its modules
+    included) and endpoint classes recover.
     Jobs returned by a wrapped endpoint recover too.
 
     Wrapping hands the credentials' key to the SDK (``runpod.api_key``) if it has
