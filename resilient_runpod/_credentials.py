@@ -238,6 +238,7 @@ class Credentials:
         self._teller: ThreadPoolExecutor | None = None
         _live.add(self)
         self._subscribe(hook)
+        _instrumented.install_defaults()
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()

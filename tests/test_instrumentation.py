@@ -33,6 +33,7 @@ from resilient_runpod.instrumentation import (
 def _no_subscribers(monkeypatch):
     """Each test starts with nobody listening, whatever the environment subscribed."""
     monkeypatch.setattr(_subscribers, "subscribers", ())
+    monkeypatch.setattr(_subscribers, "_defaults_installed", True)
 
 
 @pytest.fixture

@@ -10,6 +10,9 @@ Subscribers are called inline on the request's thread or event loop, outside any
 of the library, so they must be quick (a counter, a queue put). One that raises is
 logged as ``runpod.instrumentation.subscriber_failed`` and never fails a request. No
 event holds a key: keys appear as fingerprints, URLs as hosts.
+
+When ``opentelemetry-api`` is installed, a built-in subscriber reports through the
+global OpenTelemetry tracer and meter providers (README, "Observability").
 """
 
 from __future__ import annotations

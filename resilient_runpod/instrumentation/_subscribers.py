@@ -13,6 +13,7 @@ slow (a network export) to a queue of their own.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Callable
 
@@ -20,13 +21,40 @@ from .._hooks import describe
 from .._logging import logger
 from ._data import Event
 
-__all__ = ["Subscriber", "emit", "subscribe", "subscribers"]
+__all__ = ["Subscriber", "emit", "install_defaults", "subscribe", "subscribers"]
 
 Subscriber = Callable[[Event], object]
 """A callable taking one event; what it returns is ignored."""
 
 subscribers: tuple[Subscriber, ...] = ()
 _changing = threading.Lock()
+_defaults_installed = False
+
+
+def install_defaults() -> None:
+    """Subscribe the built-in OpenTelemetry reporter, once, if ``opentelemetry-api`` is there.
+
+    Called when a `Credentials` is made, not at import: looking for the package costs a
+    few file-system lookups, and OpenTelemetry itself is imported only at the first event.
+    """
+    global _defaults_installed, subscribers  # noqa: PLW0603 -- once per process
+    if _defaults_installed:
+        return
+    with _changing:
+        if _defaults_installed:
+            return
+        _defaults_installed = True
+        if _has_opentelemetry():
+            from ._otel import OpenTelemetry  # noqa: PLC0415 -- no OpenTelemetry import in it
+
+            subscribers = (*subscribers, OpenTelemetry())
+
+
+def _has_opentelemetry() -> bool:
+    try:
+        return importlib.util.find_spec("opentelemetry.metrics") is not None
+    except ImportError:  # no "opentelemetry" package at all
+        return False
 
 
 def subscribe(subscriber: Subscriber) -> Callable[[], None]:
