@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_getattr as _lazy_getattr
 
 if TYPE_CHECKING:
-    from . import recovery
+    from . import instrumentation, recovery
     from ._breaker import Breaker
     from ._credentials import Credentials
     from ._errors import (
@@ -66,6 +66,7 @@ __all__ = [
     "Validation",
     "__version__",
     "fingerprint",
+    "instrumentation",
     "recovery",
     "retry_init",
     "scrub_secrets",
@@ -102,6 +103,7 @@ _HOMES = {
     "TransientError": "._errors",
     "Validation": "._validate",
     "fingerprint": "._keys",
+    "instrumentation": ".instrumentation",
     "recovery": ".recovery",
     "retry_init": ".sdk._retry_init",
     "scrub_secrets": "._logging",

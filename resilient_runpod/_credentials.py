@@ -72,6 +72,13 @@ from ._redact import scrubbed_exception
 from ._rule import Act, Found, Outcome, Read, after_401, after_read, may_ask
 from ._settings import Settings
 from ._validate import Validation, checked_graphql_url, validate, validate_async
+from .instrumentation import _subscribers as _instrumented
+from .instrumentation._data import (
+    BreakerChanged,
+    RecoveryEnded,
+    RecoveryOutcome,
+    RecoveryStarted,
+)
 from .typing import RecoveredKey, RecoveryContext, RecoveryHook
 
 if TYPE_CHECKING:
@@ -231,6 +238,7 @@ class Credentials:
         self._teller: ThreadPoolExecutor | None = None
         _live.add(self)
         self._subscribe(hook)
+        _instrumented.install_defaults()
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -367,11 +375,16 @@ class Credentials:
         remember_key(key)
         with self._lock:
             self._ledger.install(key, source, recovered=False)
+            breaker = self._breaker.state
             self._breaker.close()
+            changed = self._breaker_change(breaker)
             superseded, self._flight = self._flight, None
             if superseded is not None:
                 superseded.settled = True
                 superseded.outcome = Outcome.NEW
+            now = time.monotonic()
+        if changed is not None:
+            _instrumented.emit(changed)
         if superseded is not None:
             # A prompt stays on screen until answered; what is typed there is not used.
             logger.info(
@@ -380,6 +393,10 @@ class Credentials:
                 rejected=_keys.fingerprint(superseded.rejected_key),
                 fingerprint=_keys.fingerprint(key),
             )
+            if _instrumented.subscribers:
+                _instrumented.emit(
+                    _ended(superseded, "set_aside", self._hook, now, _keys.fingerprint(key))
+                )
             superseded.resolve()
 
     def _subscribe(self, hook: object) -> None:
@@ -428,7 +445,11 @@ class Credentials:
             if generation != self._ledger.watching:
                 return
             found = self._ledger.accepted(generation)
+            breaker = self._breaker.state
             self._breaker.close()
+            changed = self._breaker_change(breaker)
+        if changed is not None:
+            _instrumented.emit(changed)
         if found is not None:
             if on_event_loop():
                 # `persist` writes a file then: not on the loop, which must not block. One
@@ -520,14 +541,16 @@ class Credentials:
                 )
             act = after_401(facts)
             if act is Act.JOIN:
-                return Next(act, mark), self._flight
+                return Next(act, mark), self._joined()
             if act is Act.COOLDOWN:
                 raise self._cooldown_error(now, context)
             if act is Act.WAIT:
                 return Next(act, mark, wait=ledger.waiting(now)), None
             if act is not Act.READ:
                 return Next(act, mark, recovered=act is Act.RESEND_CURRENT), None
+            breaker = self._breaker.state
             gate = self._breaker.gate(now)
+            changed = self._breaker_change(breaker)
             if gate is Gate.REFUSE:  # pragma: no cover -- `cooling` said so first
                 raise self._cooldown_error(now, context)
             probing = gate is Gate.PROBE
@@ -552,8 +575,23 @@ class Credentials:
                 may_ask=asking,
                 probing=probing,
             )
+        self._started(context, changed)
         self._start(flight, replace(context, may_ask=asking), asynchronous=asynchronous)
         return Next(Act.READ, mark), flight
+
+    def _joined(self) -> Flight | None:
+        """The flight running now, counted as one more request waits for it (under the lock)."""
+        flight = self._flight
+        if flight is not None:
+            flight.waiters += 1
+        return flight
+
+    def _started(self, context: RecoveryContext, changed: BreakerChanged | None) -> None:
+        """Tell subscribers a flight starts (and the breaker's trial, if it moved to one)."""
+        if changed is not None:
+            _instrumented.emit(changed)
+        if _instrumented.subscribers:
+            _instrumented.emit(RecoveryStarted(hook_name(self._hook), context.fingerprint))
 
     def _after(self, flight: Flight, mark: int) -> Next:
         """What a request that waited for *flight* does next."""
@@ -614,7 +652,7 @@ class Credentials:
     def _fly(self, flight: Flight, context: RecoveryContext, call: Callable[[], object]) -> None:
         """The flight itself: ask the hook once, and settle what it found."""
         try:
-            found = self._read(call, stale=self._ledger.stale is not None)
+            found = self._read(flight, call, stale=self._ledger.stale is not None)
         except NonInteractiveError as exc:
             # Nobody to ask: the same as a source with nothing newer.
             self._finish(flight, context, Found.NOTHING_NEW, error=exc)
@@ -627,12 +665,15 @@ class Credentials:
             else:
                 self._finish(flight, context, Found.NEW, found=found)
 
-    def _read(self, call: Callable[[], object], *, stale: bool) -> RecoveredKey | None:
+    def _read(
+        self, flight: Flight, call: Callable[[], object], *, stale: bool
+    ) -> RecoveredKey | None:
         """Ask the hook for a key (None: it had none); a failing source is read once more.
 
         A source caught mid-update (a file rewritten in place) fails for a moment.
         """
         name = hook_name(self._hook)
+        flight.reads += 1
         try:
             return _found(call(), name)
         except RecoveryError as exc:
@@ -640,6 +681,7 @@ class Credentials:
             if not source_failed or stale:
                 raise
         time.sleep(_REREAD)
+        flight.reads += 1
         return _found(call(), name)
 
     def _expire(self, flight: Flight, context: RecoveryContext) -> None:
@@ -668,6 +710,7 @@ class Credentials:
             flight.settled = True
             now = time.monotonic()
             ledger = self._ledger
+            breaker = self._breaker.state
             if what is Found.NEW and found is not None:
                 outcome = Outcome.NEW
                 if ledger.current.generation == flight.generation:
@@ -709,38 +752,35 @@ class Credentials:
                 self._flight = None
             rounds = ledger.stale_rounds
             new_fingerprint = self.fingerprint
+            changed = self._breaker_change(breaker)
         # Logged before the waiters wake, so the event precedes anything they do next.
-        duration = round(now - flight.started, 4)
-        if outcome is Outcome.NEW:
-            logger.info(
-                "runpod.auth.recovered",
-                hook=name,
-                source=found.source if found is not None else "",
-                duration=duration,
-                rejected=context.fingerprint,
-                fingerprint=new_fingerprint,
-            )
-        elif outcome is Outcome.STALE:
-            logger.info(
-                "runpod.auth.key_unchanged",
-                hook=name,
-                source=source,
-                duration=duration,
-                fingerprint=context.fingerprint,
-                round=rounds,
-                wait=round(flight.wait, 3),
-            )
-        else:
-            logger.error(
-                _FAILURE_EVENTS.get(outcome, "runpod.auth.hook_failed"),
-                hook=name,
-                error=describe(error),
-                duration=duration,
-                fingerprint=context.fingerprint,
-                method=context.method,
-                url=context.url,
-            )
+        ended = _log_settled(
+            flight,
+            context,
+            outcome,
+            name=name,
+            found=found,
+            source=source,
+            error=error,
+            now=now,
+            rounds=rounds,
+            new_fingerprint=new_fingerprint,
+        )
+        if _instrumented.subscribers:
+            _instrumented.emit(_ended(flight, ended, self._hook, now, new_fingerprint))
+        if changed is not None:
+            _instrumented.emit(changed)
         flight.resolve()
+
+    def _breaker_change(self, before: Breaker) -> BreakerChanged | None:
+        """The event for the breaker's move from *before*, if it moved and anyone listens.
+
+        Called under the lock; the event is emitted after it is released.
+        """
+        state = self._breaker.state
+        if state is before or not _instrumented.subscribers:
+            return None
+        return BreakerChanged(state, self._breaker.failures)
 
 
 # The event logged when a flight fails, by outcome.
@@ -748,8 +788,81 @@ _FAILURE_EVENTS = {
     Outcome.NEVER_ACCEPTED: "runpod.auth.never_accepted",
     Outcome.STALE_TOO_LONG: "runpod.auth.source_stale",
 }
+# Each failure event's name, as a `RecoveryEnded.outcome`.
+_FAILURE_OUTCOMES: dict[str, RecoveryOutcome] = {
+    "runpod.auth.never_accepted": "never_accepted",
+    "runpod.auth.source_stale": "source_stale",
+    "runpod.auth.hook_failed": "hook_failed",
+}
 # Before reading a failing source once more.
 _REREAD = 0.05
+
+
+def _log_settled(
+    flight: Flight,
+    context: RecoveryContext,
+    outcome: Outcome,
+    *,
+    name: str,
+    found: RecoveredKey | None,
+    source: str,
+    error: BaseException | None,
+    now: float,
+    rounds: int,
+    new_fingerprint: str,
+) -> RecoveryOutcome:
+    """Log how *flight* ended; return that as a `RecoveryEnded.outcome`."""
+    duration = round(now - flight.started, 4)
+    ended: RecoveryOutcome
+    if outcome is Outcome.NEW:
+        ended = "recovered"
+        logger.info(
+            "runpod.auth.recovered",
+            hook=name,
+            source=found.source if found is not None else "",
+            duration=duration,
+            rejected=context.fingerprint,
+            fingerprint=new_fingerprint,
+        )
+    elif outcome is Outcome.STALE:
+        ended = "key_unchanged"
+        logger.info(
+            "runpod.auth.key_unchanged",
+            hook=name,
+            source=source,
+            duration=duration,
+            fingerprint=context.fingerprint,
+            round=rounds,
+            wait=round(flight.wait, 3),
+        )
+    else:
+        event = _FAILURE_EVENTS.get(outcome, "runpod.auth.hook_failed")
+        ended = _FAILURE_OUTCOMES[event]
+        logger.error(
+            event,
+            hook=name,
+            error=describe(error),
+            duration=duration,
+            fingerprint=context.fingerprint,
+            method=context.method,
+            url=context.url,
+        )
+    return ended
+
+
+def _ended(
+    flight: Flight, outcome: RecoveryOutcome, hook: RecoveryHook, now: float, new: str
+) -> RecoveryEnded:
+    """The `RecoveryEnded` event of *flight*, settled at *now* with *outcome*."""
+    return RecoveryEnded(
+        outcome,
+        hook_name(hook),
+        round(now - flight.started, 4),
+        flight.reads,
+        flight.waiters,
+        _keys.fingerprint(flight.rejected_key),
+        new,
+    )
 
 
 def _found(result: object, name: str) -> RecoveredKey | None:

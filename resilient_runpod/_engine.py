@@ -56,6 +56,8 @@ from ._logging import logger
 from ._policy import Verdict
 from ._redact import scrubbed_cause
 from ._rule import Act
+from .instrumentation import _subscribers as _instrumented
+from .instrumentation._data import Rejected, ResendReason, Resent, TransientRetry
 from .typing import RecoveryContext
 
 if TYPE_CHECKING:
@@ -238,6 +240,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     policy = credentials.retry
     parsed = as_httpx_url(raw_url)
     url = redact_url(parsed)
+    host = parsed.host
     # Routes are matched as sent: an endpoint id with an encoded "/" is not a route.
     path = parsed.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
     deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
@@ -250,6 +253,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     waiting = False  # the next send is a resend made while waiting for a stale store
     marked: int | None = None  # ... and the generation it was for
     pending: list[float] = []
+    why: ResendReason = "probe"  # why the next send is a resend (`Resent`)
     try:
         ceiling = _Ceiling(policy.max_sends)
         for attempt in _retrying(credentials, ceiling, pending.append):
@@ -260,6 +264,8 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                 if attempt.retry_state.attempt_number > 1:
                     state = credentials.current
                     ceiling.charged += 1
+                    if _instrumented.subscribers:
+                        _instrumented.emit(Resent(why, fingerprint(state.key), host, method))
                     reply = yield Send(state.key)
                 status = reply.status
                 if status == UNAUTHORIZED:
@@ -286,7 +292,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                         url,
                         key_id(state.key),
                     )
-                    _log_rejected(context)
+                    _log_rejected(context, host)
                     try:
                         then = yield Recover(
                             generation,
@@ -301,11 +307,14 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                     mark, marked = then.mark, generation
                     if not replayable:
                         raise _not_replayable(context, method, url, credentials)
+                    why = "probe"
                     if then.act is Act.RESEND_CURRENT:
+                        why = "rotation"
                         ceiling.charged -= 1  # a rotation made this 401: not the request's
                         if then.recovered:
                             recovered = credentials.current.generation
                     elif then.act is Act.WAIT:
+                        why = "stale"
                         ceiling.charged -= 1  # the store is late: bounded by its window
                         ceiling.stale += 1
                         if deadline is not None and time.monotonic() + then.wait > deadline:
@@ -354,6 +363,13 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                     attempt=transient_rounds,
                     wait=round(wait, 3),
                 )
+                if _instrumented.subscribers:
+                    _instrumented.emit(
+                        TransientRetry(
+                            status, round(wait, 3), _what(reply), host, method, transient_rounds
+                        )
+                    )
+                why = "transient"
                 raise _Again(reply, wait)  # noqa: TRY301 -- tenacity sends again
     except _Again as exc:
         sends = attempt.retry_state.attempt_number
@@ -393,7 +409,7 @@ def _transient(
     return error
 
 
-def _log_rejected(context: RecoveryContext) -> None:
+def _log_rejected(context: RecoveryContext, host: str) -> None:
     logger.warning(
         "runpod.auth.rejected",
         method=context.method,
@@ -402,6 +418,8 @@ def _log_rejected(context: RecoveryContext) -> None:
         attempt=context.attempt,
         fingerprint=context.fingerprint,
     )
+    if _instrumented.subscribers:
+        _instrumented.emit(Rejected(context.fingerprint, host, context.method, context.attempt))
 
 
 def _forbidden(key: str | None, method: str, url: str, detail: str | None) -> PermissionDeniedError:

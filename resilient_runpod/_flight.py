@@ -40,10 +40,12 @@ class Flight:
         "may_ask",
         "outcome",
         "probing",
+        "reads",
         "rejected_key",
         "settled",
         "started",
         "wait",
+        "waiters",
     )
 
     def __init__(
@@ -71,6 +73,8 @@ class Flight:
         self.settled = False
         self.outcome = Outcome.FAILED
         self.wait = 0.0  # for `Outcome.STALE`: seconds before resending
+        self.reads = 0  # calls of the hook (instrumentation)
+        self.waiters = 1  # requests waiting for it, its starter included (instrumentation)
         self.error: AuthenticationError | None = None
         self._async_waiters: list[Callable[[], None]] = []
 

@@ -12,6 +12,7 @@ import resilient_runpod
     [
         "resilient_runpod",
         "resilient_runpod.adapters",
+        "resilient_runpod.instrumentation",
         "resilient_runpod.recovery",
         "resilient_runpod.sdk",
         "resilient_runpod.testing",

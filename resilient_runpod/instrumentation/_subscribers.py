@@ -1,0 +1,110 @@
+"""Who hears the events: a tuple of subscribers, replaced whole on every change.
+
+Emitting reads the tuple once, so subscribing and unsubscribing from any thread never
+races an emission, and with no subscriber an event costs one truth test at its call
+site (`subscribers` is empty), not even the event's construction.
+
+Subscribers are called inline, on the thread (or event loop) of the request that made
+the event, never under a lock of the library. A subscriber that raises is logged
+(``runpod.instrumentation.subscriber_failed``) and the request goes on. One that is slow
+delays that request only by its own time: subscribers must be quick, and hand anything
+slow (a network export) to a queue of their own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable
+
+from .._hooks import describe
+from .._logging import logger
+from ._data import Event
+
+__all__ = ["Subscriber", "emit", "install_defaults", "subscribe", "subscribers"]
+
+Subscriber = Callable[[Event], object]
+"""A callable taking one event; what it returns is ignored."""
+
+subscribers: tuple[Subscriber, ...] = ()
+_changing = threading.Lock()
+_defaults_installed = False
+
+
+def install_defaults() -> None:
+    """Subscribe the built-in OpenTelemetry reporter, once, if ``opentelemetry-api`` is there.
+
+    Called when a `Credentials` is made, not at import: looking for the package costs a
+    few file-system lookups, and OpenTelemetry itself is imported only at the first event.
+    """
+    global _defaults_installed, subscribers  # noqa: PLW0603 -- once per process
+    if _defaults_installed:
+        return
+    with _changing:
+        if _defaults_installed:
+            return
+        _defaults_installed = True
+        if _has_opentelemetry():
+            from ._otel import OpenTelemetry  # noqa: PLC0415 -- no OpenTelemetry import in it
+
+            subscribers = (*subscribers, OpenTelemetry())
+
+
+def _has_opentelemetry() -> bool:
+    try:
+        return importlib.util.find_spec("opentelemetry.metrics") is not None
+    except ImportError:  # no "opentelemetry" package at all
+        return False
+
+
+def subscribe(subscriber: Subscriber) -> Callable[[], None]:
+    """Call *subscriber* with every event from now on; return a function that stops it.
+
+    The same callable subscribed twice is called twice; each unsubscribe removes one.
+    Unsubscribing twice is harmless.
+    """
+    global subscribers  # noqa: PLW0603 -- replaced whole, so readers need no lock
+    token = _Subscription(subscriber)
+    with _changing:
+        subscribers = (*subscribers, token)
+
+    def unsubscribe() -> None:
+        global subscribers  # noqa: PLW0603
+        with _changing:
+            subscribers = tuple(s for s in subscribers if s is not token)
+
+    return unsubscribe
+
+
+class _Subscription:
+    """One subscription: its own identity, so that unsubscribing removes this one only."""
+
+    __slots__ = ("subscriber",)
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+
+    def __call__(self, event: Event) -> object:
+        return self.subscriber(event)
+
+
+def emit(event: Event) -> None:
+    """Hand *event* to every subscriber; one that raises is logged and passed over.
+
+    Call sites test `subscribers` first, so that no event is built for nobody.
+    """
+    for subscriber in subscribers:
+        try:
+            subscriber(event)
+        except Exception as exc:
+            logger.warning(
+                "runpod.instrumentation.subscriber_failed",
+                kind=type(event).__name__,
+                subscriber=_name(subscriber),
+                error=describe(exc),
+            )
+
+
+def _name(subscription: Subscriber) -> str:
+    subscriber = getattr(subscription, "subscriber", subscription)
+    return getattr(subscriber, "__qualname__", type(subscriber).__qualname__)

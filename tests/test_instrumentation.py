@@ -1,0 +1,208 @@
+"""Typed instrumentation events: what subscribers hear, and that they cannot break a request."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+import tenacity
+from structlog.testing import capture_logs
+
+from resilient_runpod import (
+    AuthenticationError,
+    Breaker,
+    Credentials,
+    ResilientTransport,
+    RetryPolicy,
+    fingerprint,
+    instrumentation,
+)
+from resilient_runpod.instrumentation import (
+    BreakerChanged,
+    RecoveryEnded,
+    RecoveryStarted,
+    Rejected,
+    Resent,
+    TransientRetry,
+    _subscribers,
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_subscribers(monkeypatch):
+    """Each test starts with nobody listening, whatever the environment subscribed."""
+    monkeypatch.setattr(_subscribers, "subscribers", ())
+    monkeypatch.setattr(_subscribers, "_defaults_installed", True)
+
+
+@pytest.fixture
+def heard():
+    """Every event, in order, for the length of the test."""
+    events: list[object] = []
+    unsubscribe = instrumentation.subscribe(events.append)
+    yield events
+    unsubscribe()
+
+
+def _get(credentials, url, **kwargs):
+    with httpx.Client(transport=ResilientTransport(credentials)) as client:
+        return client.get(url, **kwargs).status_code
+
+
+def test_a_recovered_401_is_told_step_by_step(runpod_emulator, vault, credentials, heard):
+    """A rotation seen by one request: its 401, the probe, the second 401, one recovery
+    flight (one read, one waiter), and the resend with the new key. Fingerprints only."""
+    old = vault.key
+    new = vault.rotate()
+    host = runpod_emulator.host.split(":")[0]
+
+    status = _get(credentials, f"{runpod_emulator.serverless_url}/ep/health")
+
+    assert 200 == status
+    assert [
+        Rejected(fingerprint(old), host, "GET", 1),
+        Resent("probe", fingerprint(old), host, "GET"),
+        Rejected(fingerprint(old), host, "GET", 2),
+        RecoveryStarted("vault", fingerprint(old)),
+        Resent("rotation", fingerprint(new), host, "GET"),
+    ] == [e for e in heard if not isinstance(e, RecoveryEnded)]
+    (ended,) = [e for e in heard if isinstance(e, RecoveryEnded)]
+    assert ("recovered", "vault", 1, 1, fingerprint(old), fingerprint(new)) == (
+        ended.outcome,
+        ended.hook,
+        ended.reads,
+        ended.waiters,
+        ended.fingerprint,
+        ended.new_fingerprint,
+    )
+    assert 0 <= ended.seconds < 30
+    assert old not in repr(heard)
+    assert new not in repr(heard)
+
+
+def test_a_transient_failure_is_a_retry_and_a_resend(runpod_emulator, credentials, heard):
+    """A 503 retried: `TransientRetry` with its status and wait, then `Resent("transient")`."""
+    runpod_emulator.inject(503)
+    fast = Credentials(
+        credentials.api_key,
+        lambda _: None,
+        hosts=[runpod_emulator.host],
+        retry=RetryPolicy(backoff=tenacity.wait_fixed(0.01)),
+    )
+
+    status = _get(fast, f"{runpod_emulator.serverless_url}/ep/health")
+
+    host = runpod_emulator.host.split(":")[0]
+    assert 200 == status
+    assert [
+        TransientRetry(503, 0.01, "503", host, "GET", 1),
+        Resent("transient", fast.fingerprint, host, "GET"),
+    ] == heard
+
+
+def test_a_failed_recovery_opens_the_breaker_and_set_key_closes_it(runpod_emulator, heard):
+    """With a threshold of one, a failed recovery opens the breaker (`BreakerChanged`
+    after `RecoveryEnded`), and `set_key` closes it again."""
+    old = runpod_emulator.add_key()
+    credentials = Credentials(
+        old, lambda _: None, hosts=[runpod_emulator.host], failure_threshold=1
+    )
+    runpod_emulator.revoke(old)
+
+    with pytest.raises(AuthenticationError):
+        _get(credentials, f"{runpod_emulator.serverless_url}/ep/health")
+    credentials.set_key(runpod_emulator.add_key())
+
+    ended = [e for e in heard if isinstance(e, RecoveryEnded)]
+    changes = [e for e in heard if isinstance(e, BreakerChanged)]
+    assert ["never_accepted"] == [e.outcome for e in ended]
+    assert [BreakerChanged(Breaker.OPEN, 1), BreakerChanged(Breaker.CLOSED, 0)] == changes
+    assert heard.index(ended[0]) < heard.index(changes[0])
+
+
+def test_a_subscriber_that_raises_is_logged_and_the_request_goes_on(
+    runpod_emulator, vault, credentials
+):
+    """A failing subscriber: the request still succeeds, the other subscribers still hear
+    every event, and each failure is a ``runpod.instrumentation.subscriber_failed``."""
+
+    def broken(event):
+        raise RuntimeError("boom")
+
+    events: list[object] = []
+    stop_broken = instrumentation.subscribe(broken)
+    stop_events = instrumentation.subscribe(events.append)
+    vault.rotate()
+    try:
+        with capture_logs() as logs:
+            status = _get(credentials, f"{runpod_emulator.serverless_url}/ep/health")
+    finally:
+        stop_broken()
+        stop_events()
+
+    failures = [e for e in logs if e["event"] == "runpod.instrumentation.subscriber_failed"]
+    assert 200 == status
+    assert 6 == len(events)
+    assert [type(e).__name__ for e in events] == [e["kind"] for e in failures]
+    assert {"RuntimeError: boom"} == {e["error"] for e in failures}
+    assert {"warning"} == {e["log_level"] for e in failures}
+
+
+def test_subscribers_run_on_the_request_thread_outside_the_lock(
+    runpod_emulator, vault, credentials
+):
+    """A subscriber is called inline (on the thread that sent the request, for the 401)
+    and never under the credentials' lock: one that reads the breaker, which takes that
+    lock, does not deadlock."""
+    threads: list[tuple[str, str]] = []
+
+    def nosy(event):
+        assert Breaker.CLOSED == credentials.breaker  # takes the lock
+        threads.append((type(event).__name__, threading.current_thread().name))
+
+    unsubscribe = instrumentation.subscribe(nosy)
+    vault.rotate()
+    result: list[int] = []
+    worker = threading.Thread(
+        target=lambda: result.append(
+            _get(credentials, f"{runpod_emulator.serverless_url}/ep/health")
+        ),
+        name="the-request",
+    )
+    try:
+        worker.start()
+        worker.join(30)
+    finally:
+        unsubscribe()
+
+    assert [200] == result
+    assert ("Rejected", "the-request") == threads[0]
+    assert ("RecoveryEnded", "resilient-runpod-recovery") in threads
+
+
+def test_unsubscribe_removes_one_subscription():
+    """The same callable subscribed twice hears each event twice; each unsubscribe removes
+    one subscription, and a second call of it is harmless."""
+    events: list[object] = []
+    first = instrumentation.subscribe(events.append)
+    second = instrumentation.subscribe(events.append)
+    event = RecoveryStarted("hook", "rpa_…XXXX")
+
+    _subscribers.emit(event)
+    first()
+    first()
+    _subscribers.emit(event)
+    second()
+    _subscribers.emit(event)
+
+    assert [event, event, event] == events
+    assert () == _subscribers.subscribers
+
+
+def test_events_are_frozen_and_slotted():
+    """Events cannot be changed, nor grow attributes, once made."""
+    event = Rejected("rpa_…XXXX", "api.runpod.ai", "GET", 1)
+    with pytest.raises(AttributeError):
+        event.host = "elsewhere"  # type: ignore[misc]
+    assert not hasattr(event, "__dict__")
