@@ -271,8 +271,13 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                 if status == UNAUTHORIZED:
                     yield DISCARD
                     generation = state.generation
-                    if recovered == generation and not credentials.was_accepted(generation):
-                        # A recovered key nobody got through with: counted once.
+                    if (
+                        recovered == generation
+                        and marked == generation
+                        and not credentials.was_accepted(generation)
+                    ):
+                        # A recovered key nobody got through with, rejected again after
+                        # its probe (one 401 alone may be spurious): counted once.
                         recovered = None
                         rejected_recovered += 1
                         if rejected_recovered >= credentials.max_recoveries:

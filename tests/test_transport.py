@@ -135,9 +135,9 @@ def test_revoked_key_recovers_from_the_environment(runpod_emulator, monkeypatch)
 def test_permanently_bad_key_gives_up_within_max_recoveries(runpod_emulator, max_recoveries):
     """Keys that RunPod keeps rejecting end in AuthenticationError after max_recoveries rounds.
 
-    Every key's first 401 is probed (sent once more) before the hook is read, except the
-    last recovered key's: its first 401 already spends the last of max_recoveries. So
-    max_recoveries hook calls cost 2 sends per key but the last: 2 * max_recoveries + 1.
+    Every key's first 401 is probed (sent once more) before it counts, the recovered keys'
+    too: one 401 alone may be spurious. So max_recoveries hook calls cost 2 sends for
+    each of the max_recoveries + 1 keys: 2 * max_recoveries + 2.
     """
     hook = Counting(lambda context: make_key())  # keys the emulator has never heard of
     credentials = Credentials(
@@ -154,7 +154,7 @@ def test_permanently_bad_key_gives_up_within_max_recoveries(runpod_emulator, max
     ):
         client.get("/health")
 
-    sends = 2 * max_recoveries + 1
+    sends = 2 * max_recoveries + 2
     assert (max_recoveries, sends) == (hook.calls, runpod_emulator.counters().total)
     # AuthenticationError.attempts is documented as how many times the request was sent.
     assert sends == info.value.attempts
@@ -185,9 +185,8 @@ def test_still_rejected_names_the_last_key_and_the_hook(runpod_emulator):
     assert (fingerprint(last), ("two-dead-keys",)) == (info.value.fingerprint, info.value.hooks)
     assert f"rejected API key {fingerprint(last)} on GET {url}" in str(info.value)
     assert "recovery by 'two-dead-keys' produced (2 recovered key(s) rejected)" in str(info.value)
-    # attempt: the sends, as in every event: the first, its probe, each recovered key
-    # and the first one's probe.
-    assert [("still_rejected", "GET", url, 401, 5, fingerprint(last))] == [
+    # attempt: the sends, as in every event: each of the three keys and its probe.
+    assert [("still_rejected", "GET", url, 401, 6, fingerprint(last))] == [
         (e["reason"], e["method"], e["url"], e["status"], e["attempt"], e["fingerprint"])
         for e in failed
     ]
@@ -664,7 +663,7 @@ async def test_runpod_auth_recovers_with_async_client(runpod_emulator, secret):
 
 def test_runpod_auth_gives_up_like_the_transport(runpod_emulator):
     """The auth flow is bounded by the same engine rules: max_recoveries (2) hook calls,
-    and 2 * 2 + 1 sends (each key's first 401 probed but the last recovered key's).
+    and 2 * 2 + 2 sends (each of the three keys' first 401 probed).
     """
     hook = Counting(lambda context: make_key())
     credentials = Credentials(
@@ -674,7 +673,7 @@ def test_runpod_auth_gives_up_like_the_transport(runpod_emulator):
     with httpx.Client(auth=RunPodAuth(credentials)) as client, pytest.raises(AuthenticationError):
         client.get(f"{runpod_emulator.serverless_url}/e/health")
 
-    assert (2, 5) == (hook.calls, runpod_emulator.counters().total)
+    assert (2, 6) == (hook.calls, runpod_emulator.counters().total)
 
 
 def test_injected_503_on_a_safe_route_is_retried_without_recovery(runpod_emulator):
