@@ -103,12 +103,15 @@ class Next:
         wait: Seconds to wait before `Act.WAIT`'s resend.
         recovered: The key to send was found by a recovery (counted against
             ``max_recoveries`` if RunPod rejects it before ever accepting it).
+        recovery: The number of the recovery flight the request waited for, if it did
+            (instrumentation: its resend links to that flight's span).
     """
 
     act: Act
     mark: int
     wait: float = 0.0
     recovered: bool = False
+    recovery: int | None = None
 
 
 T = TypeVar("T")
@@ -575,7 +578,7 @@ class Credentials:
                 may_ask=asking,
                 probing=probing,
             )
-        self._started(context, changed)
+        self._started(flight, context, changed)
         self._start(flight, replace(context, may_ask=asking), asynchronous=asynchronous)
         return Next(Act.READ, mark), flight
 
@@ -586,19 +589,23 @@ class Credentials:
             flight.waiters += 1
         return flight
 
-    def _started(self, context: RecoveryContext, changed: BreakerChanged | None) -> None:
+    def _started(
+        self, flight: Flight, context: RecoveryContext, changed: BreakerChanged | None
+    ) -> None:
         """Tell subscribers a flight starts (and the breaker's trial, if it moved to one)."""
         if changed is not None:
             _instrumented.emit(changed)
         if _instrumented.subscribers:
-            _instrumented.emit(RecoveryStarted(hook_name(self._hook), context.fingerprint))
+            _instrumented.emit(
+                RecoveryStarted(hook_name(self._hook), context.fingerprint, flight.number)
+            )
 
     def _after(self, flight: Flight, mark: int) -> Next:
         """What a request that waited for *flight* does next."""
         flight.raise_if_failed()
         if flight.outcome is Outcome.STALE:
-            return Next(Act.WAIT, mark, wait=flight.wait)
-        return Next(Act.RESEND_CURRENT, mark, recovered=True)
+            return Next(Act.WAIT, mark, wait=flight.wait, recovery=flight.number)
+        return Next(Act.RESEND_CURRENT, mark, recovered=True, recovery=flight.number)
 
     def _check(self, flight: Flight, context: RecoveryContext, deadline: float | None) -> None:
         """Woken without an outcome: give up on the flight, or the caller's deadline."""
@@ -780,7 +787,7 @@ class Credentials:
         state = self._breaker.state
         if state is before or not _instrumented.subscribers:
             return None
-        return BreakerChanged(state, self._breaker.failures)
+        return BreakerChanged(state, self._breaker.failures, before)
 
 
 # The event logged when a flight fails, by outcome.
@@ -862,6 +869,7 @@ def _ended(
         flight.waiters,
         _keys.fingerprint(flight.rejected_key),
         new,
+        flight.number,
     )
 
 

@@ -58,6 +58,7 @@ from ._redact import scrubbed_cause
 from ._rule import Act
 from .instrumentation import _subscribers as _instrumented
 from .instrumentation._data import Rejected, ResendReason, Resent, TransientRetry
+from .instrumentation._subscribers import ResendSpan
 from .typing import RecoveryContext
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ __all__ = [
     "Wire",
     "acarry_out",
     "carry_out",
+    "closed",
+    "opened",
     "rule",
     "run_async",
     "run_sync",
@@ -94,9 +97,14 @@ _ENGINE_STATUSES: Final = frozenset({UNAUTHORIZED, FORBIDDEN})
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send the request with *key* (``None``: without one) and reply with a `Reply`."""
+    """Send the request with *key* (``None``: without one) and reply with a `Reply`.
+
+    *resent* is the `Resent` event of a resend, when anyone subscribes: a driver sends
+    within `instrumentation._subscribers.resend_span` of it.
+    """
 
     key: str | None = None
+    resent: Resent | None = None
 
     def __repr__(self) -> str:
         return f"Send({fingerprint(self.key)})"
@@ -254,6 +262,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
     marked: int | None = None  # ... and the generation it was for
     pending: list[float] = []
     why: ResendReason = "probe"  # why the next send is a resend (`Resent`)
+    waited_on: int | None = None  # ... and the recovery flight it waited for, if any
     try:
         ceiling = _Ceiling(policy.max_sends)
         for attempt in _retrying(credentials, ceiling, pending.append):
@@ -264,9 +273,19 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                 if attempt.retry_state.attempt_number > 1:
                     state = credentials.current
                     ceiling.charged += 1
+                    resent = None
                     if _instrumented.subscribers:
-                        _instrumented.emit(Resent(why, fingerprint(state.key), host, method))
-                    reply = yield Send(state.key)
+                        resent = Resent(
+                            why,
+                            fingerprint(state.key),
+                            host,
+                            method,
+                            attempt.retry_state.attempt_number - 1,
+                            waited_on,
+                            url,
+                        )
+                        _instrumented.emit(resent)
+                    reply = yield Send(state.key, resent)
                 status = reply.status
                 if status == UNAUTHORIZED:
                     yield DISCARD
@@ -312,7 +331,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                     mark, marked = then.mark, generation
                     if not replayable:
                         raise _not_replayable(context, method, url, credentials)
-                    why = "probe"
+                    why, waited_on = "probe", then.recovery
                     if then.act is Act.RESEND_CURRENT:
                         why = "rotation"
                         ceiling.charged -= 1  # a rotation made this 401: not the request's
@@ -374,7 +393,7 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                             status, round(wait, 3), _what(reply), host, method, transient_rounds
                         )
                     )
-                why = "transient"
+                why, waited_on = "transient", None
                 raise _Again(reply, wait)  # noqa: TRY301 -- tenacity sends again
     except _Again as exc:
         sends = attempt.retry_state.attempt_number
@@ -653,6 +672,34 @@ async def acarry_out(credentials: Credentials, flow: Flow, command: Command) -> 
         return flow.throw(exc)
 
 
+def opened(command: Send, *, current: bool) -> ResendSpan | None:
+    """The span around the resend *command* makes, if anyone traces resends (else None).
+
+    *current*: whether it is the current span while the request is sent, so that the
+    HTTP client's own instrumentation nests in it. Tracing never fails a request.
+    """
+    if command.resent is None:
+        return None
+    open_span = _instrumented.resend_span
+    if open_span is None:
+        return None
+    try:
+        return open_span(command.resent, current)
+    except Exception as exc:
+        _instrumented.failed(open_span, "Resent", exc)
+        return None
+
+
+def closed(span: ResendSpan | None, status: int | None, error: BaseException | None) -> None:
+    """End *span* (from `opened`): the resend got *status*, or failed with *error*."""
+    if span is None:
+        return
+    try:
+        span.end(status, error)
+    except Exception as exc:
+        _instrumented.failed(span.end, "Resent", exc)
+
+
 def stands(credentials: Credentials, state: KeyState, status: int) -> bool:
     """Whether the first answer, *status*, to a request sent with *state*'s key is final.
 
@@ -721,12 +768,18 @@ def _drive(
                 reply = wire.discard(response)  # type: ignore[arg-type]  # follows a response
             elif type(command) is Send:
                 wire.stamp(command.key)
+                span = opened(command, current=True)
                 try:
                     response = wire.send()
                 except wire.lost as exc:
-                    response, reply = None, _first(wire, None, exc)
+                    response, sent = None, _first(wire, None, exc)
+                except BaseException as exc:
+                    closed(span, None, exc)
+                    raise
                 else:
-                    reply = _first(wire, response, None)
+                    sent = _first(wire, response, None)
+                closed(span, sent.status, sent.error)
+                reply = sent
             else:
                 reply = carry_out(credentials, flow, command)
     except StopIteration:
@@ -780,12 +833,18 @@ async def _adrive(
                 reply = await wire.discard(response)  # type: ignore[arg-type]
             elif type(command) is Send:
                 wire.stamp(command.key)
+                span = opened(command, current=True)
                 try:
                     response = await wire.send()
                 except wire.lost as exc:
-                    response, reply = None, _first(wire, None, exc)
+                    response, sent = None, _first(wire, None, exc)
+                except BaseException as exc:
+                    closed(span, None, exc)
+                    raise
                 else:
-                    reply = _first(wire, response, None)
+                    sent = _first(wire, response, None)
+                closed(span, sent.status, sent.error)
+                reply = sent
             else:
                 reply = await acarry_out(credentials, flow, command)
     except StopIteration:

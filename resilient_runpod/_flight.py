@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import sys
 import threading
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Flight", "on_asyncio", "on_event_loop", "remaining"]
 
+_numbers = itertools.count(1)  # next() is atomic in CPython: no lock needed
+
 
 class Flight:
     """One recovery (one read of the source) for one rejected generation, shared by all waiters."""
@@ -38,6 +41,7 @@ class Flight:
         "generation",
         "mark",
         "may_ask",
+        "number",
         "outcome",
         "probing",
         "reads",
@@ -59,6 +63,7 @@ class Flight:
         may_ask: bool,
         probing: bool,
     ) -> None:
+        self.number = next(_numbers)  # names it in instrumentation events
         self.generation = generation
         self.rejected_key = rejected_key
         self.started = started

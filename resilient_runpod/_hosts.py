@@ -21,7 +21,7 @@ __all__ = [
     "query_text",
     "redact_text",
     "redact_url",
-    "with_api_key_param",
+    "without_api_key_param",
 ]
 
 # RunPod's own API hosts. The key is sent to these over HTTPS only.
@@ -206,15 +206,17 @@ class HostPolicy:
         return f"HostPolicy({hosts})"
 
 
-def with_api_key_param(url: httpx.URL, key: str | None) -> httpx.URL | None:
-    """*url* with its ``?api_key=`` value replaced by *key*; None if it carries none.
+def without_api_key_param(url: httpx.URL) -> httpx.URL | None:
+    """*url* without its ``?api_key=`` parameter; None if it carries none.
 
-    GraphQL scripts often pass the key that way; the adapters keep that shape and send
-    the current key in it, as in the ``Authorization`` header.
+    GraphQL scripts often pass the key that way. The adapters send the key in the
+    ``Authorization`` header, which RunPod's GraphQL reads first, and take it out of the
+    URL: a URL is what proxies, access logs and tracing (OpenTelemetry's ``url.full``)
+    record, and the key would go on being sent after a rotation replaced it.
     """
     if "api_key" not in url.params:
         return None
-    return url.copy_set_param("api_key", key or "")
+    return url.copy_remove_param("api_key")
 
 
 # Query parameters that carry secrets in RunPod scripts (GraphQL's ?api_key=) and elsewhere.

@@ -69,25 +69,18 @@ async def test_recovery_that_finds_nothing_gives_up(runpod_emulator, vault, cred
     assert 2 == runpod_emulator.counters().total  # the send and its probe
 
 
-async def test_a_key_in_the_query_is_replaced_when_the_request_is_sent_again(
-    runpod_emulator, vault, credentials
-):
-    """A GraphQL request carrying the key only as ``?api_key=`` is resent after recovery
-    with the new key in its URL, not the rejected one.
+async def test_a_key_in_the_query_moves_to_the_header(runpod_emulator, vault, credentials):
+    """A GraphQL request carrying the key as ``?api_key=`` is sent with the key in its
+    ``Authorization`` header alone, the rejected key's sends and the recovered key's."""
+    sent: list[tuple[str | None, str | None]] = []
 
-    A middleware after ours drops ``Authorization`` (as a proxy that strips it would), so
-    the emulator judges the query's key alone.
-    """
-    sent: list[str | None] = []
-
-    async def query_only(request: aiohttp.ClientRequest, handler):
-        sent.append(request.url.query.get("api_key"))
-        request.headers.popall("Authorization", None)
+    async def seen(request: aiohttp.ClientRequest, handler):
+        sent.append((request.url.query.get("api_key"), request.headers.get("Authorization")))
         return await handler(request)
 
     old = runpod_emulator.api_key
     new = vault.rotate()
-    middlewares = (ResilientMiddleware(credentials), query_only)
+    middlewares = (ResilientMiddleware(credentials), seen)
     async with (
         aiohttp.ClientSession(middlewares=middlewares) as session,
         session.post(
@@ -96,7 +89,8 @@ async def test_a_key_in_the_query_is_replaced_when_the_request_is_sent_again(
         ) as response,
     ):
         assert 200 == response.status
-    assert [old, old, new] == sent  # the send, its probe, the resend after recovery
+    # The send, its probe, the resend after recovery.
+    assert [(None, f"Bearer {old}"), (None, f"Bearer {old}"), (None, f"Bearer {new}")] == sent
     by_key = runpod_emulator.counters().by_key_status
     assert {fingerprint(old): {401: 2}, fingerprint(new): {200: 1}} == {
         fp: dict(codes) for fp, codes in by_key.items()

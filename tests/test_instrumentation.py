@@ -57,17 +57,20 @@ def test_a_recovered_401_is_told_step_by_step(runpod_emulator, vault, credential
     new = vault.rotate()
     host = runpod_emulator.host.split(":")[0]
 
-    status = _get(credentials, f"{runpod_emulator.serverless_url}/ep/health")
+    url = f"{runpod_emulator.serverless_url}/ep/health"
+
+    status = _get(credentials, url)
 
     assert 200 == status
+    (ended,) = [e for e in heard if isinstance(e, RecoveryEnded)]
+    flight = ended.recovery
     assert [
         Rejected(fingerprint(old), host, "GET", 1),
-        Resent("probe", fingerprint(old), host, "GET"),
+        Resent("probe", fingerprint(old), host, "GET", 1, None, url),
         Rejected(fingerprint(old), host, "GET", 2),
-        RecoveryStarted("vault", fingerprint(old)),
-        Resent("rotation", fingerprint(new), host, "GET"),
+        RecoveryStarted("vault", fingerprint(old), flight),
+        Resent("rotation", fingerprint(new), host, "GET", 2, flight, url),
     ] == [e for e in heard if not isinstance(e, RecoveryEnded)]
-    (ended,) = [e for e in heard if isinstance(e, RecoveryEnded)]
     assert ("recovered", "vault", 1, 1, fingerprint(old), fingerprint(new)) == (
         ended.outcome,
         ended.hook,
@@ -91,13 +94,15 @@ def test_a_transient_failure_is_a_retry_and_a_resend(runpod_emulator, credential
         retry=RetryPolicy(backoff=tenacity.wait_fixed(0.01)),
     )
 
-    status = _get(fast, f"{runpod_emulator.serverless_url}/ep/health")
+    url = f"{runpod_emulator.serverless_url}/ep/health"
+
+    status = _get(fast, url)
 
     host = runpod_emulator.host.split(":")[0]
     assert 200 == status
     assert [
         TransientRetry(503, 0.01, "503", host, "GET", 1),
-        Resent("transient", fast.fingerprint, host, "GET"),
+        Resent("transient", fast.fingerprint, host, "GET", 1, None, url),
     ] == heard
 
 
@@ -117,7 +122,10 @@ def test_a_failed_recovery_opens_the_breaker_and_set_key_closes_it(runpod_emulat
     ended = [e for e in heard if isinstance(e, RecoveryEnded)]
     changes = [e for e in heard if isinstance(e, BreakerChanged)]
     assert ["never_accepted"] == [e.outcome for e in ended]
-    assert [BreakerChanged(Breaker.OPEN, 1), BreakerChanged(Breaker.CLOSED, 0)] == changes
+    assert [
+        BreakerChanged(Breaker.OPEN, 1, Breaker.CLOSED),
+        BreakerChanged(Breaker.CLOSED, 0, Breaker.OPEN),
+    ] == changes
     assert heard.index(ended[0]) < heard.index(changes[0])
 
 
@@ -187,7 +195,7 @@ def test_unsubscribe_removes_one_subscription():
     events: list[object] = []
     first = instrumentation.subscribe(events.append)
     second = instrumentation.subscribe(events.append)
-    event = RecoveryStarted("hook", "rpa_…XXXX")
+    event = RecoveryStarted("hook", "rpa_…XXXX", 1)
 
     _subscribers.emit(event)
     first()

@@ -14,6 +14,7 @@ from resilient_runpod import (
     PermissionDeniedError,
     RetryPolicy,
     TransientError,
+    fingerprint,
 )
 from resilient_runpod.adapters import ResilientHTTPAdapter
 
@@ -50,12 +51,11 @@ def test_the_key_goes_only_to_allowed_hosts(runpod_emulator, vault):
     assert 0 == vault.calls
 
 
-def test_a_graphql_api_key_query_parameter_carries_the_current_key(
-    runpod_emulator, vault, credentials
-):
-    """Scripts that send ?api_key= get the recovered key in that parameter too."""
+def test_a_graphql_api_key_query_parameter_moves_to_the_header(runpod_emulator, vault, credentials):
+    """Scripts that send ?api_key= send the current key in the header, and no key in the
+    URL: the rejected key's resends and the recovered key's are judged by the header."""
     old = vault.key
-    vault.rotate()
+    new = vault.rotate()
     with session_for(credentials) as session:
         response = session.post(
             runpod_emulator.graphql_url,
@@ -64,6 +64,11 @@ def test_a_graphql_api_key_query_parameter_carries_the_current_key(
         )
     assert 200 == response.status_code
     assert 1 == vault.calls
+    assert "api_key" not in response.request.url
+    by_key = runpod_emulator.counters().by_key_status
+    assert {fingerprint(old): {401: 2}, fingerprint(new): {200: 1}} == {
+        fp: dict(codes) for fp, codes in by_key.items()
+    }
 
 
 def test_a_403_raises_permission_denied_without_recovery(runpod_emulator, vault):

@@ -37,12 +37,12 @@ def _stamp(request: ClientRequest, key: str | None) -> None:
         request.headers.popall("Authorization", None)
     else:
         request.headers["Authorization"] = f"Bearer {key}"
-    # GraphQL scripts may carry the key as ?api_key=: that copy is replaced too, or a
-    # resend after recovery would still present the rejected key. ``url`` is a plain
-    # attribute of ClientRequest, read again when the request is written.
+    # GraphQL scripts may carry the key as ?api_key=: it goes in the header alone, as
+    # `without_api_key_param` says why. ``url`` is a plain attribute of ClientRequest,
+    # read again when the request is written.
     url = request.url
     if "api_key=" in url.raw_query_string and "api_key" in url.query:
-        request.url = url.update_query(api_key=key or "")
+        request.url = url.without_query_params("api_key")
 
 
 def _replayable(request: ClientRequest) -> bool:

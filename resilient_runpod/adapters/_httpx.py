@@ -24,6 +24,8 @@ from .._engine import (
     Wire,
     acarry_out,
     carry_out,
+    closed,
+    opened,
     rule,
     run_async,
     run_sync,
@@ -31,7 +33,7 @@ from .._engine import (
     warn_foreign_401,
 )
 from .._errors import TransientError
-from .._hosts import AnyURL, query_text, with_api_key_param
+from .._hosts import AnyURL, query_text, without_api_key_param
 from .._redact import also_as
 
 if sys.version_info >= (3, 11):
@@ -112,7 +114,7 @@ def _stamp(request: httpx.Request, key: str | None) -> None:
     else:
         _set_authorization(request.headers, f"Bearer {key}")
     if "api_key=" in query_text(request.url):  # a cheap test first: this runs on every request
-        url = with_api_key_param(request.url, key)
+        url = without_api_key_param(request.url)
         if url is not None:
             request.url = url
 
@@ -357,7 +359,15 @@ class RunPodAuth(httpx.Auth):
                     raise _as_httpx_error(exc, request) from exc.__cause__
                 if isinstance(command, Send):
                     _stamp(request, command.key)
-                    response = yield request
+                    # httpx sends it, after this generator yields: the span cannot be
+                    # current there, but it times the resend and carries its count.
+                    span = opened(command, current=False)
+                    try:
+                        response = yield request
+                    except BaseException as exc:
+                        closed(span, None, exc)
+                        raise
+                    closed(span, response.status_code, None)
                     reply = Reply(response.status_code, _retry_after(response))
                     continue
                 if command is DISCARD:
@@ -404,7 +414,15 @@ class RunPodAuth(httpx.Auth):
                     raise _as_httpx_error(exc, request) from exc.__cause__
                 if isinstance(command, Send):
                     _stamp(request, command.key)
-                    response = yield request
+                    # httpx sends it, after this generator yields: the span cannot be
+                    # current there, but it times the resend and carries its count.
+                    span = opened(command, current=False)
+                    try:
+                        response = yield request
+                    except BaseException as exc:
+                        closed(span, None, exc)
+                        raise
+                    closed(span, response.status_code, None)
                     reply = Reply(response.status_code, _retry_after(response))
                     continue
                 if command is DISCARD:

@@ -23,7 +23,7 @@ except ImportError as exc:  # the `sdk` extra: say what to install, as `wrap` do
 from .._answers import said
 from .._engine import Wire, run_sync
 from .._errors import TransientError
-from .._hosts import with_api_key_param
+from .._hosts import without_api_key_param
 from .._redact import also_as
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def stamp(request: PreparedRequest, key: str | None) -> None:
     else:
         request.headers["Authorization"] = f"Bearer {key}"
     if "api_key=" in (request.url or ""):
-        url = with_api_key_param(httpx.URL(request.url or ""), key)
+        url = without_api_key_param(httpx.URL(request.url or ""))
         if url is not None:
             request.url = str(url)
 

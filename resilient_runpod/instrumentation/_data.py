@@ -55,10 +55,13 @@ class RecoveryStarted:
     Attributes:
         hook: The recovery hook's name.
         fingerprint: The rejected key's fingerprint.
+        recovery: The flight's number in this process (the same in its `RecoveryEnded`
+            and in the `Resent` of each request that waited for it).
     """
 
     hook: str
     fingerprint: str
+    recovery: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class RecoveryEnded:
         waiters: How many requests waited for it, the one that started it included.
         fingerprint: The rejected key's fingerprint.
         new_fingerprint: The fingerprint of the key in use now (a new one if recovered).
+        recovery: The flight's number, as in its `RecoveryStarted`.
     """
 
     outcome: RecoveryOutcome
@@ -82,6 +86,7 @@ class RecoveryEnded:
     waiters: int
     fingerprint: str
     new_fingerprint: str
+    recovery: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +101,20 @@ class Resent:
         fingerprint: The fingerprint of the key it is sent with.
         host: The host the request goes to.
         method: The request's method.
+        resend_count: Which resend of the request this is (1: the first), as
+            OpenTelemetry's ``http.request.resend_count``.
+        recovery: The number of the recovery flight the request waited for before this
+            resend (`RecoveryEnded.recovery`), or ``None``.
+        url: The URL, without its key: user info and secret query values removed.
     """
 
     reason: ResendReason
     fingerprint: str
     host: str
     method: str
+    resend_count: int
+    recovery: int | None
+    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +145,12 @@ class BreakerChanged:
     Attributes:
         state: The new state.
         failures: Failed recoveries in a row, as counted now.
+        previous: The state it left.
     """
 
     state: Breaker
     failures: int
+    previous: Breaker
 
 
 Event = Rejected | RecoveryStarted | RecoveryEnded | Resent | TransientRetry | BreakerChanged

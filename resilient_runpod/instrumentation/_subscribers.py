@@ -16,17 +16,44 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from .._hooks import describe
 from .._logging import logger
-from ._data import Event
+from ._data import Event, Resent
 
-__all__ = ["Subscriber", "emit", "install_defaults", "subscribe", "subscribers"]
+__all__ = [
+    "ResendSpan",
+    "Subscriber",
+    "emit",
+    "failed",
+    "install_defaults",
+    "resend_span",
+    "subscribe",
+    "subscribers",
+]
 
 Subscriber = Callable[[Event], object]
 """A callable taking one event; what it returns is ignored."""
 
 subscribers: tuple[Subscriber, ...] = ()
+
+
+class ResendSpan(Protocol):
+    """A span around one resend, open while it is sent (see `resend_span`)."""
+
+    def end(self, status: int | None, error: BaseException | None) -> None:
+        """The resend got *status*, or failed with *error*: end the span."""
+
+
+resend_span: Callable[[Resent, bool], ResendSpan] | None = None
+"""Opens a span around a resend, given its `Resent` event (None: nobody traces them).
+
+Its second argument says whether the span becomes the current one while the resend is
+sent (so that the HTTP client's own instrumentation nests in it); httpx's auth flows,
+which hand the request to httpx rather than send it, pass false. Set by
+`install_defaults` when OpenTelemetry is there.
+"""
 _changing = threading.Lock()
 _defaults_installed = False
 
@@ -37,7 +64,7 @@ def install_defaults() -> None:
     Called when a `Credentials` is made, not at import: looking for the package costs a
     few file-system lookups, and OpenTelemetry itself is imported only at the first event.
     """
-    global _defaults_installed, subscribers  # noqa: PLW0603 -- once per process
+    global _defaults_installed, subscribers, resend_span  # noqa: PLW0603 -- once per process
     if _defaults_installed:
         return
     with _changing:
@@ -47,7 +74,9 @@ def install_defaults() -> None:
         if _has_opentelemetry():
             from ._otel import OpenTelemetry  # noqa: PLC0415 -- no OpenTelemetry import in it
 
-            subscribers = (*subscribers, OpenTelemetry())
+            reporter = OpenTelemetry()
+            subscribers = (*subscribers, reporter)
+            resend_span = reporter.resend_span
 
 
 def _has_opentelemetry() -> bool:
@@ -97,14 +126,19 @@ def emit(event: Event) -> None:
         try:
             subscriber(event)
         except Exception as exc:
-            logger.warning(
-                "runpod.instrumentation.subscriber_failed",
-                kind=type(event).__name__,
-                subscriber=_name(subscriber),
-                error=describe(exc),
-            )
+            failed(subscriber, type(event).__name__, exc)
 
 
-def _name(subscription: Subscriber) -> str:
+def failed(subscriber: object, kind: str, error: BaseException) -> None:
+    """Log that *subscriber* raised *error* on an event of *kind*; the request goes on."""
+    logger.warning(
+        "runpod.instrumentation.subscriber_failed",
+        kind=kind,
+        subscriber=_name(subscriber),
+        error=describe(error),
+    )
+
+
+def _name(subscription: object) -> str:
     subscriber = getattr(subscription, "subscriber", subscription)
     return getattr(subscriber, "__qualname__", type(subscriber).__qualname__)
