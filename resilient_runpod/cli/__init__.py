@@ -1,7 +1,8 @@
 """The ``resilient-runpod`` command: one subcommand module each, registered here.
 
 Each command keeps its back end beside it: ``_doctor`` and the diagnosis in
-``_diagnose``, ``_demo`` and the story it runs in ``_demo_run``, ``_login``, ``_emulator``.
+``_diagnose``, ``_demo`` and the story it runs in ``_demo_run`` (its metrics, served for
+Prometheus, in ``_prometheus``), ``_login``, ``_emulator``.
 """
 
 from __future__ import annotations
