@@ -378,19 +378,16 @@ def rule(  # noqa: C901, PLR0912, PLR0915 -- the rule, read top to bottom
                         "a body that can be re-read (bytes, json=, data=)."
                     )
                 history.append((_what(reply), round(wait, 3)))
-                logger.warning(
-                    "runpod.transient.retry",
-                    method=method,
-                    url=url,
-                    status=status,
-                    reason=_what(reply),
-                    attempt=transient_rounds,
-                    wait=round(wait, 3),
-                )
-                if _instrumented.subscribers:
+                if _instrumented.subscribers:  # the log among them: `runpod.transient.retry`
                     _instrumented.emit(
                         TransientRetry(
-                            status, round(wait, 3), _what(reply), host, method, transient_rounds
+                            status,
+                            round(wait, 3),
+                            _what(reply),
+                            host,
+                            method,
+                            transient_rounds,
+                            url,
                         )
                     )
                 why, waited_on = "transient", None
@@ -434,16 +431,10 @@ def _transient(
 
 
 def _log_rejected(context: RecoveryContext, host: str) -> None:
-    logger.warning(
-        "runpod.auth.rejected",
-        method=context.method,
-        url=context.url,
-        status=UNAUTHORIZED,
-        attempt=context.attempt,
-        fingerprint=context.fingerprint,
-    )
-    if _instrumented.subscribers:
-        _instrumented.emit(Rejected(context.fingerprint, host, context.method, context.attempt))
+    if _instrumented.subscribers:  # the log among them: `runpod.auth.rejected`
+        _instrumented.emit(
+            Rejected(context.fingerprint, host, context.method, context.attempt, context.url)
+        )
 
 
 def _forbidden(key: str | None, method: str, url: str, detail: str | None) -> PermissionDeniedError:

@@ -65,9 +65,9 @@ def test_a_recovered_401_is_told_step_by_step(runpod_emulator, vault, credential
     (ended,) = [e for e in heard if isinstance(e, RecoveryEnded)]
     flight = ended.recovery
     assert [
-        Rejected(fingerprint(old), host, "GET", 1),
+        Rejected(fingerprint(old), host, "GET", 1, url),
         Resent("probe", fingerprint(old), host, "GET", 1, None, url),
-        Rejected(fingerprint(old), host, "GET", 2),
+        Rejected(fingerprint(old), host, "GET", 2, url),
         RecoveryStarted("vault", fingerprint(old), flight),
         Resent("rotation", fingerprint(new), host, "GET", 2, flight, url),
     ] == [e for e in heard if not isinstance(e, RecoveryEnded)]
@@ -101,7 +101,7 @@ def test_a_transient_failure_is_a_retry_and_a_resend(runpod_emulator, credential
     host = runpod_emulator.host.split(":")[0]
     assert 200 == status
     assert [
-        TransientRetry(503, 0.01, "503", host, "GET", 1),
+        TransientRetry(503, 0.01, "503", host, "GET", 1, url),
         Resent("transient", fast.fingerprint, host, "GET", 1, None, url),
     ] == heard
 
@@ -210,7 +210,50 @@ def test_unsubscribe_removes_one_subscription():
 
 def test_events_are_frozen_and_slotted():
     """Events cannot be changed, nor grow attributes, once made."""
-    event = Rejected("rpa_…XXXX", "api.runpod.ai", "GET", 1)
+    event = Rejected("rpa_…XXXX", "api.runpod.ai", "GET", 1, "https://api.runpod.ai/v2/e/run")
     with pytest.raises(AttributeError):
         event.host = "elsewhere"  # type: ignore[misc]
     assert not hasattr(event, "__dict__")
+
+
+def test_the_log_is_a_subscriber_with_the_events_fields(runpod_emulator, vault, monkeypatch):
+    """The 401 and transient-retry log lines are written from the typed events, by the
+    subscriber the library starts with: each line carries its event's fields."""
+    from resilient_runpod.instrumentation import _log
+
+    monkeypatch.setattr(_subscribers, "subscribers", (_log.log,))
+    events: list[object] = []
+    unsubscribe = instrumentation.subscribe(events.append)
+    credentials = Credentials(
+        vault.key,
+        vault,
+        hosts=[runpod_emulator.host],
+        retry=RetryPolicy(backoff=tenacity.wait_fixed(0.01)),
+    )
+    vault.rotate()
+    runpod_emulator.inject(503)
+    try:
+        with capture_logs() as logs:
+            status = _get(credentials, f"{runpod_emulator.serverless_url}/ep/health")
+    finally:
+        unsubscribe()
+
+    assert 200 == status
+    rejected = [e for e in events if isinstance(e, Rejected)]
+    retried = [e for e in events if isinstance(e, TransientRetry)]
+    assert (2, 1) == (len(rejected), len(retried))  # the send and its probe; the 503
+    assert [
+        ("runpod.auth.rejected", e.method, e.url, 401, e.attempt, e.fingerprint) for e in rejected
+    ] == [
+        (x["event"], x["method"], x["url"], x["status"], x["attempt"], x["fingerprint"])
+        for x in logs
+        if x["event"] == "runpod.auth.rejected"
+    ]
+    assert [
+        ("runpod.transient.retry", e.method, e.url, e.status, e.reason, e.attempt, e.wait)
+        for e in retried
+    ] == [
+        (x["event"], x["method"], x["url"], x["status"], x["reason"], x["attempt"], x["wait"])
+        for x in logs
+        if x["event"] == "runpod.transient.retry"
+    ]

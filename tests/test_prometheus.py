@@ -212,9 +212,9 @@ from resilient_runpod._breaker import Breaker
 from resilient_runpod.instrumentation import _data, _otel
 
 record = _otel.OpenTelemetry()
-record(_data.Rejected("rpa_...ABCD", "api.runpod.ai", "POST", 1))
+record(_data.Rejected("rpa_...ABCD", "api.runpod.ai", "POST", 1, "https://api.runpod.ai/v2/e/run"))
 record(_data.Resent("rotation", "rpa_...EFGH", "api.runpod.ai", "POST", 1, 1, "https://api.runpod.ai/v2/e/run"))
-record(_data.TransientRetry(503, 0.1, "503", "api.runpod.ai", "GET", 1))
+record(_data.TransientRetry(503, 0.1, "503", "api.runpod.ai", "GET", 1, "https://api.runpod.ai/v2/e/health"))
 record(_data.RecoveryEnded("recovered", "vault", 0.2, 1, 1, "rpa_...ABCD", "rpa_...EFGH", 1))
 record(_data.BreakerChanged(Breaker.OPEN, 3, Breaker.CLOSED))
 for line in generate_latest().decode().splitlines():

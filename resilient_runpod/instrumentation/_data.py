@@ -40,12 +40,14 @@ class Rejected:
         host: The host the request went to.
         method: The request's method.
         attempt: Which send of the request this was (1: the first).
+        url: The URL, without its key.
     """
 
     fingerprint: str
     host: str
     method: str
     attempt: int
+    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ class TransientRetry:
         host: The host the request went to.
         method: The request's method.
         attempt: Which transient failure of the request this was (1: the first).
+        url: The URL, without its key.
     """
 
     status: int | None
@@ -136,6 +139,7 @@ class TransientRetry:
     host: str
     method: str
     attempt: int
+    url: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """Who hears the events: a tuple of subscribers, replaced whole on every change.
 
 Emitting reads the tuple once, so subscribing and unsubscribing from any thread never
-races an emission, and with no subscriber an event costs one truth test at its call
-site (`subscribers` is empty), not even the event's construction.
+races an emission. The first subscriber is the log (`_log`): the 401 and transient-retry
+log lines are written from their events. Call sites still test `subscribers` before
+building an event, so a tuple emptied (as tests do) costs one truth test an event.
 
 Subscribers are called inline, on the thread (or event loop) of the request that made
 the event, never under a lock of the library. A subscriber that raises is logged
@@ -21,6 +22,7 @@ from typing import Protocol
 from .._hooks import describe
 from .._logging import logger
 from ._data import Event, Resent
+from ._log import log
 
 __all__ = [
     "ResendSpan",
@@ -36,7 +38,7 @@ __all__ = [
 Subscriber = Callable[[Event], object]
 """A callable taking one event; what it returns is ignored."""
 
-subscribers: tuple[Subscriber, ...] = ()
+subscribers: tuple[Subscriber, ...] = (log,)  # structlog first: see `_log`
 
 
 class ResendSpan(Protocol):
