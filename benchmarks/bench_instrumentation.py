@@ -11,8 +11,8 @@ SDK's, set up as an application would: a ``TracerProvider`` whose spans go to an
 
    a. raw httpx: the key in the client's headers;
    a'. the same again, a second client: what two identical clients differ by, the noise;
-   b. `ResilientTransport`, nobody subscribed: what an interpreter without
-      ``opentelemetry-api`` runs;
+   b. `ResilientTransport`, no OpenTelemetry (the log its only subscriber): what an
+      interpreter without ``opentelemetry-api`` runs;
    c. `ResilientTransport`, the built-in OpenTelemetry subscriber on;
    d. raw httpx, instrumented with ``HTTPXClientInstrumentor.instrument_client``;
    e. `ResilientTransport`, the subscriber on, and the client instrumented.
@@ -57,6 +57,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from resilient_runpod import Credentials, ResilientTransport
 from resilient_runpod.instrumentation import _subscribers
+from resilient_runpod.instrumentation._otel import OpenTelemetry
 
 SCOPE = "resilient_runpod"  # the library's tracer (README, "Observability")
 RECOVERY_SPAN = "runpod.auth.recovery"
@@ -65,7 +66,7 @@ WIDTH = 56  # of the clients' column
 ARMS = {
     "a": "raw httpx",
     "a'": "raw httpx, a second client (the noise)",
-    "b": "ResilientTransport, no subscriber",
+    "b": "ResilientTransport, no OpenTelemetry",
     "c": "ResilientTransport, OpenTelemetry",
     "d": "raw httpx + HTTPXClientInstrumentor",
     "e": "ResilientTransport, OpenTelemetry + instrumentor",
@@ -81,26 +82,28 @@ class Arm:
 
 
 class Subscribers:
-    """Switches the library's subscribers between "none" and "as installed".
+    """Switches the library's subscribers between "no OpenTelemetry" and "as installed".
 
-    The engine builds an event only when `_subscribers.subscribers` is not empty, and an
-    interpreter without ``opentelemetry-api`` leaves it empty: `install_defaults` finds
-    nothing to add. Setting it to ``()`` before a batch gives that batch exactly what
-    such an interpreter has, and keeps every arm in this one process, interleaved with
-    the others; a second interpreter would not share their noise. A recovery's last
-    event is emitted before the request it serves returns, so no event of one batch
-    reaches the next.
+    An interpreter without ``opentelemetry-api`` has the log as its only subscriber and
+    no resend spans: `install_defaults` finds nothing to add. Setting the tuple (and
+    `resend_span`) so before a batch gives that batch exactly what such an interpreter
+    has, and keeps every arm in this one process, interleaved with the others; a second
+    interpreter would not share their noise. A recovery's last event is emitted before
+    the request it serves returns, so no event of one batch reaches the next.
     """
 
     def __init__(self) -> None:
         _subscribers.install_defaults()  # what the first `Credentials` does
         self.installed = _subscribers.subscribers
-        if not self.installed:
-            msg = "no built-in subscriber: is opentelemetry-api installed?"
+        self.spans = _subscribers.resend_span
+        self.without = tuple(s for s in self.installed if not isinstance(s, OpenTelemetry))
+        if self.without == self.installed or self.spans is None:
+            msg = "no built-in OpenTelemetry subscriber: is opentelemetry-api installed?"
             raise RuntimeError(msg)
 
     def use(self, *, otel: bool) -> None:
-        _subscribers.subscribers = self.installed if otel else ()
+        _subscribers.subscribers = self.installed if otel else self.without
+        _subscribers.resend_span = self.spans if otel else None
 
 
 def telemetry() -> InMemorySpanExporter:
