@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 
 import httpx
@@ -61,6 +62,7 @@ def test_a_recovered_401_is_told_step_by_step(runpod_emulator, vault, credential
 
     status = _get(credentials, url)
 
+    assert instrumentation.flush(30)
     assert 200 == status
     (ended,) = [e for e in heard if isinstance(e, RecoveryEnded)]
     flight = ended.recovery
@@ -98,6 +100,7 @@ def test_a_transient_failure_is_a_retry_and_a_resend(runpod_emulator, credential
 
     status = _get(fast, url)
 
+    assert instrumentation.flush(30)
     host = runpod_emulator.host.split(":")[0]
     assert 200 == status
     assert [
@@ -119,6 +122,7 @@ def test_a_failed_recovery_opens_the_breaker_and_set_key_closes_it(runpod_emulat
         _get(credentials, f"{runpod_emulator.serverless_url}/ep/health")
     credentials.set_key(runpod_emulator.add_key())
 
+    assert instrumentation.flush(30)
     ended = [e for e in heard if isinstance(e, RecoveryEnded)]
     changes = [e for e in heard if isinstance(e, BreakerChanged)]
     assert ["never_accepted"] == [e.outcome for e in ended]
@@ -145,6 +149,7 @@ def test_a_subscriber_that_raises_is_logged_and_the_request_goes_on(
     try:
         with capture_logs() as logs:
             status = _get(credentials, f"{runpod_emulator.serverless_url}/ep/health")
+            assert instrumentation.flush(30)
     finally:
         stop_broken()
         stop_events()
@@ -157,19 +162,23 @@ def test_a_subscriber_that_raises_is_logged_and_the_request_goes_on(
     assert {"warning"} == {e["log_level"] for e in failures}
 
 
-def test_subscribers_run_on_the_request_thread_outside_the_lock(
+def test_inline_subscribers_run_on_the_request_thread_outside_the_lock(
     runpod_emulator, vault, credentials
 ):
-    """A subscriber is called inline (on the thread that sent the request, for the 401)
+    """An inline subscriber is called on the thread that sent the request (for the 401)
     and never under the credentials' lock: one that reads the breaker, which takes that
-    lock, does not deadlock."""
+    lock, does not deadlock. A queued one is called on the event thread."""
     threads: list[tuple[str, str]] = []
+    queued: list[str] = []
 
     def nosy(event):
         assert Breaker.CLOSED == credentials.breaker  # takes the lock
         threads.append((type(event).__name__, threading.current_thread().name))
 
-    unsubscribe = instrumentation.subscribe(nosy)
+    stop_inline = instrumentation.subscribe(nosy, inline=True)
+    stop_queued = instrumentation.subscribe(
+        lambda event: queued.append(threading.current_thread().name)
+    )
     vault.rotate()
     result: list[int] = []
     worker = threading.Thread(
@@ -181,12 +190,102 @@ def test_subscribers_run_on_the_request_thread_outside_the_lock(
     try:
         worker.start()
         worker.join(30)
+        assert instrumentation.flush(30)
     finally:
-        unsubscribe()
+        stop_inline()
+        stop_queued()
 
     assert [200] == result
     assert ("Rejected", "the-request") == threads[0]
     assert ("RecoveryEnded", "resilient-runpod-recovery") in threads
+    assert len(threads) == len(queued)
+    assert {"resilient-runpod-events"} == set(queued)
+
+
+def test_a_stuck_subscriber_delays_no_request(runpod_emulator, vault, credentials):
+    """A queued subscriber that blocks (until the test lets it go) while a rotation is
+    recovered: the request is answered meanwhile, and the subscriber hears every event
+    once it goes on. Proven by the order of things, not by a clock."""
+    let_go = threading.Event()
+    heard: list[object] = []
+
+    def stuck(event):
+        let_go.wait(60)
+        heard.append(event)
+
+    unsubscribe = instrumentation.subscribe(stuck)
+    vault.rotate()
+    try:
+        status = _get(credentials, f"{runpod_emulator.serverless_url}/ep/health")
+        answered_while_stuck = not let_go.is_set() and [] == heard
+        let_go.set()
+        assert instrumentation.flush(30)
+    finally:
+        let_go.set()
+        unsubscribe()
+
+    assert (200, True) == (status, answered_while_stuck)
+    assert ["Rejected", "Resent", "Rejected", "RecoveryStarted", "RecoveryEnded", "Resent"] == [
+        type(e).__name__ for e in heard
+    ]
+
+
+def test_a_full_queue_drops_events_and_says_so(monkeypatch):
+    """When the queued subscribers fall behind by a whole queue, further events are
+    dropped, counted and logged, and emitting never waits."""
+    delivery = _subscribers._Delivery()
+    delivery._queue = queue.Queue(2)  # a small queue, to fill it
+    monkeypatch.setattr(_subscribers, "_delivery", delivery)
+    entered, let_go = threading.Event(), threading.Event()
+    heard: list[object] = []
+
+    def slow(event):
+        entered.set()
+        let_go.wait(60)
+        heard.append(event)
+
+    unsubscribe = instrumentation.subscribe(slow)
+    events = [RecoveryStarted("hook", "rpa_…XXXX", n) for n in range(6)]
+    try:
+        with capture_logs() as logs:
+            _subscribers.emit(events[0])
+            assert entered.wait(30)  # the event thread holds the first, in the subscriber
+            for event in events[1:]:
+                _subscribers.emit(event)  # two fit in the queue, three do not
+        let_go.set()
+        assert instrumentation.flush(30)
+    finally:
+        let_go.set()
+        unsubscribe()
+
+    assert events[:3] == heard
+    assert 3 == delivery.dropped
+    assert [1] == [
+        e["dropped"] for e in logs if e["event"] == "runpod.instrumentation.events_dropped"
+    ]
+
+
+def test_a_slow_subscriber_is_logged(monkeypatch):
+    """A subscriber's call longer than SLOW is logged with its name and the event's kind."""
+    import time
+
+    monkeypatch.setattr(_subscribers, "SLOW", 0.01)
+
+    def dawdler(event):
+        time.sleep(0.05)
+
+    unsubscribe = instrumentation.subscribe(dawdler, inline=True)
+    try:
+        with capture_logs() as logs:
+            _subscribers.emit(RecoveryStarted("hook", "rpa_…XXXX", 1))
+    finally:
+        unsubscribe()
+
+    (slow,) = [e for e in logs if e["event"] == "runpod.instrumentation.subscriber_slow"]
+    assert ("RecoveryStarted", "test_a_slow_subscriber_is_logged.<locals>.dawdler") == (
+        slow["kind"],
+        slow["subscriber"],
+    )
 
 
 def test_unsubscribe_removes_one_subscription():
@@ -203,6 +302,7 @@ def test_unsubscribe_removes_one_subscription():
     _subscribers.emit(event)
     second()
     _subscribers.emit(event)
+    assert instrumentation.flush(30)
 
     assert [event, event, event] == events
     assert () == _subscribers.subscribers
@@ -235,6 +335,7 @@ def test_the_log_is_a_subscriber_with_the_events_fields(runpod_emulator, vault, 
     try:
         with capture_logs() as logs:
             status = _get(credentials, f"{runpod_emulator.serverless_url}/ep/health")
+        assert instrumentation.flush(30)
     finally:
         unsubscribe()
 

@@ -6,10 +6,12 @@ Subscribe a callable; it is called with a frozen dataclass per event::
 
     unsubscribe = instrumentation.subscribe(print)
 
-Subscribers are called inline on the request's thread or event loop, outside any lock
-of the library, so they must be quick (a counter, a queue put). One that raises is
-logged as ``runpod.instrumentation.subscriber_failed`` and never fails a request. No
-event holds a key: keys appear as fingerprints, URLs as hosts.
+Subscribers are called on the library's event thread, in order, so that a slow one never
+delays a request (``subscribe(..., inline=True)`` calls one on the request's own thread
+or event loop instead, for work that needs its context). One that raises, or is slow, is
+logged (``runpod.instrumentation.subscriber_failed``, ``subscriber_slow``) and never
+fails a request. `flush` waits until the events so far were delivered. No event holds a
+key: keys appear as fingerprints, URLs without their keys.
 
 When ``opentelemetry-api`` is installed, a built-in subscriber reports through the
 global OpenTelemetry tracer and meter providers (README, "Observability").
@@ -28,7 +30,7 @@ from ._data import (
     Resent,
     TransientRetry,
 )
-from ._subscribers import Subscriber, subscribe
+from ._subscribers import Subscriber, flush, subscribe
 
 __all__ = [
     "BreakerChanged",
@@ -41,5 +43,6 @@ __all__ = [
     "Resent",
     "Subscriber",
     "TransientRetry",
+    "flush",
     "subscribe",
 ]
