@@ -65,6 +65,16 @@ def total(scraped: str, name: str, **labels: str) -> float:
     )
 
 
+# The CLI as a person at a terminal runs it: Ctrl-C raises KeyboardInterrupt. A test
+# runner started in the background by a shell inherits SIGINT ignored, and Python keeps
+# an ignored SIGINT ignored; the test must not depend on how the runner was started.
+_CTRL_C_AS_AT_A_TERMINAL = (
+    "import runpy, signal\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "runpy.run_module('resilient_runpod.cli', run_name='__main__', alter_sys=True)\n"
+)
+
+
 @pytest.fixture(scope="module")
 def demo_scraped():
     """A demo run with its metrics served on a free loopback port and held after the
@@ -75,7 +85,8 @@ def demo_scraped():
     child = subprocess.Popen(
         [
             sys.executable,
-            *("-m", "resilient_runpod.cli", "demo", "--jobs", "2", "--no-sdk"),
+            *("-c", _CTRL_C_AS_AT_A_TERMINAL),
+            *("demo", "--jobs", "2", "--no-sdk"),
             *("--metrics-port", "0", "--metrics-hold", str(PATIENCE)),
         ],
         env=demo_env(),
