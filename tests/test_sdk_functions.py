@@ -189,14 +189,12 @@ def test_an_explicit_api_key_argument_is_sent_and_recovered_for_that_key_only(
     assert 0 == shared.generation
 
 
+@pytest.mark.runpod_line(2)
 def test_async_api_functions_recover_on_the_2x_line(sdk, runpod_emulator, vault, credentials):
     """The SDK's own aiohttp sessions get the middleware (2.x REST async); 1.12 has none."""
     import asyncio
 
-    rest = sys.modules.get("runpod.api.rest")
-    if rest is None:  # 1.12: no async API transport; the sync one is the only one
-        assert not hasattr(runpod.api, "rest")
-        return
+    rest = sys.modules["runpod.api.rest"]
     request = wrap(rest.run_rest_request_async, credentials)
     vault.rotate()
     answer = asyncio.run(request("GET", "/v2/pods"))
@@ -334,6 +332,7 @@ def test_the_graphql_function_recovers_through_the_wrapped_module(
     assert runpod.api.graphql.requests is rp.api.graphql.requests  # the rest is the module's
 
 
+@pytest.mark.runpod_line(2)
 def test_the_async_graphql_function_recovers_a_401_on_the_2x_line(
     sdk, runpod_emulator, vault, credentials
 ):
@@ -342,10 +341,6 @@ def test_the_async_graphql_function_recovers_a_401_on_the_2x_line(
     recovery. 1.12 has no such function."""
     import asyncio
 
-    graphql = sys.modules["runpod.api.graphql"]
-    if not hasattr(graphql, "run_graphql_query_async"):  # 1.12: GraphQL is sync only
-        assert runpod.__version__.startswith("1.")
-        return
     query = wrap(runpod, credentials).api.graphql.run_graphql_query_async
     new_key = vault.rotate()
     runpod_emulator.reset_counters()
@@ -356,6 +351,7 @@ def test_the_async_graphql_function_recovers_a_401_on_the_2x_line(
     assert new_key == runpod.api_key
 
 
+@pytest.mark.runpod_line(2)
 def test_an_anonymous_async_graphql_call_is_sent_without_a_key_on_the_2x_line(
     sdk, runpod_emulator, vault, credentials
 ):
@@ -364,9 +360,6 @@ def test_an_anonymous_async_graphql_call_is_sent_without_a_key_on_the_2x_line(
     import asyncio
 
     graphql = sys.modules["runpod.api.graphql"]
-    if not hasattr(graphql, "run_graphql_query_async"):
-        assert runpod.__version__.startswith("1.")
-        return
     query = wrap(graphql.run_graphql_query_async, credentials)
     vault.rotate()
     runpod_emulator.reset_counters()
@@ -375,6 +368,7 @@ def test_an_anonymous_async_graphql_call_is_sent_without_a_key_on_the_2x_line(
     assert 0 == vault.calls
 
 
+@pytest.mark.runpod_line(2)
 def test_a_session_the_caller_passes_recovers_and_carries_every_request_on_the_2x_line(
     sdk, runpod_emulator, vault, credentials
 ):
@@ -385,10 +379,7 @@ def test_a_session_the_caller_passes_recovers_and_carries_every_request_on_the_2
 
     import aiohttp
 
-    rest = sys.modules.get("runpod.api.rest")
-    if rest is None:
-        assert not hasattr(runpod.api, "rest")
-        return
+    rest = sys.modules["runpod.api.rest"]
     request = wrap(rest.run_rest_request_async, credentials)
     seen: list[str] = []
 
@@ -422,16 +413,14 @@ def test_a_graphql_read_is_retried_after_a_gateway_error(sdk, runpod_emulator, s
     assert {status: 1, 200: 1} == dict(runpod_emulator.counters().by_status)
 
 
+@pytest.mark.runpod_line(2)
 def test_an_async_graphql_read_is_retried_after_a_gateway_error_on_the_2x_line(
     sdk, runpod_emulator
 ):
-    """The same through run_graphql_query_async's aiohttp session (2.x only)."""
+    """The same through run_graphql_query_async's aiohttp session."""
     import asyncio
 
     graphql = sys.modules["runpod.api.graphql"]
-    if not hasattr(graphql, "run_graphql_query_async"):
-        assert runpod.__version__.startswith("1.")
-        return
     credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host], retry=BRIEF)
     runpod_emulator.inject(502, path_prefix="/graphql")
     query = wrap(graphql.run_graphql_query_async, credentials)
@@ -452,3 +441,14 @@ def test_a_graphql_mutation_is_not_retried_after_a_gateway_error(sdk, runpod_emu
     assert isinstance(caught.value, TransientError)
     assert ("unsafe", 502) == (caught.value.reason, caught.value.status_code)
     assert 1 == runpod_emulator.counters().total
+
+
+@pytest.mark.runpod_line(1)
+def test_the_1x_line_has_no_async_api_functions_and_wrap_makes_none_up(runpod_emulator):
+    """1.12's API functions are sync only (GraphQL over requests): the 2.x-only tests above
+    are deselected on it, and the wrapped module adds no async function of its own."""
+    credentials = Credentials(runpod_emulator.api_key, hosts=[runpod_emulator.host])
+    wrapped = wrap(runpod, credentials)
+    assert not hasattr(runpod.api, "rest")
+    assert not hasattr(wrapped.api.graphql, "run_graphql_query_async")
+    assert not hasattr(runpod.api.graphql, "run_graphql_query_async")
