@@ -17,7 +17,6 @@ be quick.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import queue
 import threading
@@ -89,6 +88,8 @@ def install_defaults() -> None:
 
 
 def _has_opentelemetry() -> bool:
+    import importlib.util  # noqa: PLC0415 -- once, at the first Credentials
+
     try:
         return importlib.util.find_spec("opentelemetry.metrics") is not None
     except ImportError:  # no "opentelemetry" package at all
