@@ -790,16 +790,10 @@ class Credentials:
         return BreakerChanged(state, self._breaker.failures, before)
 
 
-# The event logged when a flight fails, by outcome.
-_FAILURE_EVENTS = {
-    Outcome.NEVER_ACCEPTED: "runpod.auth.never_accepted",
-    Outcome.STALE_TOO_LONG: "runpod.auth.source_stale",
-}
-# Each failure event's name, as a `RecoveryEnded.outcome`.
-_FAILURE_OUTCOMES: dict[str, RecoveryOutcome] = {
-    "runpod.auth.never_accepted": "never_accepted",
-    "runpod.auth.source_stale": "source_stale",
-    "runpod.auth.hook_failed": "hook_failed",
+# How a failed flight is told, by outcome: its log event and its `RecoveryEnded.outcome`.
+_FAILURES: dict[Outcome, RecoveryOutcome] = {
+    Outcome.NEVER_ACCEPTED: "never_accepted",
+    Outcome.STALE_TOO_LONG: "source_stale",
 }
 # Before reading a failing source once more.
 _REREAD = 0.05
@@ -843,10 +837,9 @@ def _log_settled(
             wait=round(flight.wait, 3),
         )
     else:
-        event = _FAILURE_EVENTS.get(outcome, "runpod.auth.hook_failed")
-        ended = _FAILURE_OUTCOMES[event]
+        ended = _FAILURES.get(outcome, "hook_failed")
         logger.error(
-            event,
+            f"runpod.auth.{ended}",
             hook=name,
             error=describe(error),
             duration=duration,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 
 import tenacity
 
@@ -79,8 +79,7 @@ __all__ = [
     "Wire",
     "acarry_out",
     "carry_out",
-    "closed",
-    "opened",
+    "resending",
     "rule",
     "run_async",
     "run_sync",
@@ -663,32 +662,53 @@ async def acarry_out(credentials: Credentials, flow: Flow, command: Command) -> 
         return flow.throw(exc)
 
 
-def opened(command: Send, *, current: bool) -> ResendSpan | None:
-    """The span around the resend *command* makes, if anyone traces resends (else None).
+@final
+class resending:  # noqa: N801 -- used as a statement, like `contextlib.suppress`
+    """The span around the resend a `Send` makes, if anyone traces resends.
+
+    ::
+
+        with resending(command, current=True) as trace:
+            ...send...
+            trace.got(reply)
 
     *current*: whether it is the current span while the request is sent, so that the
-    HTTP client's own instrumentation nests in it. Tracing never fails a request.
+    HTTP client's own instrumentation nests in it. Leaving the block without `got`
+    (an exception, a generator closed) ends the span with that error. Tracing never
+    fails a request: a tracer that raises is logged.
     """
-    if command.resent is None:
-        return None
-    open_span = _instrumented.resend_span
-    if open_span is None:
-        return None
-    try:
-        return open_span(command.resent, current)
-    except Exception as exc:
-        _instrumented.failed(open_span, "Resent", exc)
-        return None
 
+    __slots__ = ("_span",)
 
-def closed(span: ResendSpan | None, status: int | None, error: BaseException | None) -> None:
-    """End *span* (from `opened`): the resend got *status*, or failed with *error*."""
-    if span is None:
-        return
-    try:
-        span.end(status, error)
-    except Exception as exc:
-        _instrumented.failed(span.end, "Resent", exc)
+    def __init__(self, command: Send, *, current: bool) -> None:
+        self._span: ResendSpan | None = None
+        open_span = _instrumented.resend_span
+        if command.resent is None or open_span is None:
+            return
+        try:
+            self._span = open_span(command.resent, current)
+        except Exception as exc:
+            _instrumented.failed(open_span, "Resent", exc)
+
+    def __enter__(self) -> resending:
+        return self
+
+    def got(self, reply: Reply) -> Reply:
+        """The resend got *reply*: end the span with it. Returns *reply*."""
+        self._end(reply.status, reply.error)
+        return reply
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        self._end(None, error)
+
+    def _end(self, status: int | None, error: BaseException | None) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        try:
+            span.end(status, error)
+        except Exception as exc:
+            _instrumented.failed(span.end, "Resent", exc)
 
 
 def stands(credentials: Credentials, state: KeyState, status: int) -> bool:
@@ -759,18 +779,13 @@ def _drive(
                 reply = wire.discard(response)  # type: ignore[arg-type]  # follows a response
             elif type(command) is Send:
                 wire.stamp(command.key)
-                span = opened(command, current=True)
-                try:
-                    response = wire.send()
-                except wire.lost as exc:
-                    response, sent = None, _first(wire, None, exc)
-                except BaseException as exc:
-                    closed(span, None, exc)
-                    raise
-                else:
-                    sent = _first(wire, response, None)
-                closed(span, sent.status, sent.error)
-                reply = sent
+                with resending(command, current=True) as trace:
+                    try:
+                        response = wire.send()
+                    except wire.lost as exc:
+                        response, reply = None, trace.got(_first(wire, None, exc))
+                    else:
+                        reply = trace.got(_first(wire, response, None))
             else:
                 reply = carry_out(credentials, flow, command)
     except StopIteration:
@@ -824,18 +839,13 @@ async def _adrive(
                 reply = await wire.discard(response)  # type: ignore[arg-type]
             elif type(command) is Send:
                 wire.stamp(command.key)
-                span = opened(command, current=True)
-                try:
-                    response = await wire.send()
-                except wire.lost as exc:
-                    response, sent = None, _first(wire, None, exc)
-                except BaseException as exc:
-                    closed(span, None, exc)
-                    raise
-                else:
-                    sent = _first(wire, response, None)
-                closed(span, sent.status, sent.error)
-                reply = sent
+                with resending(command, current=True) as trace:
+                    try:
+                        response = await wire.send()
+                    except wire.lost as exc:
+                        response, reply = None, trace.got(_first(wire, None, exc))
+                    else:
+                        reply = trace.got(_first(wire, response, None))
             else:
                 reply = await acarry_out(credentials, flow, command)
     except StopIteration:

@@ -24,8 +24,7 @@ from .._engine import (
     Wire,
     acarry_out,
     carry_out,
-    closed,
-    opened,
+    resending,
     rule,
     run_async,
     run_sync,
@@ -361,14 +360,9 @@ class RunPodAuth(httpx.Auth):
                     _stamp(request, command.key)
                     # httpx sends it, after this generator yields: the span cannot be
                     # current there, but it times the resend and carries its count.
-                    span = opened(command, current=False)
-                    try:
+                    with resending(command, current=False) as trace:
                         response = yield request
-                    except BaseException as exc:
-                        closed(span, None, exc)
-                        raise
-                    closed(span, response.status_code, None)
-                    reply = Reply(response.status_code, _retry_after(response))
+                        reply = trace.got(Reply(response.status_code, _retry_after(response)))
                     continue
                 if command is DISCARD:
                     # httpx keeps it in `history` and reads it there: read it first, for
@@ -416,14 +410,9 @@ class RunPodAuth(httpx.Auth):
                     _stamp(request, command.key)
                     # httpx sends it, after this generator yields: the span cannot be
                     # current there, but it times the resend and carries its count.
-                    span = opened(command, current=False)
-                    try:
+                    with resending(command, current=False) as trace:
                         response = yield request
-                    except BaseException as exc:
-                        closed(span, None, exc)
-                        raise
-                    closed(span, response.status_code, None)
-                    reply = Reply(response.status_code, _retry_after(response))
+                        reply = trace.got(Reply(response.status_code, _retry_after(response)))
                     continue
                 if command is DISCARD:
                     body = await response.aread()
