@@ -442,3 +442,38 @@ def test_runpod_auth_resends_have_spans_too(runpod_emulator, vault, telemetry):
 
     assert 200 == response.status_code
     _assert_one_rotation(telemetry, None, old, new)
+
+
+@pytest.mark.parametrize(
+    "hook",
+    ["callback", "chain", "default", "persist", "shared"],
+)
+def test_wrap_runpod_reports_a_rotation_whatever_the_hook(  # noqa: PLR0917 -- fixtures
+    sdk, runpod_emulator, vault, tmp_path, monkeypatch, telemetry, hook
+):
+    """Through ``wrap(runpod)`` (the SDK's own requests session) and with each kind of
+    hook users write: one recovery span, the probe and the resend after recovery as
+    resend spans (the second linked to the recovery), and no key anywhere."""
+    import runpod
+
+    from resilient_runpod import wrap
+
+    secret = tmp_path / "key"
+    secret.write_text(vault.key)
+    monkeypatch.setenv("RUNPOD_API_KEY", vault.key)
+    hooks = {
+        "callback": vault,
+        "chain": recovery.chain(recovery.from_file(secret), recovery.prompt()),
+        "default": recovery.default(),
+        "persist": recovery.persist(vault, to=tmp_path / "saved"),
+        # Named after this test's directory: no answer from another test is reused.
+        "shared": recovery.shared(vault, name=f"otel-{tmp_path.name}"),
+    }
+    credentials = Credentials(vault.key, hooks[hook], hosts=[runpod_emulator.host])
+    old, new = vault.key, vault.rotate()
+    secret.write_text(new)
+    monkeypatch.setenv("RUNPOD_API_KEY", new)
+    endpoint = wrap(runpod, credentials).Endpoint(runpod_emulator.endpoint_id)
+
+    assert "jobs" in endpoint.health()
+    _assert_one_rotation(telemetry, None, old, new)
